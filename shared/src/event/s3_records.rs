@@ -1,0 +1,210 @@
+//! S3-style `Records` notifications: AWS S3, MinIO (webhook and queue targets) and Ceph RGW,
+//! which share the layout but differ in key escaping, field spellings and metadata shape.
+
+use serde_json::Value;
+
+use super::fields::Fields;
+use super::keys::KeyEncoding;
+use super::{DecodeError, EventKind, ObjectEvent, Source, bare_etag};
+
+/// Maps an S3-family event name (with or without the `s3:` prefix) to what functions act on.
+pub(crate) fn kind_of(event_name: &str) -> EventKind {
+    let name = event_name.strip_prefix("s3:").unwrap_or(event_name);
+    if name.starts_with("ObjectCreated:") {
+        EventKind::Created
+    } else if name.starts_with("ObjectRemoved:")
+        || name.starts_with("LifecycleExpiration:")
+        || name.starts_with("ObjectLifecycle:Expiration")
+    {
+        EventKind::Removed
+    } else {
+        EventKind::Other
+    }
+}
+
+struct Flavour {
+    source: Source,
+    format: &'static str,
+    keys: KeyEncoding,
+}
+
+const AWS: Flavour = Flavour {
+    source: Source::AwsS3,
+    format: "AWS S3",
+    keys: KeyEncoding::Form,
+};
+const MINIO: Flavour = Flavour {
+    source: Source::Minio,
+    format: "MinIO",
+    keys: KeyEncoding::Form,
+};
+const CEPH: Flavour = Flavour {
+    source: Source::Ceph,
+    format: "Ceph RGW",
+    keys: KeyEncoding::Raw,
+};
+
+/// Decodes every record of a `{"Records": [...]}` notification; MinIO webhooks add a top-level
+/// `EventName` and `Key`.
+pub(crate) fn decode(value: &Value) -> Result<Vec<ObjectEvent>, DecodeError> {
+    let top = Fields::of(value, "S3 notification", "")?;
+    // Older MinIO servers spell the top-level name `EventType`.
+    let minio_webhook = (top.has("EventName") || top.has("EventType")) && top.has("Key");
+    let records = top.array("Records")?;
+    let mut events = Vec::with_capacity(records.len());
+    for (i, record) in records.iter().enumerate() {
+        let path = format!("Records[{i}]");
+        let flavour = flavour_of(record, &path, minio_webhook)?;
+        events.push(decode_record(record, &path, &flavour)?);
+    }
+    Ok(events)
+}
+
+/// Decodes one AWS S3 record on its own (the data of a CloudEvents AWS-S3 adapter event).
+pub(crate) fn decode_aws_record(record: &Value, path: &str) -> Result<ObjectEvent, DecodeError> {
+    decode_record(record, path, &AWS)
+}
+
+fn flavour_of(record: &Value, path: &str, minio_webhook: bool) -> Result<Flavour, DecodeError> {
+    let source = record.get("eventSource").and_then(Value::as_str);
+    match source {
+        Some("aws:s3") => Ok(AWS),
+        Some("minio:s3") => Ok(MINIO),
+        Some("ceph:s3") => Ok(CEPH),
+        None if minio_webhook => Ok(MINIO),
+        _ => Err(DecodeError::field(
+            "S3 notification",
+            &format!("{path}.eventSource"),
+            record.get("eventSource"),
+            "\"aws:s3\", \"minio:s3\" or \"ceph:s3\"",
+        )),
+    }
+}
+
+fn decode_record(
+    record: &Value,
+    path: &str,
+    flavour: &Flavour,
+) -> Result<ObjectEvent, DecodeError> {
+    let rec = Fields::of(record, flavour.format, path)?;
+    let s3_path = format!("{path}.s3");
+    let s3 = rec.obj("s3", &s3_path)?;
+    let bucket_path = format!("{s3_path}.bucket");
+    let bucket = s3.obj("bucket", &bucket_path)?.non_empty("name")?;
+    let object_path = format!("{s3_path}.object");
+    let object = s3.obj("object", &object_path)?;
+
+    let raw_key = object.non_empty("key")?;
+    let key = flavour
+        .keys
+        .decode(raw_key)
+        .map_err(|problem| DecodeError::BadKey {
+            format: flavour.format,
+            key: raw_key.to_owned(),
+            problem,
+        })?;
+    let event_name = rec.non_empty("eventName")?;
+    let mut event = ObjectEvent::new(kind_of(event_name), flavour.source, bucket, key, event_name)
+        .with_metadata(object.string_map("userMetadata"))
+        .with_metadata(object.string_map("userDefined"))
+        .with_metadata(key_val_list(object.get("metadata")));
+    event.size = object.opt_u64("size")?;
+    // MinIO omits a zero size (Go `omitempty`): an object it reports as created is empty.
+    if flavour.source == Source::Minio && event.kind == EventKind::Created {
+        event.size = event.size.or(Some(0));
+    }
+    event.etag = bare_etag(object.opt_str_any(&["eTag", "etag"])?);
+    event.version_id = object.opt_str("versionId")?.map(str::to_owned);
+    event.sequencer = object.opt_str("sequencer")?.map(str::to_owned);
+    event.time = rec.opt_time("eventTime")?;
+    event.region = rec.opt_str("awsRegion")?.map(str::to_owned);
+    let identity_path = format!("{path}.userIdentity");
+    if let Some(identity) = rec.opt_obj("userIdentity", &identity_path)? {
+        event.principal = identity.opt_str("principalId")?.map(str::to_owned);
+    }
+    Ok(event)
+}
+
+/// Ceph sends metadata and tags as `[{"key": "x-amz-meta-a", "val": "b"}]`.
+fn key_val_list(value: Option<&Value>) -> Vec<(String, String)> {
+    let Some(Value::Array(items)) = value else {
+        return Vec::new();
+    };
+    items
+        .iter()
+        .filter_map(|item| {
+            let key = item.get("key")?.as_str()?;
+            let val = item.get("val")?.as_str()?;
+            Some((key.to_owned(), val.to_owned()))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+    #[test]
+    fn event_names_map_to_kinds() {
+        for (name, kind) in [
+            ("ObjectCreated:Put", EventKind::Created),
+            (
+                "s3:ObjectCreated:CompleteMultipartUpload",
+                EventKind::Created,
+            ),
+            ("ObjectRemoved:DeleteMarkerCreated", EventKind::Removed),
+            ("LifecycleExpiration:Delete", EventKind::Removed),
+            ("ObjectLifecycle:Expiration:Current", EventKind::Removed),
+            ("ObjectRestore:Completed", EventKind::Other),
+            ("ObjectTagging:Put", EventKind::Other),
+            ("ObjectAcl:Put", EventKind::Other),
+            ("Replication:OperationFailedReplication", EventKind::Other),
+            ("LifecycleTransition", EventKind::Other),
+            ("IntelligentTiering", EventKind::Other),
+            ("s3:ObjectAccessed:Get", EventKind::Other),
+        ] {
+            assert_eq!(kind_of(name), kind, "{name}");
+        }
+    }
+
+    #[test]
+    fn unknown_event_source_is_named() -> TestResult {
+        let v = json!({"Records": [{"eventSource": "wasabi:s3", "eventName": "ObjectCreated:Put",
+            "s3": {"bucket": {"name": "b"}, "object": {"key": "k"}}}]});
+        let msg = decode(&v).err().ok_or("accepted")?.to_string();
+        assert!(msg.contains("Records[0].eventSource"), "{msg}");
+        assert!(msg.contains("\"wasabi:s3\""), "{msg}");
+        Ok(())
+    }
+
+    #[test]
+    fn missing_key_names_the_path() -> TestResult {
+        let v = json!({"Records": [{"eventSource": "aws:s3", "eventName": "ObjectCreated:Put",
+            "s3": {"bucket": {"name": "b"}, "object": {"size": 1}}}]});
+        let msg = decode(&v).err().ok_or("accepted")?.to_string();
+        assert_eq!(
+            msg,
+            "AWS S3 event: `Records[0].s3.object.key` is missing; expected a non-empty string"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn ceph_metadata_list_and_string_size() -> TestResult {
+        let v = json!({"Records": [{"eventSource": "ceph:s3", "eventName": "ObjectCreated:Put",
+            "eventTime": "2021-02-19 02:03:08.330496Z",
+            "s3": {"bucket": {"name": "b"}, "object": {"key": "a+b c.jpg", "size": "1024",
+                "etag": "abc", "metadata": [{"key": "x-amz-meta-tenant", "val": "OR-abc1234"}]}}}]});
+        let events = decode(&v)?;
+        assert_eq!(events[0].key, "a+b c.jpg");
+        assert_eq!(events[0].size, Some(1024));
+        assert_eq!(
+            events[0].metadata.get("tenant").map(String::as_str),
+            Some("OR-abc1234")
+        );
+        Ok(())
+    }
+}

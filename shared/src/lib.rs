@@ -1,0 +1,16 @@
+//! bucketfn: small, stateless handlers for object-storage bucket events. This crate holds what
+//! every function shares: the event model and its decoders, outcomes, the Lambda / HTTP / CLI
+//! runtimes, storage and configuration.
+
+pub mod config;
+pub mod event;
+pub mod outcome;
+pub mod runtime;
+pub mod storage;
+pub mod telemetry;
+
+pub use config::{ConfigError, Env, FromEnv};
+pub use event::{EventKind, ObjectEvent, Source};
+pub use outcome::{BoxError, Done, HandlerError, Outcome};
+pub use runtime::{Function, Handler, Invocation, StartError, main};
+pub use storage::{NewObject, ObjectStore, StoreError};

@@ -1,0 +1,203 @@
+//! The command line: `invoke FILE` runs the handler on saved events, `decode FILE` shows how
+//! they decode, `serve` runs the HTTP service.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+use http::{HeaderMap, HeaderName, HeaderValue};
+
+use super::{Function, Invocation, http as http_runtime, process, start};
+use crate::event::{Delivery, decode};
+
+/// Exit code for input or usage that is rejected (bad event, bad header, bad configuration).
+const REJECTED: u8 = 2;
+
+#[derive(Debug, Parser)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the handler on every event in FILE and print one line per record outcome.
+    Invoke {
+        #[command(flatten)]
+        input: Input,
+        /// Use DIR as the object store (DIR/<bucket>/<key>) instead of S3.
+        #[arg(long, value_name = "DIR")]
+        storage: Option<PathBuf>,
+    },
+    /// Print the events in FILE as the function sees them, as a JSON array.
+    Decode {
+        #[command(flatten)]
+        input: Input,
+    },
+    /// Serve HTTP on $PORT (default 8080): CloudEvents and raw notifications on POST /.
+    Serve {
+        /// Use DIR as the object store (DIR/<bucket>/<key>) instead of S3.
+        #[arg(long, value_name = "DIR")]
+        storage: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Args)]
+struct Input {
+    /// A saved event ("-" for standard input).
+    file: PathBuf,
+    /// An HTTP header that came with the event, for binary-mode CloudEvents ('ce-type: ...'),
+    /// or @FILE for a file of such lines (as curl takes them).
+    #[arg(short = 'H', long = "header", value_name = "NAME: VALUE | @FILE")]
+    headers: Vec<String>,
+}
+
+impl Input {
+    fn read(&self) -> Result<Delivery, String> {
+        let body = if self.file.as_os_str() == "-" {
+            let mut body = Vec::new();
+            std::io::stdin()
+                .read_to_end(&mut body)
+                .map_err(|e| format!("cannot read standard input: {e}"))?;
+            body
+        } else {
+            std::fs::read(&self.file)
+                .map_err(|e| format!("cannot read {}: {e}", self.file.display()))?
+        };
+        let mut lines = Vec::new();
+        for header in &self.headers {
+            match header.strip_prefix('@') {
+                Some(path) => {
+                    let text = std::fs::read_to_string(path)
+                        .map_err(|e| format!("cannot read headers from {path}: {e}"))?;
+                    lines.extend(
+                        text.lines()
+                            .filter(|l| !l.trim().is_empty())
+                            .map(str::to_owned),
+                    );
+                }
+                None => lines.push(header.clone()),
+            }
+        }
+        let headers = parse_headers(&lines)?;
+        decode(&body, &headers).map_err(|e| format!("{}: {e}", self.file.display()))
+    }
+}
+
+/// Parses `name: value` lines into headers.
+pub fn parse_headers(lines: &[String]) -> Result<HeaderMap, String> {
+    let mut headers = HeaderMap::new();
+    for line in lines {
+        let (name, value) = line
+            .split_once(':')
+            .ok_or_else(|| format!("header {line:?} is not of the form 'name: value'"))?;
+        let name = HeaderName::from_bytes(name.trim().as_bytes())
+            .map_err(|e| format!("header name in {line:?}: {e}"))?;
+        let value = HeaderValue::from_str(value.trim())
+            .map_err(|e| format!("header value in {line:?}: {e}"))?;
+        headers.append(name, value);
+    }
+    Ok(headers)
+}
+
+pub(crate) async fn run<F: Function>() -> ExitCode {
+    let command = Cli::command().name(F::NAME).about(F::ABOUT);
+    let cli = match Cli::from_arg_matches(&command.get_matches()) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    match cli.command {
+        Command::Decode { input } => decode_command(&input),
+        Command::Invoke { input, storage } => invoke::<F>(&input, storage).await,
+        Command::Serve { storage } => serve::<F>(storage).await,
+    }
+}
+
+fn fail(message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("{message}");
+    ExitCode::from(REJECTED)
+}
+
+fn decode_command(input: &Input) -> ExitCode {
+    let events = match input
+        .read()
+        .and_then(|d| d.into_events().map_err(|e| e.to_string()))
+    {
+        Ok(events) => events,
+        Err(e) => return fail(e),
+    };
+    match serde_json::to_string_pretty(&events) {
+        Ok(json) => {
+            println!("{json}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(format!("cannot print the events: {e}")),
+    }
+}
+
+async fn invoke<F: Function>(input: &Input, storage: Option<PathBuf>) -> ExitCode {
+    let delivery = match input.read() {
+        Ok(delivery) => delivery,
+        Err(e) => return fail(e),
+    };
+    let started = match start::<F>(storage).await {
+        Ok(started) => started,
+        Err(e) => return fail(e),
+    };
+    let report = process(
+        &started.function,
+        delivery,
+        Invocation::default(),
+        started.settings.concurrency,
+    )
+    .await;
+    let mut failed = false;
+    for (n, record) in report.records.iter().enumerate() {
+        let label = record
+            .id
+            .clone()
+            .unwrap_or_else(|| format!("record {}", n + 1));
+        failed |= !record.status.is_success();
+        println!("{}\t{label}\t{}", record.status.label(), record.summary());
+    }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+async fn serve<F: Function>(storage: Option<PathBuf>) -> ExitCode {
+    let started = match start::<F>(storage).await {
+        Ok(started) => started,
+        Err(e) => return fail(e),
+    };
+    match http_runtime::serve(started.function, &started.settings).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "HTTP service stopped.");
+            eprintln!("{}: {e}", F::NAME);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_parse_and_bad_ones_are_named() -> Result<(), Box<dyn std::error::Error>> {
+        let headers = parse_headers(&["Ce-Type: a.b".into(), "ce-id:1".into()])?;
+        assert_eq!(
+            headers.get("ce-type").map(HeaderValue::as_bytes),
+            Some(&b"a.b"[..])
+        );
+        let err = parse_headers(&["no colon".into()])
+            .err()
+            .ok_or("accepted")?;
+        assert!(err.contains("\"no colon\""), "{err}");
+        Ok(())
+    }
+}

@@ -1,0 +1,125 @@
+//! The AWS Lambda adapter: SQS batches answer with `batchItemFailures`, S3 Batch Operations
+//! with a result code per task, anything else with success or an error naming the failure.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use aws_lambda_events::event::s3::batch_job::{S3BatchJobResponse, S3BatchJobResult};
+use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse};
+use lambda_runtime::{Diagnostic, LambdaEvent, service_fn};
+use serde_json::{Value, json};
+
+use super::{Function, Handler, Invocation, Report, process, start};
+use crate::event::{Envelope, S3BatchJob, decode_value};
+use crate::outcome::RecordStatus;
+
+/// Time kept back from the invocation deadline to send the report.
+const REPORT_MARGIN: Duration = Duration::from_millis(500);
+
+pub(crate) async fn run<F: Function>() -> ExitCode {
+    let started = match start::<F>(None).await {
+        Ok(started) => started,
+        Err(e) => {
+            tracing::error!(error = %e, "Function cannot start.");
+            eprintln!("{}: {e}", F::NAME);
+            return ExitCode::from(2);
+        }
+    };
+    let function = started.function;
+    let concurrency = started.settings.concurrency;
+    let service = service_fn(move |event: LambdaEvent<Value>| {
+        let function = Arc::clone(&function);
+        async move { respond(&function, concurrency, event).await }
+    });
+    match lambda_runtime::run(service).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "Lambda runtime stopped.");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn respond<H: Handler>(
+    handler: &Arc<H>,
+    concurrency: usize,
+    event: LambdaEvent<Value>,
+) -> Result<Value, Diagnostic> {
+    let invocation = Invocation {
+        deadline: Some(stop_by(event.context.deadline)),
+    };
+    let delivery = decode_value(event.payload).map_err(|e| Diagnostic {
+        error_type: "bucketfn.InvalidEvent".to_owned(),
+        error_message: e.to_string(),
+    })?;
+    let report = process(handler, delivery, invocation, concurrency).await;
+    answer(report)
+}
+
+/// Converts the Lambda deadline (milliseconds since the epoch) into the instant work must stop.
+fn stop_by(deadline_ms: u64) -> Instant {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let remaining = Duration::from_millis(deadline_ms).saturating_sub(now);
+    Instant::now() + remaining.saturating_sub(REPORT_MARGIN)
+}
+
+/// The platform's view of a report.
+pub(crate) fn answer(report: Report) -> Result<Value, Diagnostic> {
+    match &report.envelope {
+        Envelope::SqsBatch => {
+            let mut response = SqsBatchResponse::default();
+            for record in &report.records {
+                if !record.status.is_success() {
+                    let mut failure = BatchItemFailure::default();
+                    failure.item_identifier = record.id.clone().unwrap_or_default();
+                    response.batch_item_failures.push(failure);
+                }
+            }
+            to_value(&response)
+        }
+        Envelope::S3Batch(job) => to_value(&s3_batch_response(job, &report)),
+        Envelope::Single => match report.overall() {
+            RecordStatus::Succeeded => Ok(json!({
+                "outcomes": report.records.iter().map(|r| r.summary()).collect::<Vec<_>>()
+            })),
+            RecordStatus::Retryable(message) => Err(Diagnostic {
+                error_type: "bucketfn.Retryable".to_owned(),
+                error_message: message,
+            }),
+            RecordStatus::Permanent(message) => Err(Diagnostic {
+                error_type: "bucketfn.Permanent".to_owned(),
+                error_message: message,
+            }),
+        },
+    }
+}
+
+fn s3_batch_response(job: &S3BatchJob, report: &Report) -> S3BatchJobResponse {
+    let mut response = S3BatchJobResponse::default();
+    response.invocation_schema_version = Some(job.schema_version.clone());
+    response.invocation_id = Some(job.invocation_id.clone());
+    response.treat_missing_keys_as = Some("PermanentFailure".to_owned());
+    for record in &report.records {
+        let (code, text) = match &record.status {
+            RecordStatus::Succeeded => ("Succeeded", record.summary()),
+            RecordStatus::Retryable(m) => ("TemporaryFailure", m.clone()),
+            RecordStatus::Permanent(m) => ("PermanentFailure", m.clone()),
+        };
+        let mut result = S3BatchJobResult::default();
+        result.task_id = record.id.clone();
+        result.result_code = Some(code.to_owned());
+        result.result_string = Some(text);
+        response.results.push(result);
+    }
+    response
+}
+
+fn to_value(response: &impl serde::Serialize) -> Result<Value, Diagnostic> {
+    serde_json::to_value(response).map_err(|e| Diagnostic {
+        error_type: "bucketfn.Internal".to_owned(),
+        error_message: format!("cannot serialize the response: {e}"),
+    })
+}

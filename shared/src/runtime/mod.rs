@@ -1,0 +1,140 @@
+//! One binary, three ways to run: the Lambda runtime when `AWS_LAMBDA_RUNTIME_API` is set,
+//! otherwise the command line (`invoke`, `decode`, `serve`), where `serve` is the Knative /
+//! Code Engine service.
+
+mod cli;
+mod dispatch;
+pub mod http;
+mod lambda;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::config::{ConfigError, Env, FromEnv};
+use crate::event::ObjectEvent;
+use crate::outcome::{BoxError, Outcome};
+use crate::storage::{LocalStore, ObjectStore, S3Settings, S3Store};
+use crate::telemetry;
+
+pub use cli::parse_headers;
+pub use dispatch::{EventReport, RecordReport, Report, process};
+
+/// What the runtime knows about the invocation an event arrived in.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Invocation {
+    /// When work must stop so that the outcome can still be reported (Lambda: the invocation
+    /// deadline minus a margin). Events still running then are reported as retryable.
+    pub deadline: Option<Instant>,
+}
+
+/// Handles one event. Decides the outcome; never how the platform hears of it.
+pub trait Handler: Send + Sync + 'static {
+    fn handle(
+        &self,
+        event: &ObjectEvent,
+        invocation: &Invocation,
+    ) -> impl Future<Output = Outcome> + Send;
+}
+
+/// A deployable function: a handler plus how to build it from configuration.
+pub trait Function: Handler + Sized {
+    /// The binary's name, for `--help`.
+    const NAME: &'static str;
+    /// One line on what the function does, for `--help`.
+    const ABOUT: &'static str;
+
+    type Config: FromEnv + Send + 'static;
+
+    /// Builds the function; `store` is S3 (from the environment) or the `--storage` directory.
+    fn start(
+        config: Self::Config,
+        store: Arc<dyn ObjectStore>,
+    ) -> impl Future<Output = Result<Self, StartError>> + Send;
+}
+
+/// Why a function could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("start-up failed: {}", crate::outcome::chain(.0.as_ref()))]
+    Failed(BoxError),
+}
+
+/// Settings of the runtime itself, read together with the function's configuration.
+#[derive(Debug, Clone)]
+pub struct RuntimeSettings {
+    /// `PORT`: where `serve` listens (Knative and Code Engine set it).
+    pub port: u16,
+    /// `BATCH_CONCURRENCY`: events of one delivery handled at the same time.
+    pub concurrency: usize,
+    pub s3: S3Settings,
+}
+
+impl RuntimeSettings {
+    pub fn read(env: &mut Env) -> Self {
+        let cores = std::thread::available_parallelism().map_or(2, usize::from);
+        let concurrency = env.or("BATCH_CONCURRENCY", cores);
+        if concurrency == 0 {
+            env.problem("BATCH_CONCURRENCY", "must be at least 1");
+        }
+        Self {
+            port: env.or("PORT", 8080),
+            concurrency: concurrency.max(1),
+            s3: S3Settings::read(env),
+        }
+    }
+}
+
+/// A started function and the runtime settings it runs with.
+pub(crate) struct Started<F> {
+    pub(crate) function: Arc<F>,
+    pub(crate) settings: RuntimeSettings,
+}
+
+/// Reads all configuration (reporting every problem at once), picks the store and starts the
+/// function.
+pub(crate) async fn start<F: Function>(storage: Option<PathBuf>) -> Result<Started<F>, StartError> {
+    let began = Instant::now();
+    let mut env = Env::from_process();
+    let settings = RuntimeSettings::read(&mut env);
+    let config = F::Config::read(&mut env);
+    env.finish()?;
+    let config = config.ok_or_else(|| StartError::Failed("configuration was not read".into()))?;
+    let store: Arc<dyn ObjectStore> = match storage {
+        Some(dir) => Arc::new(LocalStore::new(dir)),
+        None => Arc::new(S3Store::connect(&settings.s3).await),
+    };
+    let function = Arc::new(F::start(config, store).await?);
+    tracing::info!(
+        startup_us = began.elapsed().as_micros() as u64,
+        "Function started."
+    );
+    Ok(Started { function, settings })
+}
+
+/// The whole of a function binary's `main`.
+pub fn main<F: Function>() -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("{}: cannot start the async runtime: {e}", F::NAME);
+            return ExitCode::from(70);
+        }
+    };
+    runtime.block_on(async {
+        let in_lambda = std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some();
+        telemetry::init(in_lambda);
+        if in_lambda {
+            lambda::run::<F>().await
+        } else {
+            cli::run::<F>().await
+        }
+    })
+}

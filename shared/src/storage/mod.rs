@@ -1,0 +1,134 @@
+//! Object storage as the functions use it: one trait, an S3 implementation for every
+//! S3-compatible store, a directory tree for the CLI and demos, and (feature `testing`) memory.
+
+mod local;
+#[cfg(feature = "testing")]
+mod memory;
+mod s3;
+
+use std::fmt;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::event::Source;
+use crate::outcome::{BoxError, HandlerError};
+
+pub use local::LocalStore;
+#[cfg(feature = "testing")]
+pub use memory::MemoryStore;
+pub use s3::{S3Settings, S3Store};
+
+/// What a store is asked to write.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewObject {
+    pub body: Bytes,
+    pub content_type: String,
+}
+
+/// The operations the functions need, with errors already classified for retry decisions.
+#[async_trait]
+pub trait ObjectStore: Send + Sync + 'static {
+    /// Reads a whole object, refusing one larger than `max_bytes` without reading past the limit.
+    async fn get(&self, bucket: &str, key: &str, max_bytes: u64) -> Result<Bytes, StoreError>;
+
+    /// Writes an object, replacing any object of the same key.
+    async fn put(&self, bucket: &str, key: &str, object: NewObject) -> Result<(), StoreError>;
+}
+
+/// Which store operation failed, for messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Get,
+    Put,
+}
+
+impl fmt::Display for Op {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Get => "reading",
+            Self::Put => "writing",
+        })
+    }
+}
+
+/// `bucket/key` for messages, with control characters in hostile keys made visible.
+pub struct ObjectPath<'a>(pub &'a str, pub &'a str);
+
+impl fmt::Display for ObjectPath<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.0.escape_debug(), self.1.escape_debug())
+    }
+}
+
+/// A store operation that failed, classified once here so handlers can use `?`.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The object (or its bucket) does not exist; for a source object, the event is stale.
+    #[error("{} does not exist", ObjectPath(bucket, key))]
+    NotFound { bucket: String, key: String },
+    #[error(
+        "{} is larger than the limit of {limit} bytes",
+        ObjectPath(bucket, key)
+    )]
+    TooLarge {
+        bucket: String,
+        key: String,
+        limit: u64,
+    },
+    #[error("{} cannot be stored here: {reason}", ObjectPath(bucket, key))]
+    InvalidKey {
+        bucket: String,
+        key: String,
+        reason: &'static str,
+    },
+    #[error(
+        "{source_kind} has no storage backend in bucketfn; cannot read {}",
+        ObjectPath(bucket, key)
+    )]
+    UnsupportedSource {
+        source_kind: Source,
+        bucket: String,
+        key: String,
+    },
+    /// The store refused in a way that will not change by retrying (403, 400, bad config).
+    #[error("{op} {} was refused", ObjectPath(bucket, key))]
+    Rejected {
+        op: Op,
+        bucket: String,
+        key: String,
+        #[source]
+        source: BoxError,
+    },
+    /// The store could not be reached or asked to slow down (5xx, throttling, timeouts).
+    #[error("{op} {} failed", ObjectPath(bucket, key))]
+    Unavailable {
+        op: Op,
+        bucket: String,
+        key: String,
+        #[source]
+        source: BoxError,
+    },
+}
+
+impl From<StoreError> for HandlerError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::Unavailable { .. } => Self::retryable(error),
+            _ => Self::permanent(error),
+        }
+    }
+}
+
+/// Refuses events from providers whose objects no backend can read (Azure Blob Storage is
+/// decoded, but there is no Azure store yet).
+pub fn ensure_readable(source: Source, bucket: &str, key: &str) -> Result<(), StoreError> {
+    match source {
+        Source::Azure => Err(StoreError::UnsupportedSource {
+            source_kind: source,
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+        }),
+        _ => Ok(()),
+    }
+}
