@@ -1,0 +1,150 @@
+//! The command line as a user runs it: `decode` and `invoke --storage DIR`.
+
+use std::process::{Command, Output};
+
+use image::ImageFormat;
+
+use crate::support::function::THUMBNAIL_ON_CREATE;
+use crate::support::images::{dimensions, gradient};
+use crate::support::{TestResult, workspace_root};
+
+fn run(args: &[&str], env: &[(&str, &str)]) -> std::io::Result<Output> {
+    Command::new(THUMBNAIL_ON_CREATE)
+        .args(args)
+        .current_dir(workspace_root())
+        .env_clear()
+        .envs(env.iter().copied())
+        .output()
+}
+
+#[test]
+fn decode_prints_normalized_events_with_headers_from_a_file() -> TestResult {
+    let out = run(
+        &[
+            "decode",
+            "events/ibm-cos/write.json",
+            "-H",
+            "@events/ibm-cos/write.headers",
+        ],
+        &[],
+    )?;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let events: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(events[0]["source"], "ibm-cos");
+    assert_eq!(events[0]["key"], "uploads/Notes & <draft>.rtf");
+    assert_eq!(events[0]["id"], "6abc7123-382d-4115-98e8-7568b2cc03f8");
+    let fields: Vec<&String> = events[0]
+        .as_object()
+        .ok_or("not an object")?
+        .keys()
+        .collect();
+    assert_eq!(fields.len(), 11, "{fields:?}");
+    Ok(())
+}
+
+#[test]
+fn decode_rejects_bad_input_with_exit_2_and_a_message() -> TestResult {
+    let out = run(
+        &["decode", "events/invalid/documentation-placeholder.json"],
+        &[],
+    )?;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("`Records[0].s3.object.size` is \"object-size in bytes\""),
+        "{stderr}"
+    );
+
+    let out = run(&["decode", "events/does-not-exist.json"], &[])?;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cannot read events/does-not-exist.json")
+    );
+    Ok(())
+}
+
+#[test]
+fn invoke_with_a_local_directory_writes_the_thumbnail_and_reports_each_record() -> TestResult {
+    let storage = tempfile::tempdir()?;
+    let photos = storage.path().join("media-uploads/incoming");
+    std::fs::create_dir_all(&photos)?;
+    std::fs::write(
+        photos.join("scan 0001.tif"),
+        gradient(1024, 512, ImageFormat::Tiff)?,
+    )?;
+    let dir = storage.path().to_string_lossy().into_owned();
+
+    let out = run(
+        &["invoke", "events/sqs/s3-created.json", "--storage", &dir],
+        &[],
+    )?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{stdout}");
+    assert!(
+        lines[0].starts_with("succeeded\t059f36b4-87a3-44ab-83d2-661975830a7d\tdone: wrote"),
+        "{stdout}"
+    );
+    assert!(
+        lines[1].starts_with("succeeded\t2e1424d4-f796-459a-8184-9c92662be6da\tno object events"),
+        "{stdout}"
+    );
+    let thumb = std::fs::read(
+        storage
+            .path()
+            .join("media-uploads/thumbnails/incoming/scan 0001.tif/256.jpg"),
+    )?;
+    assert_eq!(dimensions(&thumb)?, (256, 128));
+    Ok(())
+}
+
+#[test]
+fn invoke_exits_non_zero_when_a_record_fails() -> TestResult {
+    let storage = tempfile::tempdir()?;
+    let incoming = storage.path().join("media-uploads/incoming");
+    std::fs::create_dir_all(&incoming)?;
+    std::fs::write(incoming.join("scan 0001.tif"), b"II*\0 truncated tiff")?;
+    let dir = storage.path().to_string_lossy().into_owned();
+    let out = run(
+        &["invoke", "events/sqs/s3-created.json", "--storage", &dir],
+        &[],
+    )?;
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.starts_with("permanent\t059f36b4"), "{stdout}");
+    Ok(())
+}
+
+#[test]
+fn invoke_reports_every_configuration_problem_at_once() -> TestResult {
+    let out = run(
+        &["invoke", "events/aws-s3/created.json", "--storage", "."],
+        &[
+            ("THUMBNAIL_PREFIX", ""),
+            ("THUMBNAIL_QUALITY", "0"),
+            ("PORT", "http"),
+        ],
+    )?;
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("invalid configuration (3 problems)"),
+        "{stderr}"
+    );
+    for variable in ["THUMBNAIL_PREFIX", "THUMBNAIL_QUALITY", "PORT"] {
+        assert!(stderr.contains(variable), "{variable}: {stderr}");
+    }
+    Ok(())
+}

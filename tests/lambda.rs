@@ -1,0 +1,242 @@
+//! The function binary under the Lambda runtime, driven through an in-process Lambda Runtime
+//! API: SQS partial batch failures, S3 Batch result codes, invocation errors, deadlines.
+
+use std::time::{Duration, Instant};
+
+use image::ImageFormat;
+use serde_json::{Value, json};
+
+use crate::support::function::{FunctionProcess, THUMBNAIL_ON_CREATE};
+use crate::support::images::{dimensions, gradient};
+use crate::support::lambda_api::{Answer, RuntimeApi};
+use crate::support::s3_server::S3Server;
+use crate::support::{BoxError, TestResult};
+
+struct LambdaFixture {
+    api: RuntimeApi,
+    s3: S3Server,
+    process: FunctionProcess,
+}
+
+async fn start(extra_env: &[(&'static str, String)]) -> Result<LambdaFixture, BoxError> {
+    let s3 = S3Server::start().await?;
+    s3.create_bucket("photos").await?;
+    let api = RuntimeApi::start().await?;
+    let mut env = s3.env();
+    env.extend([
+        ("AWS_LAMBDA_RUNTIME_API", api.address.clone()),
+        ("AWS_LAMBDA_FUNCTION_NAME", "thumbnail-on-create".to_owned()),
+        ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128".to_owned()),
+        ("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST".to_owned()),
+    ]);
+    env.extend(extra_env.iter().cloned());
+    let process = FunctionProcess::spawn(THUMBNAIL_ON_CREATE, &[], &env)?;
+    Ok(LambdaFixture { api, s3, process })
+}
+
+fn s3_notification(bucket: &str, encoded_key: &str) -> Value {
+    json!({"Records": [{"eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": "us-east-1",
+        "eventTime": "2024-11-05T14:22:31.493Z", "eventName": "ObjectCreated:Put",
+        "s3": {"bucket": {"name": bucket}, "object": {"key": encoded_key, "size": 1}}}]})
+}
+
+fn sqs_message(id: &str, body: String) -> Value {
+    json!({"messageId": id, "receiptHandle": "rh", "body": body, "attributes": {},
+        "messageAttributes": {}, "eventSource": "aws:sqs",
+        "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:uploads", "awsRegion": "us-east-1"})
+}
+
+impl LambdaFixture {
+    async fn invoke(&self, payload: Value) -> Result<Answer, BoxError> {
+        self.api
+            .invoke(payload, Duration::from_secs(30))
+            .await
+            .map_err(|e| format!("{e}; function logs:\n{}", self.process.logs()).into())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sqs_batch_reports_only_the_failed_messages() -> TestResult {
+    let f = start(&[]).await?;
+    f.s3.put(
+        "photos",
+        "ok one.jpg",
+        gradient(640, 480, ImageFormat::Jpeg)?,
+    )
+    .await?;
+    f.s3.put(
+        "photos",
+        "corrupt.jpg",
+        b"\xff\xd8\xff\xe0 not really a jpeg".to_vec(),
+    )
+    .await?;
+    let batch = json!({"Records": [
+        sqs_message("m-ok", s3_notification("photos", "ok+one.jpg").to_string()),
+        sqs_message("m-corrupt", s3_notification("photos", "corrupt.jpg").to_string()),
+        sqs_message("m-garbage", "not json at all".to_owned()),
+        sqs_message("m-gone", s3_notification("photos", "never-uploaded.jpg").to_string()),
+    ]});
+    let answer = f.invoke(batch).await?;
+    assert_eq!(
+        answer,
+        Answer::Response(json!({"batchItemFailures": [
+            {"itemIdentifier": "m-corrupt"}, {"itemIdentifier": "m-garbage"}]})),
+        "logs:\n{}",
+        f.process.logs()
+    );
+    let (thumb, _) =
+        f.s3.get("photos", "thumbnails/ok one.jpg/256.jpg")
+            .await?
+            .ok_or("no thumbnail")?;
+    assert_eq!(dimensions(&thumb)?, (256, 192));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn s3_batch_answers_a_result_code_per_task() -> TestResult {
+    let f = start(&[]).await?;
+    f.s3.put(
+        "photos",
+        "backfill/a b.png",
+        gradient(300, 200, ImageFormat::Png)?,
+    )
+    .await?;
+    f.s3.put(
+        "photos",
+        "backfill/bad.png",
+        b"\x89PNG\r\n\x1a\n broken".to_vec(),
+    )
+    .await?;
+    let job = json!({"invocationSchemaVersion": "2.0", "invocationId": "inv-1",
+        "job": {"id": "job-1", "userArguments": {}},
+        "tasks": [
+            {"taskId": "t-ok", "s3Key": "backfill/a+b.png", "s3VersionId": null, "s3Bucket": "photos"},
+            {"taskId": "t-bad", "s3Key": "backfill/bad.png", "s3VersionId": null, "s3Bucket": "photos"}]});
+    let Answer::Response(response) = f.invoke(job).await? else {
+        return Err(format!("invocation failed; logs:\n{}", f.process.logs()).into());
+    };
+    assert_eq!(response["invocationSchemaVersion"], "2.0");
+    assert_eq!(response["invocationId"], "inv-1");
+    assert_eq!(response["treatMissingKeysAs"], "PermanentFailure");
+    let results = response["results"].as_array().ok_or("no results")?;
+    let codes: Vec<(&str, &str)> = results
+        .iter()
+        .map(|r| {
+            (
+                r["taskId"].as_str().unwrap_or(""),
+                r["resultCode"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(
+        codes,
+        [("t-ok", "Succeeded"), ("t-bad", "PermanentFailure")]
+    );
+    assert!(
+        results[1]["resultString"]
+            .as_str()
+            .unwrap_or("")
+            .contains("backfill/bad.png")
+    );
+
+    f.s3.fail_next(1000);
+    let job = json!({"invocationSchemaVersion": "1.0", "invocationId": "inv-2", "job": {"id": "job-1"},
+        "tasks": [{"taskId": "t-later", "s3Key": "backfill/a+b.png", "s3VersionId": null,
+            "s3BucketArn": "arn:aws:s3:::photos"}]});
+    let Answer::Response(response) = f.invoke(job).await? else {
+        return Err("invocation failed".into());
+    };
+    assert_eq!(response["results"][0]["resultCode"], "TemporaryFailure");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn direct_invocations_fail_with_a_classified_error() -> TestResult {
+    let f = start(&[]).await?;
+    f.s3.put("photos", "bad.jpg", b"\xff\xd8\xff garbage".to_vec())
+        .await?;
+    let answer = f.invoke(s3_notification("photos", "bad.jpg")).await?;
+    let Answer::Error {
+        error_type,
+        message,
+    } = answer
+    else {
+        return Err(format!("corrupt image reported as success: {answer:?}").into());
+    };
+    assert_eq!(error_type, "bucketfn.Permanent");
+    assert!(
+        message.contains("photos/bad.jpg cannot be thumbnailed"),
+        "{message}"
+    );
+
+    let answer = f.invoke(json!({"hello": "world"})).await?;
+    let Answer::Error {
+        error_type,
+        message,
+    } = answer
+    else {
+        return Err("unknown payload reported as success".into());
+    };
+    assert_eq!(error_type, "bucketfn.InvalidEvent");
+    assert!(message.contains("keys [hello]"), "{message}");
+
+    f.s3.put("photos", "fine.jpg", gradient(100, 100, ImageFormat::Jpeg)?)
+        .await?;
+    f.s3.fail_next(1000);
+    let answer = f.invoke(s3_notification("photos", "fine.jpg")).await?;
+    assert!(
+        matches!(&answer, Answer::Error { error_type, .. } if error_type == "bucketfn.Retryable"),
+        "{answer:?}"
+    );
+
+    f.s3.fail_next(0);
+    let answer = f.invoke(s3_notification("photos", "fine.jpg")).await?;
+    assert!(matches!(answer, Answer::Response(_)), "{answer:?}");
+    let test_event = json!({"Service": "Amazon S3", "Event": "s3:TestEvent", "Bucket": "photos"});
+    assert!(matches!(f.invoke(test_event).await?, Answer::Response(_)));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn events_still_running_at_the_deadline_are_reported_retryable() -> TestResult {
+    let f = start(&[]).await?;
+    f.s3.put("photos", "slow.jpg", gradient(100, 100, ImageFormat::Jpeg)?)
+        .await?;
+    f.s3.stall(Duration::from_secs(10));
+    let batch = json!({"Records": [sqs_message("m-slow", s3_notification("photos", "slow.jpg").to_string())]});
+    let began = Instant::now();
+    let answer = f.api.invoke(batch, Duration::from_millis(2500)).await?;
+    let took = began.elapsed();
+    f.s3.stall(Duration::ZERO);
+    assert_eq!(
+        answer,
+        Answer::Response(json!({"batchItemFailures": [{"itemIdentifier": "m-slow"}]}))
+    );
+    assert!(
+        took < Duration::from_millis(2500),
+        "answered after the deadline: {took:?}"
+    );
+    assert!(
+        f.process
+            .logs()
+            .contains("not finished before the invocation deadline")
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_configuration_stops_start_up_naming_every_variable() -> TestResult {
+    let mut f = start(&[
+        ("THUMBNAIL_SIZE", "huge".to_owned()),
+        ("MAX_SOURCE_PIXELS", "0".to_owned()),
+        ("BATCH_CONCURRENCY", "-2".to_owned()),
+    ])
+    .await?;
+    let code = f.process.wait(Duration::from_secs(10)).await?;
+    assert_eq!(code, Some(2));
+    let logs = f.process.logs();
+    for variable in ["THUMBNAIL_SIZE", "MAX_SOURCE_PIXELS", "BATCH_CONCURRENCY"] {
+        assert!(logs.contains(variable), "{variable} not named in:\n{logs}");
+    }
+    Ok(())
+}

@@ -1,0 +1,17 @@
+//! Servers and helpers the integration tests share.
+
+pub mod function;
+pub mod images;
+pub mod lambda_api;
+pub mod s3_server;
+
+pub type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The workspace root, for `events/` and the shared images beside it.
+pub fn workspace_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_default()
+}

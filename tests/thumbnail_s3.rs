@@ -1,0 +1,139 @@
+//! thumbnail-on-create through aws-sdk-s3 against a real S3 protocol server: hostile keys,
+//! missing objects, corrupt images, and a store answering 503.
+
+use std::sync::Arc;
+
+use bucketfn::storage::S3Store;
+use bucketfn::{Done, Handler, Invocation, ObjectEvent, ObjectStore};
+use image::ImageFormat;
+use serde_json::json;
+use thumbnail_on_create::{Config, Thumbnailer};
+
+use crate::support::images::{dimensions, gradient};
+use crate::support::s3_server::S3Server;
+use crate::support::{BoxError, TestResult};
+
+/// An AWS S3 notification for `key` as S3 would send it (form-encoded key).
+fn created(bucket: &str, encoded_key: &str) -> Result<ObjectEvent, BoxError> {
+    let notification = json!({"Records": [{"eventVersion": "2.1", "eventSource": "aws:s3",
+        "eventName": "ObjectCreated:Put", "eventTime": "2024-11-05T14:22:31.493Z",
+        "s3": {"bucket": {"name": bucket}, "object": {"key": encoded_key, "size": 1}}}]});
+    let events = bucketfn::event::decode_value(notification)?.into_events()?;
+    events.into_iter().next().ok_or_else(|| "no event".into())
+}
+
+fn thumbnailer(server: &S3Server, max_attempts: u32) -> Thumbnailer {
+    let store: Arc<dyn ObjectStore> = Arc::new(S3Store::new(server.client(max_attempts)));
+    Thumbnailer::new(Config::default(), store)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn writes_thumbnails_for_hostile_keys() -> TestResult {
+    let server = S3Server::start().await?;
+    server.create_bucket("photos").await?;
+    let handler = thumbnailer(&server, 1);
+    let jpeg = gradient(800, 600, ImageFormat::Jpeg)?;
+    for (stored, encoded) in [
+        (
+            "2024/summer beach + café ☀.jpg",
+            "2024/summer+beach+%2B+caf%C3%A9+%E2%98%80.jpg",
+        ),
+        (
+            "<script>alert(1)</script> & \"quotes\".png",
+            "%3Cscript%3Ealert%281%29%3C%2Fscript%3E+%26+%22quotes%22.png",
+        ),
+        ("100%25 literal.jpg", "100%2525+literal.jpg"),
+    ] {
+        server.put("photos", stored, jpeg.clone()).await?;
+        let outcome = handler
+            .handle(&created("photos", encoded)?, &Invocation::default())
+            .await?;
+        assert!(matches!(outcome, Done::Completed(_)), "{stored}: {outcome}");
+        let output = format!("thumbnails/{stored}/256.jpg");
+        let (body, content_type) = server.get("photos", &output).await?.ok_or(output)?;
+        assert_eq!(content_type, "image/jpeg");
+        assert_eq!(dimensions(&body)?, (256, 192));
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_missing_object_is_skipped() -> TestResult {
+    let server = S3Server::start().await?;
+    server.create_bucket("photos").await?;
+    let outcome = thumbnailer(&server, 1)
+        .handle(&created("photos", "gone.jpg")?, &Invocation::default())
+        .await?;
+    assert!(
+        matches!(&outcome, Done::Skipped(why) if why.contains("no longer exists")),
+        "{outcome}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_corrupt_image_is_permanent() -> TestResult {
+    let server = S3Server::start().await?;
+    server.create_bucket("photos").await?;
+    let mut jpeg = gradient(400, 300, ImageFormat::Jpeg)?;
+    jpeg.truncate(600);
+    server.put("photos", "broken.jpg", jpeg).await?;
+    let err = thumbnailer(&server, 1)
+        .handle(&created("photos", "broken.jpg")?, &Invocation::default())
+        .await
+        .err()
+        .ok_or("corrupt image accepted")?;
+    assert!(!err.is_retryable(), "{err}");
+    assert!(
+        err.to_string()
+            .contains("photos/broken.jpg cannot be thumbnailed"),
+        "{err}"
+    );
+    assert!(
+        server
+            .get("photos", "thumbnails/broken.jpg/256.jpg")
+            .await?
+            .is_none()
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_store_answering_503_is_retryable() -> TestResult {
+    let server = S3Server::start().await?;
+    server.create_bucket("photos").await?;
+    server
+        .put("photos", "a.png", gradient(300, 300, ImageFormat::Png)?)
+        .await?;
+    server.fail_next(100);
+    let err = thumbnailer(&server, 2)
+        .handle(&created("photos", "a.png")?, &Invocation::default())
+        .await
+        .err()
+        .ok_or("503 reported as success")?;
+    assert!(err.is_retryable(), "{err}");
+    assert!(
+        err.to_string().contains("reading photos/a.png failed"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("SlowDown"), "{err}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_slow_down_is_absorbed_by_sdk_retries() -> TestResult {
+    let server = S3Server::start().await?;
+    server.create_bucket("photos").await?;
+    server
+        .put("photos", "a.png", gradient(300, 300, ImageFormat::Png)?)
+        .await?;
+    let before = server.requests();
+    server.fail_next(1);
+    let outcome = thumbnailer(&server, 3)
+        .handle(&created("photos", "a.png")?, &Invocation::default())
+        .await?;
+    assert!(matches!(outcome, Done::Completed(_)), "{outcome}");
+    // One refused GET, the retried GET, one PUT.
+    assert_eq!(server.requests() - before, 3);
+    Ok(())
+}
