@@ -5,5 +5,6 @@ mod cli;
 mod events;
 mod http_service;
 mod lambda;
+mod s3_store;
 mod support;
 mod thumbnail_s3;

@@ -13,4 +13,4 @@ pub use config::{ConfigError, Env, FromEnv};
 pub use event::{EventKind, ObjectEvent, Source};
 pub use outcome::{BoxError, Done, HandlerError, Outcome};
 pub use runtime::{Function, Handler, Invocation, StartError, main};
-pub use storage::{NewObject, ObjectStore, StoreError};
+pub use storage::{NewObject, ObjectInfo, ObjectStore, StoreError, StoredObject};

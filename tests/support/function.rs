@@ -11,7 +11,7 @@ use hyper_util::rt::TokioExecutor;
 
 use super::BoxError;
 
-pub const THUMBNAIL_ON_CREATE: &str = env!("CARGO_BIN_EXE_thumbnail-on-create");
+pub const THUMBNAIL_ON_CREATE: &str = env!("CARGO_BIN_EXE_tested-thumbnail-on-create");
 
 /// A running function process, killed when dropped. Its stderr (the logs) goes to a file so
 /// that a failing test can show it.

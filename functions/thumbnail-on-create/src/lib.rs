@@ -63,7 +63,7 @@ impl Thumbnailer {
             .get(bucket, key, self.config.max_source_bytes)
             .await
         {
-            Ok(body) => body,
+            Ok(object) => object.body,
             // The object was deleted (or replaced and deleted) after the event was sent.
             Err(StoreError::NotFound { .. }) => {
                 return Ok(Done::Skipped(format!(
@@ -100,6 +100,7 @@ impl Thumbnailer {
         let object = NewObject {
             body: Bytes::from(thumbnail.jpeg),
             content_type: "image/jpeg".to_owned(),
+            metadata: Default::default(),
         };
         self.store.put(destination, &output_key, object).await?;
         Ok(Done::Completed(format!(

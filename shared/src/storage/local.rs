@@ -1,21 +1,39 @@
 //! A directory tree as object storage (`DIR/<bucket>/<key>`), for `invoke --storage DIR`,
-//! `serve --storage DIR` and demos. Keys that would leave the root are refused.
+//! `serve --storage DIR` and demos. Keys that would leave the root are refused. Content type
+//! and metadata live in `DIR/.bucketfn/meta/<bucket>/<key>` (JSON), and writes go through
+//! `DIR/.bucketfn/tmp/` so that a reader never sees half an object.
 
+use std::collections::BTreeMap;
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 use tokio::io::AsyncReadExt;
 
-use super::{NewObject, ObjectStore, Op, StoreError};
+use super::{
+    ListPage, ListedObject, NewObject, ObjectInfo, ObjectReader, ObjectStore, Op, StoreError,
+    StoredObject,
+};
+
+/// Where the store keeps what a plain file cannot hold; bucket names may not start with `.`.
+const STATE_DIR: &str = ".bucketfn";
 
 /// An [`ObjectStore`] over a local directory.
 #[derive(Debug)]
 pub struct LocalStore {
     root: PathBuf,
     temp_counter: AtomicU64,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Sidecar {
+    content_type: Option<String>,
+    #[serde(default)]
+    metadata: BTreeMap<String, String>,
 }
 
 impl LocalStore {
@@ -26,44 +44,47 @@ impl LocalStore {
         }
     }
 
-    /// The file an object lives in, or why the bucket/key cannot map to one inside the root.
-    fn path_of(&self, bucket: &str, key: &str) -> Result<PathBuf, StoreError> {
-        let invalid = |reason| StoreError::InvalidKey {
-            bucket: bucket.to_owned(),
-            key: key.to_owned(),
-            reason,
-        };
+    fn check_bucket(bucket: &str) -> Result<(), &'static str> {
         if bucket.is_empty() || bucket.contains(['/', '\\', '\0']) || bucket.starts_with('.') {
-            return Err(invalid(
-                "the bucket name is not a single plain directory name",
-            ));
+            return Err("the bucket name is not a single plain directory name");
         }
+        Ok(())
+    }
+
+    /// `base/<key>`, or why the key cannot map to a path inside `base`.
+    fn join_key(base: PathBuf, key: &str) -> Result<PathBuf, &'static str> {
         if key.contains(['\0', '\\']) {
-            return Err(invalid("NUL and backslash cannot appear in a local key"));
+            return Err("NUL and backslash cannot appear in a local key");
         }
-        let mut path = self.root.join(bucket);
+        let mut path = base;
         for segment in key.split('/') {
             match segment {
-                "" => {
-                    return Err(invalid(
-                        "empty, leading or trailing `/` segments have no local file",
-                    ));
-                }
-                "." | ".." => {
-                    return Err(invalid(
-                        "`.` and `..` segments would leave the bucket directory",
-                    ));
-                }
+                "" => return Err("empty, leading or trailing `/` segments have no local file"),
+                "." | ".." => return Err("`.` and `..` segments would leave the bucket directory"),
                 _ => path.push(segment),
             }
         }
         Ok(path)
     }
 
+    /// The content file and the metadata file of an object.
+    fn paths_of(&self, bucket: &str, key: &str) -> Result<(PathBuf, PathBuf), StoreError> {
+        let invalid = |reason| StoreError::InvalidKey {
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+            reason,
+        };
+        Self::check_bucket(bucket).map_err(invalid)?;
+        let content = Self::join_key(self.root.join(bucket), key).map_err(invalid)?;
+        let meta = Self::join_key(self.root.join(STATE_DIR).join("meta").join(bucket), key)
+            .map_err(invalid)?;
+        Ok((content, meta))
+    }
+
     fn io_error(op: Op, bucket: &str, key: &str, error: std::io::Error) -> StoreError {
         let (bucket, key) = (bucket.to_owned(), key.to_owned());
         match error.kind() {
-            ErrorKind::NotFound if op == Op::Get => StoreError::NotFound { bucket, key },
+            ErrorKind::NotFound if op.reads() => StoreError::NotFound { bucket, key },
             // A full disk or an interrupted call may clear; a permission error will not.
             ErrorKind::PermissionDenied | ErrorKind::NotADirectory | ErrorKind::IsADirectory => {
                 StoreError::Rejected {
@@ -82,48 +103,195 @@ impl LocalStore {
         }
     }
 
-    fn temp_path(&self, target: &Path) -> PathBuf {
-        let n = self.temp_counter.fetch_add(1, Ordering::Relaxed);
-        let name = target
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        target.with_file_name(format!(".{name}.{}.{n}.tmp", std::process::id()))
+    async fn info(&self, op: Op, bucket: &str, key: &str) -> Result<ObjectInfo, StoreError> {
+        let (content, meta) = self.paths_of(bucket, key)?;
+        let fail = |e| Self::io_error(op, bucket, key, e);
+        let stat = tokio::fs::metadata(&content).await.map_err(fail)?;
+        if !stat.is_file() {
+            return Err(fail(ErrorKind::NotFound.into()));
+        }
+        let sidecar: Sidecar = match tokio::fs::read(&meta).await {
+            Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_default(),
+            Err(_) => Sidecar::default(),
+        };
+        let modified = stat.modified().ok().map(DateTime::<Utc>::from);
+        Ok(ObjectInfo {
+            size: stat.len(),
+            etag: Some(weak_etag(stat.len(), modified)),
+            last_modified: modified,
+            content_type: sidecar.content_type,
+            metadata: sidecar.metadata,
+        })
     }
+
+    /// Writes `bytes` to `target` through a temporary file and a rename.
+    async fn write_atomically(&self, target: &Path, bytes: &[u8]) -> std::io::Result<()> {
+        let temp_dir = self.root.join(STATE_DIR).join("tmp");
+        tokio::fs::create_dir_all(&temp_dir).await?;
+        if let Some(parent) = target.parent() {
+            tokio::fs::create_dir_all(parent).await?;
+        }
+        let n = self.temp_counter.fetch_add(1, Ordering::Relaxed);
+        let temp = temp_dir.join(format!("{}-{n}", std::process::id()));
+        tokio::fs::write(&temp, bytes).await?;
+        tokio::fs::rename(&temp, target).await
+    }
+
+    /// Removes now-empty directories from `path` up to (not including) `stop`.
+    async fn prune_empty_dirs(path: &Path, stop: &Path) {
+        let mut dir = path.parent();
+        while let Some(current) = dir {
+            if current == stop || tokio::fs::remove_dir(current).await.is_err() {
+                break;
+            }
+            dir = current.parent();
+        }
+    }
+}
+
+/// Size and modification time stand in for a content hash: both change when a file is
+/// rewritten.
+fn weak_etag(size: u64, modified: Option<DateTime<Utc>>) -> String {
+    let nanos = modified.and_then(|m| m.timestamp_nanos_opt()).unwrap_or(0);
+    format!("{size:x}-{nanos:x}")
+}
+
+/// Every key under `dir`, relative to it, with `/` separators.
+fn walk(dir: &Path, prefix: &str, keys: &mut Vec<String>) -> std::io::Result<()> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let entry = entry?;
+        let Ok(name) = entry.file_name().into_string() else {
+            continue;
+        };
+        let key = format!("{prefix}{name}");
+        if entry.file_type()?.is_dir() {
+            walk(&entry.path(), &format!("{key}/"), keys)?;
+        } else {
+            keys.push(key);
+        }
+    }
+    Ok(())
 }
 
 #[async_trait]
 impl ObjectStore for LocalStore {
-    async fn get(&self, bucket: &str, key: &str, max_bytes: u64) -> Result<Bytes, StoreError> {
-        let path = self.path_of(bucket, key)?;
-        let fail = |e| Self::io_error(Op::Get, bucket, key, e);
-        let file = tokio::fs::File::open(&path).await.map_err(fail)?;
-        let len = file.metadata().await.map_err(fail)?.len();
-        if len > max_bytes {
+    async fn get(
+        &self,
+        bucket: &str,
+        key: &str,
+        max_bytes: u64,
+    ) -> Result<StoredObject, StoreError> {
+        let info = self.info(Op::Get, bucket, key).await?;
+        if info.size > max_bytes {
             return Err(StoreError::TooLarge {
                 bucket: bucket.to_owned(),
                 key: key.to_owned(),
                 limit: max_bytes,
             });
         }
-        let mut body = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+        let (content, _) = self.paths_of(bucket, key)?;
+        let fail = |e| Self::io_error(Op::Get, bucket, key, e);
+        let file = tokio::fs::File::open(&content).await.map_err(fail)?;
+        let mut body = Vec::with_capacity(usize::try_from(info.size).unwrap_or(0));
         file.take(max_bytes)
             .read_to_end(&mut body)
             .await
             .map_err(fail)?;
-        Ok(Bytes::from(body))
+        Ok(StoredObject {
+            body: Bytes::from(body),
+            info,
+        })
+    }
+
+    async fn open(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> Result<(ObjectInfo, ObjectReader), StoreError> {
+        let info = self.info(Op::Get, bucket, key).await?;
+        let (content, _) = self.paths_of(bucket, key)?;
+        let file = tokio::fs::File::open(&content)
+            .await
+            .map_err(|e| Self::io_error(Op::Get, bucket, key, e))?;
+        Ok((info, Box::pin(file)))
+    }
+
+    async fn head(&self, bucket: &str, key: &str) -> Result<ObjectInfo, StoreError> {
+        self.info(Op::Head, bucket, key).await
     }
 
     async fn put(&self, bucket: &str, key: &str, object: NewObject) -> Result<(), StoreError> {
-        let path = self.path_of(bucket, key)?;
+        let (content, meta) = self.paths_of(bucket, key)?;
         let fail = |e| Self::io_error(Op::Put, bucket, key, e);
-        if let Some(parent) = path.parent() {
-            tokio::fs::create_dir_all(parent).await.map_err(fail)?;
+        let sidecar = Sidecar {
+            content_type: Some(object.content_type),
+            metadata: object.metadata,
+        };
+        let sidecar = serde_json::to_vec(&sidecar).map_err(|e| fail(std::io::Error::other(e)))?;
+        self.write_atomically(&meta, &sidecar).await.map_err(fail)?;
+        self.write_atomically(&content, &object.body)
+            .await
+            .map_err(fail)
+    }
+
+    async fn delete(&self, bucket: &str, key: &str) -> Result<(), StoreError> {
+        let (content, meta) = self.paths_of(bucket, key)?;
+        for (path, stop) in [
+            (content, self.root.join(bucket)),
+            (meta, self.root.join(STATE_DIR).join("meta").join(bucket)),
+        ] {
+            match tokio::fs::remove_file(&path).await {
+                Ok(()) => Self::prune_empty_dirs(&path, &stop).await,
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) => return Err(Self::io_error(Op::Delete, bucket, key, e)),
+            }
         }
-        // Write then rename, so a reader never sees half an object.
-        let temp = self.temp_path(&path);
-        tokio::fs::write(&temp, &object.body).await.map_err(fail)?;
-        tokio::fs::rename(&temp, &path).await.map_err(fail)
+        Ok(())
+    }
+
+    async fn list(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> Result<ListPage, StoreError> {
+        Self::check_bucket(bucket).map_err(|reason| StoreError::InvalidKey {
+            bucket: bucket.to_owned(),
+            key: prefix.to_owned(),
+            reason,
+        })?;
+        let dir = self.root.join(bucket);
+        let mut keys = tokio::task::spawn_blocking(move || {
+            let mut keys = Vec::new();
+            walk(&dir, "", &mut keys).map(|()| keys)
+        })
+        .await
+        .map_err(|e| Self::io_error(Op::List, bucket, prefix, std::io::Error::other(e)))?
+        .map_err(|e| Self::io_error(Op::List, bucket, prefix, e))?;
+        keys.retain(|k| {
+            k.starts_with(prefix) && start_after.is_none_or(|after| k.as_str() > after)
+        });
+        keys.sort();
+        let more = keys.len() > limit;
+        let mut objects = Vec::with_capacity(limit.min(keys.len()));
+        for key in keys.into_iter().take(limit) {
+            // A file removed between the walk and now is simply not listed.
+            if let Ok(info) = self.info(Op::List, bucket, &key).await {
+                objects.push(ListedObject {
+                    key,
+                    size: info.size,
+                    etag: info.etag,
+                    last_modified: info.last_modified,
+                });
+            }
+        }
+        Ok(ListPage { objects, more })
     }
 }
 
@@ -139,15 +307,28 @@ mod tests {
         Ok((dir, store))
     }
 
-    #[tokio::test]
-    async fn round_trips_unicode_keys() -> TestResult {
-        let (_dir, store) = store()?;
-        let object = NewObject {
-            body: Bytes::from_static(b"hello"),
+    fn object(body: &'static [u8]) -> NewObject {
+        NewObject {
+            body: Bytes::from_static(body),
             content_type: "text/plain".into(),
-        };
-        store.put("b", "dir/café ☕ <&>.txt", object).await?;
-        assert_eq!(store.get("b", "dir/café ☕ <&>.txt", 100).await?, "hello");
+            metadata: BTreeMap::from([("source-key".to_owned(), "café ☕".to_owned())]),
+        }
+    }
+
+    #[tokio::test]
+    async fn round_trips_unicode_keys_with_metadata() -> TestResult {
+        let (_dir, store) = store()?;
+        store
+            .put("b", "dir/café ☕ <&>.txt", object(b"hello"))
+            .await?;
+        let stored = store.get("b", "dir/café ☕ <&>.txt", 100).await?;
+        assert_eq!(stored.body, "hello");
+        assert_eq!(stored.info.content_type.as_deref(), Some("text/plain"));
+        assert_eq!(
+            stored.info.metadata.get("source-key").map(String::as_str),
+            Some("café ☕")
+        );
+        assert_eq!(stored.info, store.head("b", "dir/café ☕ <&>.txt").await?);
         Ok(())
     }
 
@@ -162,11 +343,11 @@ mod tests {
             "./a",
             "a\\..\\b",
         ] {
-            let err = store.get("b", key, 10).await.err().ok_or(key)?;
+            let err = store.head("b", key).await.err().ok_or(key)?;
             assert!(matches!(err, StoreError::InvalidKey { .. }), "{key}: {err}");
         }
-        for bucket in ["..", "a/b", ""] {
-            let err = store.get(bucket, "k", 10).await.err().ok_or(bucket)?;
+        for bucket in ["..", "a/b", "", ".bucketfn"] {
+            let err = store.head(bucket, "k").await.err().ok_or(bucket)?;
             assert!(
                 matches!(err, StoreError::InvalidKey { .. }),
                 "{bucket}: {err}"
@@ -180,16 +361,51 @@ mod tests {
         let (_dir, store) = store()?;
         let err = store.get("b", "nope", 10).await.err().ok_or("found")?;
         assert!(matches!(err, StoreError::NotFound { .. }), "{err}");
-        let object = NewObject {
-            body: Bytes::from(vec![0u8; 11]),
-            content_type: "application/octet-stream".into(),
-        };
-        store.put("b", "big", object).await?;
+        store.put("b", "big", object(b"eleven byte")).await?;
         let err = store.get("b", "big", 10).await.err().ok_or("read")?;
         assert!(
             matches!(err, StoreError::TooLarge { limit: 10, .. }),
             "{err}"
         );
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn lists_in_key_order_after_a_key_and_in_pages() -> TestResult {
+        let (_dir, store) = store()?;
+        for key in ["p/b", "p/a/2", "p/a/1", "q/x", "p/c"] {
+            store.put("b", key, object(b"x")).await?;
+        }
+        let page = store.list("b", "p/", None, 2).await?;
+        let keys: Vec<&str> = page.objects.iter().map(|o| o.key.as_str()).collect();
+        assert_eq!((keys, page.more), (vec!["p/a/1", "p/a/2"], true));
+        let page = store.list("b", "p/", Some("p/a/2"), 2).await?;
+        let keys: Vec<&str> = page.objects.iter().map(|o| o.key.as_str()).collect();
+        assert_eq!((keys, page.more), (vec!["p/b", "p/c"], false));
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn delete_is_idempotent_and_leaves_no_empty_directories() -> TestResult {
+        let (dir, store) = store()?;
+        store.put("b", "x/y/z", object(b"x")).await?;
+        store.delete("b", "x/y/z").await?;
+        store.delete("b", "x/y/z").await?;
+        assert!(!dir.path().join("b/x").exists());
+        assert!(store.list("b", "", None, 10).await?.objects.is_empty());
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn streams_and_changes_etag_on_rewrite() -> TestResult {
+        let (_dir, store) = store()?;
+        store.put("b", "k", object(b"first")).await?;
+        let (info, mut reader) = store.open("b", "k").await?;
+        let mut text = String::new();
+        reader.read_to_string(&mut text).await?;
+        assert_eq!(text, "first");
+        store.put("b", "k", object(b"second")).await?;
+        assert_ne!(store.head("b", "k").await?.etag, info.etag);
         Ok(())
     }
 }

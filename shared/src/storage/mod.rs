@@ -6,10 +6,14 @@ mod local;
 mod memory;
 mod s3;
 
+use std::collections::BTreeMap;
 use std::fmt;
+use std::pin::Pin;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use tokio::io::AsyncRead;
 
 use crate::event::Source;
 use crate::outcome::{BoxError, HandlerError};
@@ -20,34 +24,111 @@ pub use memory::MemoryStore;
 pub use s3::{S3Settings, S3Store};
 
 /// What a store is asked to write.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct NewObject {
     pub body: Bytes,
     pub content_type: String,
+    /// User metadata (S3 `x-amz-meta-*`), names lower-case; values may be any Unicode.
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// What a store knows about an object without reading its body.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ObjectInfo {
+    pub size: u64,
+    /// Without quotes. Changes whenever the content does.
+    pub etag: Option<String>,
+    pub last_modified: Option<DateTime<Utc>>,
+    pub content_type: Option<String>,
+    /// User metadata, names lower-case without `x-amz-meta-`.
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// A whole object, read into memory.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredObject {
+    pub body: Bytes,
+    pub info: ObjectInfo,
+}
+
+/// An object's body as a stream, for objects too large to hold in memory.
+pub type ObjectReader = Pin<Box<dyn AsyncRead + Send>>;
+
+/// One entry of a listing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListedObject {
+    pub key: String,
+    pub size: u64,
+    pub etag: Option<String>,
+    pub last_modified: Option<DateTime<Utc>>,
+}
+
+/// Up to `limit` objects in key order, and whether more follow.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ListPage {
+    pub objects: Vec<ListedObject>,
+    pub more: bool,
 }
 
 /// The operations the functions need, with errors already classified for retry decisions.
 #[async_trait]
 pub trait ObjectStore: Send + Sync + 'static {
     /// Reads a whole object, refusing one larger than `max_bytes` without reading past the limit.
-    async fn get(&self, bucket: &str, key: &str, max_bytes: u64) -> Result<Bytes, StoreError>;
+    async fn get(
+        &self,
+        bucket: &str,
+        key: &str,
+        max_bytes: u64,
+    ) -> Result<StoredObject, StoreError>;
+
+    /// Opens an object for streaming, whatever its size.
+    async fn open(&self, bucket: &str, key: &str)
+    -> Result<(ObjectInfo, ObjectReader), StoreError>;
+
+    /// Size, etag and metadata of an object; [`StoreError::NotFound`] when it does not exist.
+    async fn head(&self, bucket: &str, key: &str) -> Result<ObjectInfo, StoreError>;
 
     /// Writes an object, replacing any object of the same key.
     async fn put(&self, bucket: &str, key: &str, object: NewObject) -> Result<(), StoreError>;
+
+    /// Deletes an object; deleting one that does not exist succeeds.
+    async fn delete(&self, bucket: &str, key: &str) -> Result<(), StoreError>;
+
+    /// Lists objects whose keys start with `prefix`, in key order, after `start_after`.
+    async fn list(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> Result<ListPage, StoreError>;
 }
 
 /// Which store operation failed, for messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {
     Get,
+    Head,
     Put,
+    Delete,
+    List,
+}
+
+impl Op {
+    /// Reads report a missing object as [`StoreError::NotFound`]; writes as a refusal.
+    fn reads(self) -> bool {
+        matches!(self, Self::Get | Self::Head)
+    }
 }
 
 impl fmt::Display for Op {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Self::Get => "reading",
+            Self::Head => "looking up",
             Self::Put => "writing",
+            Self::Delete => "deleting",
+            Self::List => "listing",
         })
     }
 }

@@ -10,9 +10,15 @@ use aws_sdk_s3::config::retry::RetryConfig;
 use aws_sdk_s3::config::timeout::TimeoutConfig;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
+use chrono::{DateTime, Utc};
+use percent_encoding::{AsciiSet, CONTROLS, percent_decode_str, utf8_percent_encode};
+use std::collections::{BTreeMap, HashMap};
 
-use super::{NewObject, ObjectStore, Op, StoreError};
+use super::{
+    ListPage, ListedObject, NewObject, ObjectInfo, ObjectReader, ObjectStore, Op, StoreError,
+    StoredObject,
+};
 use crate::config::Env;
 
 /// How to reach the store, read from the environment at start-up.
@@ -81,14 +87,8 @@ impl S3Store {
     }
 }
 
-#[async_trait]
-impl ObjectStore for S3Store {
-    async fn get(&self, bucket: &str, key: &str, max_bytes: u64) -> Result<Bytes, StoreError> {
-        let too_large = || StoreError::TooLarge {
-            bucket: bucket.to_owned(),
-            key: key.to_owned(),
-            limit: max_bytes,
-        };
+impl S3Store {
+    async fn fetch(&self, bucket: &str, key: &str) -> Result<(ObjectInfo, ByteStream), StoreError> {
         let response = self
             .client
             .get_object()
@@ -97,15 +97,51 @@ impl ObjectStore for S3Store {
             .send()
             .await
             .map_err(|e| classify(Op::Get, bucket, key, e))?;
-        let announced = response
-            .content_length()
-            .and_then(|n| u64::try_from(n).ok());
-        if announced.is_some_and(|n| n > max_bytes) {
+        let info = object_info(
+            response.content_length(),
+            response.e_tag(),
+            response.last_modified(),
+            response.content_type(),
+            response.metadata(),
+        );
+        Ok((info, response.body))
+    }
+}
+
+fn object_info(
+    size: Option<i64>,
+    etag: Option<&str>,
+    last_modified: Option<&aws_smithy_types::DateTime>,
+    content_type: Option<&str>,
+    metadata: Option<&HashMap<String, String>>,
+) -> ObjectInfo {
+    ObjectInfo {
+        size: size.and_then(|n| u64::try_from(n).ok()).unwrap_or(0),
+        etag: etag.map(|e| e.trim_matches('"').to_owned()),
+        last_modified: last_modified.and_then(to_chrono),
+        content_type: content_type.map(str::to_owned),
+        metadata: decode_metadata(metadata),
+    }
+}
+
+#[async_trait]
+impl ObjectStore for S3Store {
+    async fn get(
+        &self,
+        bucket: &str,
+        key: &str,
+        max_bytes: u64,
+    ) -> Result<StoredObject, StoreError> {
+        let too_large = || StoreError::TooLarge {
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+            limit: max_bytes,
+        };
+        let (info, mut body) = self.fetch(bucket, key).await?;
+        if info.size > max_bytes {
             return Err(too_large());
         }
-        let capacity = announced.unwrap_or(0).min(max_bytes);
-        let mut buffer = BytesMut::with_capacity(usize::try_from(capacity).unwrap_or(0));
-        let mut body: ByteStream = response.body;
+        let mut buffer = BytesMut::with_capacity(usize::try_from(info.size).unwrap_or(0));
         // The length header can be absent (chunked) or wrong; the limit holds either way.
         while let Some(chunk) = body.next().await {
             let chunk = chunk.map_err(|e| StoreError::Unavailable {
@@ -119,21 +155,129 @@ impl ObjectStore for S3Store {
             }
             buffer.extend_from_slice(&chunk);
         }
-        Ok(buffer.freeze())
+        Ok(StoredObject {
+            body: buffer.freeze(),
+            info,
+        })
+    }
+
+    async fn open(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> Result<(ObjectInfo, ObjectReader), StoreError> {
+        let (info, body) = self.fetch(bucket, key).await?;
+        Ok((info, Box::pin(body.into_async_read())))
+    }
+
+    async fn head(&self, bucket: &str, key: &str) -> Result<ObjectInfo, StoreError> {
+        let response = self
+            .client
+            .head_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| classify(Op::Head, bucket, key, e))?;
+        Ok(object_info(
+            response.content_length(),
+            response.e_tag(),
+            response.last_modified(),
+            response.content_type(),
+            response.metadata(),
+        ))
     }
 
     async fn put(&self, bucket: &str, key: &str, object: NewObject) -> Result<(), StoreError> {
+        let metadata = object
+            .metadata
+            .iter()
+            .map(|(name, value)| (name.clone(), encode_metadata_value(value)))
+            .collect();
         self.client
             .put_object()
             .bucket(bucket)
             .key(key)
             .content_type(object.content_type)
+            .set_metadata(Some(metadata))
             .body(ByteStream::from(object.body))
             .send()
             .await
             .map_err(|e| classify(Op::Put, bucket, key, e))?;
         Ok(())
     }
+
+    async fn delete(&self, bucket: &str, key: &str) -> Result<(), StoreError> {
+        self.client
+            .delete_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| classify(Op::Delete, bucket, key, e))?;
+        Ok(())
+    }
+
+    async fn list(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> Result<ListPage, StoreError> {
+        let response = self
+            .client
+            .list_objects_v2()
+            .bucket(bucket)
+            .prefix(prefix)
+            .set_start_after(start_after.map(str::to_owned))
+            .max_keys(i32::try_from(limit.clamp(1, 1000)).unwrap_or(1000))
+            .send()
+            .await
+            .map_err(|e| classify(Op::List, bucket, prefix, e))?;
+        let objects = response
+            .contents()
+            .iter()
+            .filter_map(|object| {
+                Some(ListedObject {
+                    key: object.key()?.to_owned(),
+                    size: object
+                        .size()
+                        .and_then(|n| u64::try_from(n).ok())
+                        .unwrap_or(0),
+                    etag: object.e_tag().map(|e| e.trim_matches('"').to_owned()),
+                    last_modified: object.last_modified().and_then(to_chrono),
+                })
+            })
+            .collect();
+        Ok(ListPage {
+            objects,
+            more: response.is_truncated().unwrap_or(false),
+        })
+    }
+}
+
+fn to_chrono(time: &aws_smithy_types::DateTime) -> Option<DateTime<Utc>> {
+    DateTime::from_timestamp(time.secs(), time.subsec_nanos())
+}
+
+/// HTTP headers carry metadata, so values must be printable ASCII: everything else, and `%`
+/// itself, is percent-encoded on the way in and decoded on the way out.
+const METADATA_ESCAPES: &AsciiSet = &CONTROLS.add(b'%');
+
+fn encode_metadata_value(value: &str) -> String {
+    utf8_percent_encode(value, METADATA_ESCAPES).to_string()
+}
+
+fn decode_metadata(metadata: Option<&HashMap<String, String>>) -> BTreeMap<String, String> {
+    metadata
+        .into_iter()
+        .flatten()
+        .map(|(name, value)| {
+            let decoded = percent_decode_str(value).decode_utf8_lossy().into_owned();
+            (name.to_ascii_lowercase(), decoded)
+        })
+        .collect()
 }
 
 /// Error codes that S3-compatible stores use for "try again later".
@@ -159,7 +303,7 @@ where
     let code_in = |codes: &[&str]| code.as_deref().is_some_and(|c| codes.contains(&c));
     let (bucket, key) = (bucket.to_owned(), key.to_owned());
 
-    if op == Op::Get && (status == Some(404) || code_in(NOT_FOUND_CODES)) {
+    if op.reads() && (status == Some(404) || code_in(NOT_FOUND_CODES)) {
         return StoreError::NotFound { bucket, key };
     }
     let retryable = match &error {
