@@ -5,8 +5,10 @@
 pub mod config;
 pub mod event;
 pub mod outcome;
+pub mod progress;
 pub mod runtime;
 pub mod storage;
+pub mod sweep;
 pub mod telemetry;
 
 pub use config::{ConfigError, Env, FromEnv};

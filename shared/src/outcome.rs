@@ -99,6 +99,14 @@ impl RecordStatus {
         }
     }
 
+    /// The failure message; empty for success.
+    pub fn message(&self) -> &str {
+        match self {
+            Self::Succeeded => "",
+            Self::Retryable(message) | Self::Permanent(message) => message,
+        }
+    }
+
     /// The status of a single outcome.
     pub fn of(outcome: &Outcome) -> Self {
         match outcome {

@@ -8,8 +8,12 @@ use std::process::ExitCode;
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use http::{HeaderMap, HeaderName, HeaderValue};
 
+use std::time::{Duration, Instant};
+
 use super::{Function, Invocation, http as http_runtime, process, start};
-use crate::event::{Delivery, decode};
+use crate::event::{Delivery, EventKind, ObjectEvent, Source, decode};
+use crate::outcome::RecordStatus;
+use crate::progress::Progress;
 
 /// Exit code for input or usage that is rejected (bad event, bad header, bad configuration).
 const REJECTED: u8 = 2;
@@ -34,6 +38,21 @@ enum Command {
     Decode {
         #[command(flatten)]
         input: Input,
+    },
+    /// Catch up on a whole bucket, as a scheduled event would, with progress on a terminal.
+    Sweep {
+        /// The bucket to sweep (default: the function's configured source bucket).
+        #[arg(long)]
+        bucket: Option<String>,
+        /// Only keys under this prefix (default: the function's configured prefix).
+        #[arg(long, default_value = "")]
+        prefix: String,
+        /// Stop cleanly after this many seconds; the summary says where to continue.
+        #[arg(long, value_name = "SECONDS")]
+        budget: Option<u64>,
+        /// Use DIR as the object store (DIR/<bucket>/<key>) instead of S3.
+        #[arg(long, value_name = "DIR")]
+        storage: Option<PathBuf>,
     },
     /// Serve HTTP on $PORT (default 8080): CloudEvents and raw notifications on POST /.
     Serve {
@@ -110,6 +129,12 @@ pub(crate) async fn run<F: Function>() -> ExitCode {
     match cli.command {
         Command::Decode { input } => decode_command(&input),
         Command::Invoke { input, storage } => invoke::<F>(&input, storage).await,
+        Command::Sweep {
+            bucket,
+            prefix,
+            budget,
+            storage,
+        } => sweep::<F>(bucket, prefix, budget, storage).await,
         Command::Serve { storage } => serve::<F>(storage).await,
     }
 }
@@ -165,6 +190,42 @@ async fn invoke<F: Function>(input: &Input, storage: Option<PathBuf>) -> ExitCod
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
+    }
+}
+
+async fn sweep<F: Function>(
+    bucket: Option<String>,
+    prefix: String,
+    budget: Option<u64>,
+    storage: Option<PathBuf>,
+) -> ExitCode {
+    let started = match start::<F>(storage).await {
+        Ok(started) => started,
+        Err(e) => return fail(e),
+    };
+    let event = ObjectEvent::new(
+        EventKind::Sweep,
+        Source::Schedule,
+        bucket.as_deref().unwrap_or_default(),
+        prefix,
+        "cli sweep",
+    );
+    let invocation = Invocation {
+        deadline: budget.map(|secs| Instant::now() + Duration::from_secs(secs)),
+        progress: Progress::on_terminal(F::NAME),
+    };
+    let outcome = started.function.handle(&event, &invocation).await;
+    invocation.progress.finish("");
+    match outcome {
+        Ok(done) => {
+            println!("{done}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            let status = RecordStatus::of(&Err(e));
+            println!("{}: {}", status.label(), status.message());
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -90,7 +90,7 @@ pub async fn process<H: Handler>(
                         let task = tokio::spawn(run_one(
                             Arc::clone(handler),
                             event.clone(),
-                            invocation,
+                            invocation.clone(),
                             Arc::clone(&permits),
                         ));
                         (event, task)

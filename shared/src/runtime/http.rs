@@ -3,6 +3,7 @@
 //! graceful shutdown on SIGTERM so in-flight events finish.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Bytes;
@@ -20,6 +21,7 @@ use crate::outcome::RecordStatus;
 struct AppState<H> {
     handler: Arc<H>,
     concurrency: usize,
+    request_timeout: Duration,
 }
 
 impl<H> Clone for AppState<H> {
@@ -27,18 +29,20 @@ impl<H> Clone for AppState<H> {
         Self {
             handler: Arc::clone(&self.handler),
             concurrency: self.concurrency,
+            request_timeout: self.request_timeout,
         }
     }
 }
 
 /// The service's routes, usable without a socket.
-pub fn app<H: Handler>(handler: Arc<H>, concurrency: usize) -> Router {
+pub fn app<H: Handler>(handler: Arc<H>, settings: &RuntimeSettings) -> Router {
     Router::new()
         .route("/", post(receive::<H>))
         .route("/healthz", get(|| async { "ok\n" }))
         .with_state(AppState {
             handler,
-            concurrency,
+            concurrency: settings.concurrency,
+            request_timeout: settings.request_timeout,
         })
 }
 
@@ -47,7 +51,7 @@ pub fn app<H: Handler>(handler: Arc<H>, concurrency: usize) -> Router {
 pub async fn serve<H: Handler>(handler: Arc<H>, settings: &RuntimeSettings) -> std::io::Result<()> {
     let listener = TcpListener::bind(("0.0.0.0", settings.port)).await?;
     tracing::info!(port = settings.port, "Listening.");
-    axum::serve(listener, app(handler, settings.concurrency))
+    axum::serve(listener, app(handler, settings))
         .with_graceful_shutdown(shutdown_signal())
         .await
 }
@@ -88,13 +92,11 @@ async fn receive<H: Handler>(
                 .into_response();
         }
     };
-    let report = process(
-        &state.handler,
-        delivery,
-        Invocation::default(),
-        state.concurrency,
-    )
-    .await;
+    let invocation = Invocation {
+        deadline: Some(Instant::now() + state.request_timeout),
+        ..Invocation::default()
+    };
+    let report = process(&state.handler, delivery, invocation, state.concurrency).await;
     // Knative retries 5xx (and 429, 408, 404) and sends other 4xx to the dead-letter sink. A
     // success carries no body: Knative's broker answers 502 to a non-empty 2xx body that is not
     // a CloudEvent, which would turn every success into a redelivery.

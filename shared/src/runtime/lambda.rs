@@ -48,6 +48,7 @@ async fn respond<H: Handler>(
 ) -> Result<Value, Diagnostic> {
     let invocation = Invocation {
         deadline: Some(stop_by(event.context.deadline)),
+        ..Invocation::default()
     };
     let delivery = decode_value(event.payload).map_err(|e| Diagnostic {
         error_type: "bucketfn.InvalidEvent".to_owned(),

@@ -11,11 +11,12 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::config::{ConfigError, Env, FromEnv};
 use crate::event::ObjectEvent;
 use crate::outcome::{BoxError, Outcome};
+use crate::progress::Progress;
 use crate::storage::{LocalStore, ObjectStore, S3Settings, S3Store};
 use crate::telemetry;
 
@@ -23,11 +24,14 @@ pub use cli::parse_headers;
 pub use dispatch::{EventReport, RecordReport, Report, process};
 
 /// What the runtime knows about the invocation an event arrived in.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Invocation {
     /// When work must stop so that the outcome can still be reported (Lambda: the invocation
-    /// deadline minus a margin). Events still running then are reported as retryable.
+    /// deadline minus a margin; HTTP: `REQUEST_TIMEOUT_SECS`). Events still running then are
+    /// reported as retryable; sweeps stop cleanly before it.
     pub deadline: Option<Instant>,
+    /// Where long work reports progress (a terminal progress bar for `sweep`, else nothing).
+    pub progress: Progress,
 }
 
 /// Handles one event. Decides the outcome; never how the platform hears of it.
@@ -71,6 +75,9 @@ pub struct RuntimeSettings {
     pub port: u16,
     /// `BATCH_CONCURRENCY`: events of one delivery handled at the same time.
     pub concurrency: usize,
+    /// `REQUEST_TIMEOUT_SECS`: how long an HTTP request may work before its events are
+    /// reported retryable (below Knative's default 300 s request timeout).
+    pub request_timeout: Duration,
     pub s3: S3Settings,
 }
 
@@ -84,6 +91,7 @@ impl RuntimeSettings {
         Self {
             port: env.or("PORT", 8080),
             concurrency: concurrency.max(1),
+            request_timeout: Duration::from_secs(env.or("REQUEST_TIMEOUT_SECS", 280)),
             s3: S3Settings::read(env),
         }
     }

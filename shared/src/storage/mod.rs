@@ -2,7 +2,7 @@
 //! S3-compatible store, a directory tree for the CLI and demos, and (feature `testing`) memory.
 
 mod local;
-#[cfg(feature = "testing")]
+#[cfg(any(test, feature = "testing"))]
 mod memory;
 mod s3;
 
@@ -19,7 +19,7 @@ use crate::event::Source;
 use crate::outcome::{BoxError, HandlerError};
 
 pub use local::LocalStore;
-#[cfg(feature = "testing")]
+#[cfg(any(test, feature = "testing"))]
 pub use memory::MemoryStore;
 pub use s3::{S3Settings, S3Store};
 
