@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use bucketfn::storage::{S3Store, StoreError};
+use bucketfn::storage::{Condition, S3Store, StoreError};
 use bucketfn::{NewObject, ObjectStore};
 use bytes::Bytes;
 use tokio::io::AsyncReadExt;
@@ -93,5 +93,46 @@ async fn open_streams_the_body() -> TestResult {
     let mut read = Vec::new();
     reader.read_to_end(&mut read).await?;
     assert_eq!(read, body);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn conditional_writes_refuse_a_taken_key_and_a_stale_etag() -> TestResult {
+    let server = S3Server::start().await?;
+    server.create_bucket("bucket-b").await?;
+    let store = S3Store::new(server.client(1));
+    store
+        .put_if("bucket-b", "claim", object(b"first"), Condition::Absent)
+        .await?;
+    let err = store
+        .put_if("bucket-b", "claim", object(b"second"), Condition::Absent)
+        .await
+        .err()
+        .ok_or("second claim won")?;
+    assert!(matches!(err, StoreError::ConditionFailed { .. }), "{err}");
+    let etag = store
+        .head("bucket-b", "claim")
+        .await?
+        .etag
+        .ok_or("no etag")?;
+    let stale = Condition::EtagIs("0123456789abcdef0123456789abcdef".to_owned());
+    let err = store
+        .put_if("bucket-b", "claim", object(b"third"), stale)
+        .await
+        .err()
+        .ok_or("stale etag won")?;
+    assert!(matches!(err, StoreError::ConditionFailed { .. }), "{err}");
+    store
+        .put_if(
+            "bucket-b",
+            "claim",
+            object(b"fourth"),
+            Condition::EtagIs(etag),
+        )
+        .await?;
+    assert_eq!(
+        store.get("bucket-b", "claim", 100).await?.body.as_ref(),
+        b"fourth"
+    );
     Ok(())
 }

@@ -15,4 +15,4 @@ pub use config::{ConfigError, Env, FromEnv};
 pub use event::{EventKind, ObjectEvent, Source};
 pub use outcome::{BoxError, Done, HandlerError, Outcome};
 pub use runtime::{Function, Handler, Invocation, StartError, main};
-pub use storage::{NewObject, ObjectInfo, ObjectStore, StoreError, StoredObject};
+pub use storage::{Condition, NewObject, ObjectInfo, ObjectStore, StoreError, StoredObject};

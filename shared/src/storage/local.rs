@@ -15,8 +15,8 @@ use serde::{Deserialize, Serialize};
 use tokio::io::AsyncReadExt;
 
 use super::{
-    ListPage, ListedObject, NewObject, ObjectInfo, ObjectReader, ObjectStore, Op, StoreError,
-    StoredObject,
+    Condition, ListPage, ListedObject, NewObject, ObjectInfo, ObjectReader, ObjectStore, Op,
+    StoreError, StoredObject,
 };
 
 /// Where the store keeps what a plain file cannot hold; bucket names may not start with `.`.
@@ -27,6 +27,8 @@ const STATE_DIR: &str = ".bucketfn";
 pub struct LocalStore {
     root: PathBuf,
     temp_counter: AtomicU64,
+    /// Serialises conditional writes within this process, so that compare-and-swap holds.
+    conditional: tokio::sync::Mutex<()>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -41,6 +43,7 @@ impl LocalStore {
         Self {
             root: root.into(),
             temp_counter: AtomicU64::new(0),
+            conditional: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -124,8 +127,8 @@ impl LocalStore {
         })
     }
 
-    /// Writes `bytes` to `target` through a temporary file and a rename.
-    async fn write_atomically(&self, target: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    /// A new temporary file holding `bytes`, and the target's directory created.
+    async fn stage(&self, target: &Path, bytes: &[u8]) -> std::io::Result<PathBuf> {
         let temp_dir = self.root.join(STATE_DIR).join("tmp");
         tokio::fs::create_dir_all(&temp_dir).await?;
         if let Some(parent) = target.parent() {
@@ -134,7 +137,31 @@ impl LocalStore {
         let n = self.temp_counter.fetch_add(1, Ordering::Relaxed);
         let temp = temp_dir.join(format!("{}-{n}", std::process::id()));
         tokio::fs::write(&temp, bytes).await?;
+        Ok(temp)
+    }
+
+    /// Writes `bytes` to `target` through a temporary file and a rename.
+    async fn write_atomically(&self, target: &Path, bytes: &[u8]) -> std::io::Result<()> {
+        let temp = self.stage(target, bytes).await?;
         tokio::fs::rename(&temp, target).await
+    }
+
+    /// Writes `bytes` to `target` only if nothing is there: a hard link fails atomically when
+    /// the target exists, which a rename would not.
+    async fn write_new(&self, target: &Path, bytes: &[u8]) -> std::io::Result<()> {
+        let temp = self.stage(target, bytes).await?;
+        let linked = tokio::fs::hard_link(&temp, target).await;
+        let _ = tokio::fs::remove_file(&temp).await;
+        linked
+    }
+
+    async fn write_sidecar(&self, meta: &Path, object: &NewObject) -> std::io::Result<()> {
+        let sidecar = Sidecar {
+            content_type: Some(object.content_type.clone()),
+            metadata: object.metadata.clone(),
+        };
+        let bytes = serde_json::to_vec(&sidecar).map_err(std::io::Error::other)?;
+        self.write_atomically(meta, &bytes).await
     }
 
     /// Removes now-empty directories from `path` up to (not including) `stop`.
@@ -228,15 +255,48 @@ impl ObjectStore for LocalStore {
     async fn put(&self, bucket: &str, key: &str, object: NewObject) -> Result<(), StoreError> {
         let (content, meta) = self.paths_of(bucket, key)?;
         let fail = |e| Self::io_error(Op::Put, bucket, key, e);
-        let sidecar = Sidecar {
-            content_type: Some(object.content_type),
-            metadata: object.metadata,
-        };
-        let sidecar = serde_json::to_vec(&sidecar).map_err(|e| fail(std::io::Error::other(e)))?;
-        self.write_atomically(&meta, &sidecar).await.map_err(fail)?;
+        self.write_sidecar(&meta, &object).await.map_err(fail)?;
         self.write_atomically(&content, &object.body)
             .await
             .map_err(fail)
+    }
+
+    async fn put_if(
+        &self,
+        bucket: &str,
+        key: &str,
+        object: NewObject,
+        condition: Condition,
+    ) -> Result<(), StoreError> {
+        let (content, meta) = self.paths_of(bucket, key)?;
+        let fail = |e| Self::io_error(Op::Put, bucket, key, e);
+        let refused = |condition| StoreError::ConditionFailed {
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+            condition,
+        };
+        let _serialised = self.conditional.lock().await;
+        match &condition {
+            Condition::Absent => match self.write_new(&content, &object.body).await {
+                Ok(()) => {}
+                Err(e) if e.kind() == ErrorKind::AlreadyExists => return Err(refused(condition)),
+                Err(e) => return Err(fail(e)),
+            },
+            Condition::EtagIs(expected) => {
+                let current = match self.info(Op::Head, bucket, key).await {
+                    Ok(info) => info.etag,
+                    Err(StoreError::NotFound { .. }) => None,
+                    Err(e) => return Err(e),
+                };
+                if current.as_deref() != Some(expected.as_str()) {
+                    return Err(refused(condition));
+                }
+                self.write_atomically(&content, &object.body)
+                    .await
+                    .map_err(fail)?;
+            }
+        }
+        self.write_sidecar(&meta, &object).await.map_err(fail)
     }
 
     async fn delete(&self, bucket: &str, key: &str) -> Result<(), StoreError> {
@@ -393,6 +453,33 @@ mod tests {
         store.delete("b", "x/y/z").await?;
         assert!(!dir.path().join("b/x").exists());
         assert!(store.list("b", "", None, 10).await?.objects.is_empty());
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn conditional_writes_compare_and_swap() -> TestResult {
+        let (_dir, store) = store()?;
+        store
+            .put_if("b", "lease", object(b"one"), Condition::Absent)
+            .await?;
+        let err = store
+            .put_if("b", "lease", object(b"two"), Condition::Absent)
+            .await
+            .err()
+            .ok_or("second create won")?;
+        assert!(matches!(err, StoreError::ConditionFailed { .. }), "{err}");
+        let etag = store.head("b", "lease").await?.etag.ok_or("no etag")?;
+        let stale = Condition::EtagIs("stale".into());
+        assert!(
+            store
+                .put_if("b", "lease", object(b"three"), stale)
+                .await
+                .is_err()
+        );
+        store
+            .put_if("b", "lease", object(b"four"), Condition::EtagIs(etag))
+            .await?;
+        assert_eq!(store.get("b", "lease", 10).await?.body, "four");
         Ok(())
     }
 

@@ -8,8 +8,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use super::{
-    ListPage, ListedObject, NewObject, ObjectInfo, ObjectReader, ObjectStore, StoreError,
-    StoredObject,
+    Condition, ListPage, ListedObject, NewObject, ObjectInfo, ObjectReader, ObjectStore,
+    StoreError, StoredObject,
 };
 
 /// Objects by `(bucket, key)`, as they were written.
@@ -113,6 +113,33 @@ impl ObjectStore for MemoryStore {
     async fn put(&self, bucket: &str, key: &str, object: NewObject) -> Result<(), StoreError> {
         self.lock()
             .insert((bucket.to_owned(), key.to_owned()), object);
+        Ok(())
+    }
+
+    async fn put_if(
+        &self,
+        bucket: &str,
+        key: &str,
+        object: NewObject,
+        condition: Condition,
+    ) -> Result<(), StoreError> {
+        let mut objects = self.lock();
+        let slot = (bucket.to_owned(), key.to_owned());
+        let holds = match (&condition, objects.get(&slot)) {
+            (Condition::Absent, existing) => existing.is_none(),
+            (Condition::EtagIs(etag), Some(existing)) => {
+                info_of(existing).etag.as_ref() == Some(etag)
+            }
+            (Condition::EtagIs(_), None) => false,
+        };
+        if !holds {
+            return Err(StoreError::ConditionFailed {
+                bucket: bucket.to_owned(),
+                key: key.to_owned(),
+                condition,
+            });
+        }
+        objects.insert(slot, object);
         Ok(())
     }
 

@@ -91,6 +91,17 @@ pub trait ObjectStore: Send + Sync + 'static {
     /// Writes an object, replacing any object of the same key.
     async fn put(&self, bucket: &str, key: &str, object: NewObject) -> Result<(), StoreError>;
 
+    /// Writes an object only if `condition` holds at the store, atomically there;
+    /// [`StoreError::ConditionFailed`] otherwise. The basis of claims, leases and
+    /// compare-and-swap checkpoints.
+    async fn put_if(
+        &self,
+        bucket: &str,
+        key: &str,
+        object: NewObject,
+        condition: Condition,
+    ) -> Result<(), StoreError>;
+
     /// Deletes an object; deleting one that does not exist succeeds.
     async fn delete(&self, bucket: &str, key: &str) -> Result<(), StoreError>;
 
@@ -102,6 +113,24 @@ pub trait ObjectStore: Send + Sync + 'static {
         start_after: Option<&str>,
         limit: usize,
     ) -> Result<ListPage, StoreError>;
+}
+
+/// When a conditional write may happen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Condition {
+    /// No object exists under the key (S3 `If-None-Match: *`).
+    Absent,
+    /// The object's current etag is this one (S3 `If-Match`).
+    EtagIs(String),
+}
+
+impl fmt::Display for Condition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Absent => f.write_str("the key is free"),
+            Self::EtagIs(etag) => write!(f, "the etag is {etag:?}"),
+        }
+    }
 }
 
 /// Which store operation failed, for messages.
@@ -156,6 +185,13 @@ pub enum StoreError {
         bucket: String,
         key: String,
         limit: u64,
+    },
+    /// A conditional write found the condition false (someone else wrote first).
+    #[error("{} was not written: expected {condition}", ObjectPath(bucket, key))]
+    ConditionFailed {
+        bucket: String,
+        key: String,
+        condition: Condition,
     },
     #[error("{} cannot be stored here: {reason}", ObjectPath(bucket, key))]
     InvalidKey {

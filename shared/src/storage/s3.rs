@@ -16,8 +16,8 @@ use percent_encoding::{AsciiSet, CONTROLS, percent_decode_str, utf8_percent_enco
 use std::collections::{BTreeMap, HashMap};
 
 use super::{
-    ListPage, ListedObject, NewObject, ObjectInfo, ObjectReader, ObjectStore, Op, StoreError,
-    StoredObject,
+    Condition, ListPage, ListedObject, NewObject, ObjectInfo, ObjectReader, ObjectStore, Op,
+    StoreError, StoredObject,
 };
 use crate::config::Env;
 
@@ -88,6 +88,26 @@ impl S3Store {
 }
 
 impl S3Store {
+    fn put_request(
+        &self,
+        bucket: &str,
+        key: &str,
+        object: NewObject,
+    ) -> aws_sdk_s3::operation::put_object::builders::PutObjectFluentBuilder {
+        let metadata = object
+            .metadata
+            .iter()
+            .map(|(name, value)| (name.clone(), encode_metadata_value(value)))
+            .collect();
+        self.client
+            .put_object()
+            .bucket(bucket)
+            .key(key)
+            .content_type(object.content_type)
+            .set_metadata(Some(metadata))
+            .body(ByteStream::from(object.body))
+    }
+
     async fn fetch(&self, bucket: &str, key: &str) -> Result<(ObjectInfo, ByteStream), StoreError> {
         let response = self
             .client
@@ -189,22 +209,38 @@ impl ObjectStore for S3Store {
     }
 
     async fn put(&self, bucket: &str, key: &str, object: NewObject) -> Result<(), StoreError> {
-        let metadata = object
-            .metadata
-            .iter()
-            .map(|(name, value)| (name.clone(), encode_metadata_value(value)))
-            .collect();
-        self.client
-            .put_object()
-            .bucket(bucket)
-            .key(key)
-            .content_type(object.content_type)
-            .set_metadata(Some(metadata))
-            .body(ByteStream::from(object.body))
+        self.put_request(bucket, key, object)
             .send()
             .await
             .map_err(|e| classify(Op::Put, bucket, key, e))?;
         Ok(())
+    }
+
+    async fn put_if(
+        &self,
+        bucket: &str,
+        key: &str,
+        object: NewObject,
+        condition: Condition,
+    ) -> Result<(), StoreError> {
+        let request = self.put_request(bucket, key, object);
+        let request = match &condition {
+            Condition::Absent => request.if_none_match("*"),
+            Condition::EtagIs(etag) => request.if_match(format!("\"{etag}\"")),
+        };
+        match request.send().await {
+            Ok(_) => Ok(()),
+            Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 412) => {
+                Err(StoreError::ConditionFailed {
+                    bucket: bucket.to_owned(),
+                    key: key.to_owned(),
+                    condition,
+                })
+            }
+            // 409 ConditionalRequestConflict: a concurrent conditional write is in progress;
+            // retrying settles it. The classifier treats it as retryable.
+            Err(e) => Err(classify(Op::Put, bucket, key, e)),
+        }
     }
 
     async fn delete(&self, bucket: &str, key: &str) -> Result<(), StoreError> {
@@ -310,7 +346,8 @@ where
         SdkError::ConstructionFailure(_) => false,
         SdkError::DispatchFailure(failure) => !failure.is_user(),
         SdkError::ServiceError(_) => {
-            status.is_some_and(|s| s >= 500 || s == 429 || s == 408) || code_in(RETRYABLE_CODES)
+            status.is_some_and(|s| s >= 500 || s == 429 || s == 408 || s == 409)
+                || code_in(RETRYABLE_CODES)
         }
         _ => true,
     };

@@ -1,0 +1,97 @@
+# Helpers for scripts/e2e.sh and its parts in scripts/e2e.d/: idempotent installs, ports,
+# clean-up of what was started, and pass/fail counting. Sourced, not run.
+
+E2E_CACHE=${BUCKETFN_CACHE:-$HOME/.cache/bucketfn}
+E2E_REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+mkdir -p "$E2E_CACHE"
+export PATH="$E2E_CACHE/bin:$PATH"
+
+e2e_passed=0
+e2e_failed=0
+e2e_cleanups=()
+
+log() { printf '[e2e] %s\n' "$*" >&2; }
+
+# Runs the registered clean-ups, newest first; installed on EXIT by e2e.sh.
+e2e_cleanup() {
+  local i
+  for ((i = ${#e2e_cleanups[@]} - 1; i >= 0; i--)); do
+    eval "${e2e_cleanups[i]}" >/dev/null 2>&1 || true
+  done
+  e2e_cleanups=()
+}
+
+# on_exit 'command': run it when the script ends, whatever happens.
+on_exit() { e2e_cleanups+=("$1"); }
+
+apt_updated=
+# need_apt PACKAGE...: installs the Debian packages that are missing.
+need_apt() {
+  local missing=()
+  for pkg in "$@"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  if [ -z "$apt_updated" ]; then
+    log "apt-get update"
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    apt_updated=1
+  fi
+  log "installing ${missing[*]}"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# need_cargo_bin BINARY CRATE VERSION [cargo install flags...]: installs a crates.io binary
+# into the cache (outside the repo) unless it is already there.
+need_cargo_bin() {
+  local binary=$1 crate=$2 version=$3
+  shift 3
+  if [ -x "$E2E_CACHE/bin/$binary" ]; then return 0; fi
+  log "cargo install $crate@$version $* (once; cached in $E2E_CACHE)"
+  cargo install --locked --quiet --root "$E2E_CACHE" "$crate@$version" "$@"
+}
+
+# need_venv PACKAGE...: a Python venv in the repo's ignored .cache/ with these packages.
+need_venv() {
+  local venv="$E2E_REPO/.cache/venv"
+  [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+  local missing=()
+  for pkg in "$@"; do
+    "$venv/bin/pip" show "${pkg%%[=<>]*}" >/dev/null 2>&1 || missing+=("$pkg")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    log "pip install ${missing[*]}"
+    "$venv/bin/pip" install --quiet "${missing[@]}"
+  fi
+  export PATH="$venv/bin:$PATH"
+}
+
+# free_port: an unused loopback port.
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# wait_port PORT [SECONDS]: waits until something listens on 127.0.0.1:PORT.
+wait_port() {
+  local port=$1 deadline=$((SECONDS + ${2:-30}))
+  until (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
+    if [ "$SECONDS" -ge "$deadline" ]; then
+      log "nothing listens on port $port"
+      return 1
+    fi
+    sleep 0.2
+  done
+}
+
+# check NAME COMMAND...: runs one end-to-end check and counts it.
+check() {
+  local name=$1
+  shift
+  if "$@"; then
+    e2e_passed=$((e2e_passed + 1))
+    log "ok: $name"
+  else
+    e2e_failed=$((e2e_failed + 1))
+    log "FAILED: $name"
+  fi
+}
