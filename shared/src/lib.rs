@@ -7,6 +7,7 @@ pub mod event;
 pub mod outcome;
 pub mod progress;
 pub mod runtime;
+pub mod sink;
 pub mod storage;
 pub mod sweep;
 pub mod telemetry;

@@ -1,0 +1,63 @@
+//! Where functions send messages: one trait for brokers and ingest APIs, with errors already
+//! classified for retry decisions, and (feature `testing`) an in-memory implementation.
+
+#[cfg(any(test, feature = "testing"))]
+mod memory;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::outcome::{BoxError, HandlerError};
+
+#[cfg(any(test, feature = "testing"))]
+pub use memory::MemoryPublisher;
+
+/// One message, as brokers carry it.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Message {
+    /// Partition key (Kafka) or routing key (AMQP), where the sink uses one.
+    pub key: Option<String>,
+    /// Headers (Kafka record headers, AMQP message headers), e.g. CloudEvents `ce_*`.
+    pub headers: Vec<(String, String)>,
+    pub content_type: String,
+    /// AMQP correlation id; ignored by sinks without one.
+    pub correlation_id: Option<String>,
+    pub body: Bytes,
+}
+
+/// A destination that acknowledges what it accepted.
+#[async_trait]
+pub trait Publisher: Send + Sync + 'static {
+    /// Publishes `messages` in order and returns only once the sink has acknowledged all of
+    /// them (publisher confirms, acks from all in-sync replicas, a 2xx): an event is never
+    /// reported done before its messages are safe.
+    async fn publish(&self, messages: Vec<Message>) -> Result<(), PublishError>;
+}
+
+/// A publish that failed, classified once here.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// The sink could not be reached, timed out, or asked to slow down.
+    #[error("publishing to {sink} failed")]
+    Unavailable {
+        sink: String,
+        #[source]
+        source: BoxError,
+    },
+    /// The sink refused the messages in a way retrying will not change.
+    #[error("{sink} refused the messages")]
+    Rejected {
+        sink: String,
+        #[source]
+        source: BoxError,
+    },
+}
+
+impl From<PublishError> for HandlerError {
+    fn from(error: PublishError) -> Self {
+        match error {
+            PublishError::Unavailable { .. } => Self::retryable(error),
+            PublishError::Rejected { .. } => Self::permanent(error),
+        }
+    }
+}
