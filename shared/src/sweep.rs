@@ -1,7 +1,8 @@
 //! Walking a bucket prefix for catch-up work: objects in key order, handled concurrently up
 //! to a bound, stopping cleanly at the invocation deadline or at the first retryable failure,
 //! with the key the next run continues after. Keys are handled in order, so "everything up to
-//! the resume key is done" holds however many run at once.
+//! the resume key is done" holds however many run at once. With a cursor object, a run that
+//! stopped early is continued by the next one, wherever it runs.
 
 use std::fmt;
 use std::future::Future;
@@ -13,7 +14,7 @@ use serde::Serialize;
 
 use crate::outcome::{Done, HandlerError};
 use crate::runtime::Invocation;
-use crate::storage::{ListedObject, ObjectStore};
+use crate::storage::{ListedObject, NewObject, ObjectStore, StoreError};
 
 /// What to walk.
 #[derive(Debug, Clone)]
@@ -24,6 +25,62 @@ pub struct Scope<'a> {
     pub start_after: Option<String>,
     /// Keys under this prefix are passed over (a function's own outputs, its checkpoints).
     pub exclude_prefix: Option<&'a str>,
+    /// Where progress is kept between runs, as `(bucket, key)`: read at the start, written
+    /// whenever the sweep stops early, removed when it finishes.
+    pub cursor: Option<(&'a str, String)>,
+}
+
+/// What the cursor object holds.
+#[derive(Debug, Serialize, serde::Deserialize)]
+struct Cursor {
+    resume_after: String,
+    updated: chrono::DateTime<chrono::Utc>,
+}
+
+const CURSOR_MAX_BYTES: u64 = 64 * 1024;
+
+async fn load_cursor(
+    store: &dyn ObjectStore,
+    bucket: &str,
+    key: &str,
+) -> Result<Option<String>, HandlerError> {
+    match store.get(bucket, key, CURSOR_MAX_BYTES).await {
+        Ok(object) => {
+            // A cursor that cannot be read only costs a walk from the start.
+            let cursor: Option<Cursor> = serde_json::from_slice(&object.body).ok();
+            Ok(cursor.map(|c| c.resume_after))
+        }
+        Err(StoreError::NotFound { .. }) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn save_cursor(
+    store: &dyn ObjectStore,
+    cursor: Option<&(&str, String)>,
+    summary: &SweepSummary,
+) -> Result<(), HandlerError> {
+    let Some((bucket, key)) = cursor else {
+        return Ok(());
+    };
+    match (&summary.resume_after, summary.finished) {
+        (_, true) => store.delete(bucket, key).await?,
+        (Some(resume_after), false) => {
+            let body = serde_json::to_vec(&Cursor {
+                resume_after: resume_after.clone(),
+                updated: chrono::Utc::now(),
+            })
+            .map_err(HandlerError::permanent)?;
+            let object = NewObject {
+                body: body.into(),
+                content_type: "application/json".to_owned(),
+                metadata: Default::default(),
+            };
+            store.put(bucket, key, object).await?;
+        }
+        (None, false) => {}
+    }
+    Ok(())
 }
 
 /// One object that failed permanently during a sweep.
@@ -87,8 +144,31 @@ impl SweepSummary {
 
 const PAGE: usize = 1000;
 
-/// Handles every object in `scope` with `handle`, at most `concurrency` at a time.
+/// Handles every object in `scope` with `handle`, at most `concurrency` at a time, continuing
+/// from the cursor when there is one.
 pub async fn sweep<F, Fut>(
+    store: &dyn ObjectStore,
+    mut scope: Scope<'_>,
+    invocation: &Invocation,
+    concurrency: usize,
+    handle: F,
+) -> Result<SweepSummary, HandlerError>
+where
+    F: FnMut(ListedObject) -> Fut,
+    Fut: Future<Output = Result<Done, HandlerError>>,
+{
+    if let Some((bucket, key)) = &scope.cursor
+        && let Some(saved) = load_cursor(store, bucket, key).await?
+    {
+        scope.start_after = scope.start_after.max(Some(saved));
+    }
+    let cursor = scope.cursor.clone();
+    let summary = walk(store, scope, invocation, concurrency, handle).await?;
+    save_cursor(store, cursor.as_ref(), &summary).await?;
+    Ok(summary)
+}
+
+async fn walk<F, Fut>(
     store: &dyn ObjectStore,
     scope: Scope<'_>,
     invocation: &Invocation,
@@ -183,6 +263,7 @@ mod tests {
             prefix: "in/",
             start_after: start_after.map(str::to_owned),
             exclude_prefix: Some("in/out/"),
+            cursor: None,
         }
     }
 
@@ -239,6 +320,44 @@ mod tests {
             "{text}"
         );
         assert!(summary.into_outcome().is_err());
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_cursor_carries_progress_to_the_next_run_and_is_removed_at_the_end() -> TestResult {
+        let store = store(&["in/1", "in/2", "in/3"]);
+        let with_cursor = || Scope {
+            cursor: Some(("b", "in/out/cursor".to_owned())),
+            ..scope(None)
+        };
+        let first = sweep(
+            &store,
+            with_cursor(),
+            &Invocation::default(),
+            1,
+            |o| async move {
+                if o.key == "in/2" {
+                    Err(HandlerError::retryable("store down"))
+                } else {
+                    Ok(Done::Completed(String::new()))
+                }
+            },
+        )
+        .await?;
+        assert_eq!(first.resume_after.as_deref(), Some("in/1"));
+        assert!(store.object("b", "in/out/cursor").is_some());
+
+        let seen = std::sync::Mutex::new(Vec::new());
+        let second = sweep(&store, with_cursor(), &Invocation::default(), 1, |o| {
+            if let Ok(mut seen) = seen.lock() {
+                seen.push(o.key);
+            }
+            async { Ok(Done::Completed(String::new())) }
+        })
+        .await?;
+        assert!(second.finished);
+        assert_eq!(*seen.lock().map_err(|_| "poisoned")?, ["in/2", "in/3"]);
+        assert!(store.object("b", "in/out/cursor").is_none());
         Ok(())
     }
 
