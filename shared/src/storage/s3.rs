@@ -330,6 +330,21 @@ const RETRYABLE_CODES: &[&str] = &[
 
 const NOT_FOUND_CODES: &[&str] = &["NoSuchKey", "NoSuchBucket", "NotFound"];
 
+/// What S3 answered, up front in messages: HEAD errors have no body, so the SDK's own text
+/// is often just "unhandled error".
+#[derive(Debug, thiserror::Error)]
+#[error("{}", match (.status, .code.as_deref()) {
+    (Some(status), Some(code)) => format!("HTTP {status} {code}"),
+    (Some(status), None) => format!("HTTP {status}"),
+    (None, _) => "no response".to_owned(),
+})]
+struct S3Failure {
+    status: Option<u16>,
+    code: Option<String>,
+    #[source]
+    source: crate::outcome::BoxError,
+}
+
 fn classify<E>(op: Op, bucket: &str, key: &str, error: SdkError<E>) -> StoreError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
@@ -351,7 +366,11 @@ where
         }
         _ => true,
     };
-    let source = Box::new(error);
+    let source = Box::new(S3Failure {
+        status,
+        code,
+        source: Box::new(error),
+    });
     if retryable {
         StoreError::Unavailable {
             op,
