@@ -227,7 +227,7 @@ async fn events_still_running_at_the_deadline_are_reported_retryable() -> TestRe
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_configuration_stops_start_up_naming_every_variable() -> TestResult {
     let mut f = start(&[
-        ("THUMBNAIL_SIZE", "huge".to_owned()),
+        ("THUMBNAIL_SIZES", "huge".to_owned()),
         ("MAX_SOURCE_PIXELS", "0".to_owned()),
         ("BATCH_CONCURRENCY", "-2".to_owned()),
     ])
@@ -235,7 +235,7 @@ async fn bad_configuration_stops_start_up_naming_every_variable() -> TestResult 
     let code = f.process.wait(Duration::from_secs(10)).await?;
     assert_eq!(code, Some(2));
     let logs = f.process.logs();
-    for variable in ["THUMBNAIL_SIZE", "MAX_SOURCE_PIXELS", "BATCH_CONCURRENCY"] {
+    for variable in ["THUMBNAIL_SIZES", "MAX_SOURCE_PIXELS", "BATCH_CONCURRENCY"] {
         assert!(logs.contains(variable), "{variable} not named in:\n{logs}");
     }
     Ok(())

@@ -1,6 +1,6 @@
 //! Which keys are images, which are this function's own outputs, and the deterministic output
-//! key of a thumbnail: `<prefix><source key>/<size>.jpg`, so that a redelivered event rewrites
-//! the same object and every derivative of a source sits under one prefix.
+//! key of a thumbnail: `<prefix><source key>/<size>.<jpg|png|webp>`, so that a redelivered
+//! event rewrites the same objects and every derivative of a source sits under one prefix.
 
 /// Extensions of files treated as images. HEIC and AVIF are included so that they fail with a
 /// message naming the format rather than being skipped silently.
@@ -36,14 +36,19 @@ pub fn is_own_output(destination_bucket: &str, prefix: &str, bucket: &str, key: 
     bucket == destination_bucket && key.starts_with(prefix)
 }
 
-pub fn output_key(prefix: &str, key: &str, size: u32) -> Result<String, OutputKeyError> {
+pub fn output_key(
+    prefix: &str,
+    key: &str,
+    size: u32,
+    extension: &str,
+) -> Result<String, OutputKeyError> {
     if key
         .split('/')
         .any(|segment| segment == "." || segment == "..")
     {
         return Err(OutputKeyError::DotSegment(key.to_owned()));
     }
-    let output = format!("{prefix}{key}/{size}.jpg");
+    let output = format!("{prefix}{key}/{size}.{extension}");
     if output.len() > MAX_KEY_BYTES {
         return Err(OutputKeyError::TooLong(key.to_owned()));
     }
@@ -83,26 +88,29 @@ mod tests {
     #[test]
     fn output_keys_are_deterministic_and_keep_the_source_name() -> TestResult {
         assert_eq!(
-            output_key("thumbnails/", "a/cat.png", 256)?,
+            output_key("thumbnails/", "a/cat.png", 256, "jpg")?,
             "thumbnails/a/cat.png/256.jpg"
         );
-        assert_eq!(output_key("", "café +1.jpg", 64)?, "café +1.jpg/64.jpg");
+        assert_eq!(
+            output_key("", "café +1.jpg", 64, "webp")?,
+            "café +1.jpg/64.webp"
+        );
         Ok(())
     }
 
     #[test]
     fn refuses_dot_segments_and_overlong_keys() {
         assert!(matches!(
-            output_key("t/", "../etc/x.jpg", 256),
+            output_key("t/", "../etc/x.jpg", 256, "jpg"),
             Err(OutputKeyError::DotSegment(_))
         ));
         assert!(matches!(
-            output_key("t/", "a/./x.jpg", 256),
+            output_key("t/", "a/./x.jpg", 256, "jpg"),
             Err(OutputKeyError::DotSegment(_))
         ));
         let long = format!("{}.jpg", "k".repeat(1020));
         assert!(matches!(
-            output_key("t/", &long, 256),
+            output_key("t/", &long, 256, "jpg"),
             Err(OutputKeyError::TooLong(_))
         ));
     }

@@ -1,25 +1,35 @@
-//! thumbnail-on-create: when an image lands in a bucket, write a JPEG thumbnail of it to the
-//! destination bucket / prefix under a deterministic key.
+//! thumbnail-on-create: when an image lands in a bucket, write its thumbnails (one per
+//! configured size, in the configured format) under deterministic keys; catch up on a whole
+//! bucket on a schedule; optionally move rather than copy (delete the source once safe).
 
 mod config;
 pub mod keys;
 pub mod pipeline;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bucketfn::storage::{ObjectPath, ensure_readable};
+use bucketfn::sweep::{Scope, sweep};
 use bucketfn::{
     Done, EventKind, Function, Handler, HandlerError, Invocation, NewObject, ObjectEvent,
     ObjectStore, Outcome, StartError, StoreError,
 };
 use bytes::Bytes;
+use futures_util::future::try_join_all;
 
 pub use config::Config;
 use pipeline::{PipelineError, Spec};
 
+/// Metadata every thumbnail carries, naming what it was made from.
+const SOURCE_BUCKET: &str = "source-bucket";
+const SOURCE_KEY: &str = "source-key";
+const SOURCE_ETAG: &str = "source-etag";
+
 /// The handler: configuration plus the store it reads from and writes to.
 pub struct Thumbnailer {
     config: Config,
+    spec: Spec,
     store: Arc<dyn ObjectStore>,
 }
 
@@ -33,13 +43,33 @@ pub struct ImageError {
     source: PipelineError,
 }
 
+/// Where one source's thumbnails go.
+struct Outputs {
+    bucket: String,
+    /// `(size, key)` per configured size.
+    keys: Vec<(u32, String)>,
+}
+
 impl Thumbnailer {
     pub fn new(config: Config, store: Arc<dyn ObjectStore>) -> Self {
-        Self { config, store }
+        let spec = Spec {
+            sizes: config.sizes.clone(),
+            format: config.format,
+            quality: config.quality,
+            background: config.background,
+            upscale: config.upscale,
+            max_pixels: config.max_source_pixels,
+        };
+        Self {
+            config,
+            spec,
+            store,
+        }
     }
 
-    async fn thumbnail(&self, event: &ObjectEvent) -> Outcome {
-        let (bucket, key) = (event.bucket.as_str(), event.key.as_str());
+    /// Makes sure `bucket/key` has current thumbnails. `etag` is what the event or listing
+    /// said the source's etag is, when it said.
+    async fn refresh(&self, bucket: &str, key: &str, etag: Option<&str>) -> Outcome {
         let destination = self.config.bucket.as_deref().unwrap_or(bucket);
         if keys::is_own_output(destination, &self.config.prefix, bucket, key) {
             return Ok(Done::Skipped(format!(
@@ -54,37 +84,52 @@ impl Thumbnailer {
                 ObjectPath(bucket, key)
             )));
         }
-        ensure_readable(event.source, bucket, key)?;
-        let output_key = keys::output_key(&self.config.prefix, key, self.config.size)
-            .map_err(HandlerError::permanent)?;
+        let outputs = self.outputs(destination, key)?;
+
+        // A redelivered event, or a sweep over done work, costs HEADs and no download.
+        let known_etag = match etag {
+            Some(etag) => Some(etag.to_owned()),
+            None => match self.store.head(bucket, key).await {
+                Ok(info) => info.etag,
+                Err(StoreError::NotFound { .. }) => return Ok(gone(bucket, key)),
+                Err(e) => return Err(e.into()),
+            },
+        };
+        if let Some(etag) = &known_etag
+            && self.outputs_made_from(&outputs, etag).await?
+        {
+            return match self.config.delete_source {
+                true => {
+                    self.delete_source(bucket, key, etag, "thumbnails were up to date")
+                        .await
+                }
+                false => Ok(Done::Skipped(format!(
+                    "the thumbnails of {} are up to date",
+                    ObjectPath(bucket, key)
+                ))),
+            };
+        }
 
         let source = match self
             .store
             .get(bucket, key, self.config.max_source_bytes)
             .await
         {
-            Ok(object) => object.body,
+            Ok(object) => object,
             // The object was deleted (or replaced and deleted) after the event was sent.
-            Err(StoreError::NotFound { .. }) => {
-                return Ok(Done::Skipped(format!(
-                    "{} no longer exists",
-                    ObjectPath(bucket, key)
-                )));
-            }
+            Err(StoreError::NotFound { .. }) => return Ok(gone(bucket, key)),
             Err(e) => return Err(e.into()),
         };
-        let spec = Spec {
-            size: self.config.size,
-            quality: self.config.quality,
-            max_pixels: self.config.max_source_pixels,
-        };
+        let stamp = source.info.etag.clone().or(known_etag).unwrap_or_default();
+        let spec = self.spec.clone();
         // Decoding is CPU-bound: keep it off the async workers that serve other events.
-        let thumbnail =
-            tokio::task::spawn_blocking(move || pipeline::make_thumbnail(&source, spec))
+        let body = source.body;
+        let thumbnails =
+            tokio::task::spawn_blocking(move || pipeline::make_thumbnails(&body, &spec))
                 .await
                 .map_err(|e| {
                     HandlerError::permanent(format!(
-                        "the image decoder crashed on {}: {e}",
+                        "the image pipeline crashed on {}: {e}",
                         ObjectPath(bucket, key)
                     ))
                 })?
@@ -96,25 +141,159 @@ impl Thumbnailer {
                     })
                 })?;
 
-        let (width, height, bytes) = (thumbnail.width, thumbnail.height, thumbnail.jpeg.len());
-        let object = NewObject {
-            body: Bytes::from(thumbnail.jpeg),
-            content_type: "image/jpeg".to_owned(),
-            metadata: Default::default(),
+        let metadata = BTreeMap::from([
+            (SOURCE_BUCKET.to_owned(), bucket.to_owned()),
+            (SOURCE_KEY.to_owned(), key.to_owned()),
+            (SOURCE_ETAG.to_owned(), stamp.clone()),
+        ]);
+        let writes = thumbnails
+            .iter()
+            .zip(&outputs.keys)
+            .map(|(thumbnail, (_, output))| {
+                let object = NewObject {
+                    body: Bytes::from(thumbnail.bytes.clone()),
+                    content_type: self.config.format.content_type().to_owned(),
+                    metadata: metadata.clone(),
+                };
+                self.store.put(&outputs.bucket, output, object)
+            });
+        try_join_all(writes).await?;
+        let written: Vec<String> = thumbnails
+            .iter()
+            .zip(&outputs.keys)
+            .map(|(t, (_, output))| {
+                format!(
+                    "{} ({}x{}, {} bytes)",
+                    ObjectPath(&outputs.bucket, output),
+                    t.width,
+                    t.height,
+                    t.bytes.len()
+                )
+            })
+            .collect();
+        let made = format!("wrote {}", written.join(", "));
+
+        if self.config.delete_source {
+            // Move semantics: the source goes only once every output is readable and stamped
+            // with the version that was read.
+            if !self.outputs_made_from(&outputs, &stamp).await? {
+                return Err(HandlerError::retryable(format!(
+                    "the thumbnails of {} could not be verified after writing; the source is kept",
+                    ObjectPath(bucket, key)
+                )));
+            }
+            return self.delete_source(bucket, key, &stamp, &made).await;
+        }
+        Ok(Done::Completed(made))
+    }
+
+    fn outputs(&self, destination: &str, key: &str) -> Result<Outputs, HandlerError> {
+        let extension = self.config.format.extension();
+        let keys = self
+            .config
+            .sizes
+            .iter()
+            .map(|&size| {
+                keys::output_key(&self.config.prefix, key, size, extension).map(|k| (size, k))
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(HandlerError::permanent)?;
+        Ok(Outputs {
+            bucket: destination.to_owned(),
+            keys,
+        })
+    }
+
+    /// True when every output exists and was made from the source version `etag`.
+    async fn outputs_made_from(&self, outputs: &Outputs, etag: &str) -> Result<bool, HandlerError> {
+        let heads = outputs.keys.iter().map(|(_, key)| async move {
+            match self.store.head(&outputs.bucket, key).await {
+                Ok(info) => Ok(info.metadata.get(SOURCE_ETAG).map(String::as_str) == Some(etag)),
+                Err(StoreError::NotFound { .. }) => Ok(false),
+                Err(e) => Err(HandlerError::from(e)),
+            }
+        });
+        Ok(try_join_all(heads)
+            .await?
+            .into_iter()
+            .all(|current| current))
+    }
+
+    /// Deletes the source if it is still the version its thumbnails were made from.
+    async fn delete_source(&self, bucket: &str, key: &str, etag: &str, made: &str) -> Outcome {
+        match self.store.head(bucket, key).await {
+            Ok(info) if info.etag.as_deref() == Some(etag) => {
+                self.store.delete(bucket, key).await?;
+                Ok(Done::Completed(format!(
+                    "{made}; deleted the source {}",
+                    ObjectPath(bucket, key)
+                )))
+            }
+            Ok(_) => Ok(Done::Completed(format!(
+                "{made}; kept the source {}: it changed after it was read",
+                ObjectPath(bucket, key)
+            ))),
+            Err(StoreError::NotFound { .. }) => Ok(Done::Completed(made.to_owned())),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Catches up on a bucket: every image whose thumbnails are missing or stale.
+    async fn sweep(&self, event: &ObjectEvent, invocation: &Invocation) -> Outcome {
+        let bucket = match (event.bucket.as_str(), self.config.source_bucket.as_deref()) {
+            ("", Some(configured)) => configured,
+            ("", None) => {
+                return Err(HandlerError::permanent(
+                    "a sweep needs a bucket: set SOURCE_BUCKET (schedules name none)",
+                ));
+            }
+            (named, _) => named,
         };
-        self.store.put(destination, &output_key, object).await?;
-        Ok(Done::Completed(format!(
-            "wrote {} ({width}x{height}, {bytes} bytes)",
-            ObjectPath(destination, &output_key)
-        )))
+        let prefix = if event.key.is_empty() {
+            self.config.source_prefix.as_str()
+        } else {
+            event.key.as_str()
+        };
+        let destination = self.config.bucket.as_deref().unwrap_or(bucket);
+        let scope = Scope {
+            bucket,
+            prefix,
+            start_after: None,
+            exclude_prefix: (destination == bucket).then_some(self.config.prefix.as_str()),
+            cursor: Some((
+                destination,
+                format!("{}.sweep/{bucket}/{prefix}cursor.json", self.config.prefix),
+            )),
+        };
+        let summary = sweep(
+            self.store.as_ref(),
+            scope,
+            invocation,
+            self.config.sweep_concurrency,
+            |object| async move {
+                self.refresh(bucket, &object.key, object.etag.as_deref())
+                    .await
+            },
+        )
+        .await?;
+        summary.into_outcome()
     }
 }
 
+fn gone(bucket: &str, key: &str) -> Done {
+    Done::Skipped(format!("{} no longer exists", ObjectPath(bucket, key)))
+}
+
 impl Handler for Thumbnailer {
-    async fn handle(&self, event: &ObjectEvent, _invocation: &Invocation) -> Outcome {
+    async fn handle(&self, event: &ObjectEvent, invocation: &Invocation) -> Outcome {
         match event.kind {
-            EventKind::Created => self.thumbnail(event).await,
-            EventKind::Removed | EventKind::Sweep | EventKind::Other => Ok(Done::Skipped(format!(
+            EventKind::Created => {
+                ensure_readable(event.source, &event.bucket, &event.key)?;
+                self.refresh(&event.bucket, &event.key, event.etag.as_deref())
+                    .await
+            }
+            EventKind::Sweep => self.sweep(event, invocation).await,
+            EventKind::Removed | EventKind::Other => Ok(Done::Skipped(format!(
                 "{:?} events are not thumbnail-on-create's business",
                 event.kind
             ))),
@@ -124,7 +303,7 @@ impl Handler for Thumbnailer {
 
 impl Function for Thumbnailer {
     const NAME: &'static str = "thumbnail-on-create";
-    const ABOUT: &'static str = "Writes a JPEG thumbnail of every image that lands in a bucket";
+    const ABOUT: &'static str = "Writes thumbnails of every image that lands in a bucket";
 
     type Config = Config;
 
@@ -136,9 +315,11 @@ impl Function for Thumbnailer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bucketfn::Source;
     use bucketfn::storage::MemoryStore;
+    use bucketfn::{Source, StoredObject};
     use image::{DynamicImage, ImageBuffer, ImageFormat};
+    use pipeline::OutputFormat;
+    use std::time::{Duration, Instant};
 
     type TestResult = Result<(), Box<dyn std::error::Error>>;
 
@@ -151,10 +332,18 @@ mod tests {
         Ok(bytes)
     }
 
-    fn created(bucket: &str, key: &str) -> Result<ObjectEvent, Box<dyn std::error::Error>> {
+    fn created(
+        bucket: &str,
+        key: &str,
+        etag: Option<&str>,
+    ) -> Result<ObjectEvent, Box<dyn std::error::Error>> {
+        let mut object = serde_json::json!({"key": key});
+        if let Some(etag) = etag {
+            object["eTag"] = etag.into();
+        }
         let notification = serde_json::json!({"Records": [{"eventSource": "aws:s3",
             "eventName": "ObjectCreated:Put",
-            "s3": {"bucket": {"name": bucket}, "object": {"key": key}}}]});
+            "s3": {"bucket": {"name": bucket}, "object": object}}]});
         let events = bucketfn::event::decode_value(notification)?.into_events()?;
         events.into_iter().next().ok_or_else(|| "no event".into())
     }
@@ -165,34 +354,137 @@ mod tests {
         (store, handler)
     }
 
+    async fn etag_of(
+        store: &MemoryStore,
+        bucket: &str,
+        key: &str,
+    ) -> Result<String, Box<dyn std::error::Error>> {
+        Ok(store.head(bucket, key).await?.etag.ok_or("no etag")?)
+    }
+
+    /// An EventBridge schedule, aimed at `bucket` as `sweep --bucket` would aim it.
+    fn sweep_event(bucket: &str) -> Result<ObjectEvent, Box<dyn std::error::Error>> {
+        let schedule = serde_json::json!({"version": "0", "id": "s-1",
+            "detail-type": "Scheduled Event", "source": "aws.events", "detail": {}});
+        let mut event = bucketfn::event::decode_value(schedule)?
+            .into_events()?
+            .into_iter()
+            .next()
+            .ok_or("no event")?;
+        event.bucket = bucket.to_owned();
+        Ok(event)
+    }
+
     #[tokio::test]
-    async fn writes_a_jpeg_under_the_prefix() -> TestResult {
-        let (store, handler) = thumbnailer(Config::default());
+    async fn writes_every_size_with_its_source_in_metadata() -> TestResult {
+        let config = Config {
+            sizes: vec![64, 128],
+            format: OutputFormat::Png,
+            ..Config::default()
+        };
+        let (store, handler) = thumbnailer(config);
         store.insert("photos", "2024/a cat.png", png(600, 300)?, "image/png");
+        let etag = etag_of(&store, "photos", "2024/a cat.png").await?;
         let outcome = handler
             .handle(
-                &created("photos", "2024/a+cat.png")?,
+                &created("photos", "2024/a+cat.png", None)?,
                 &Invocation::default(),
             )
             .await?;
         assert!(matches!(outcome, Done::Completed(_)), "{outcome}");
-        let thumb = store
-            .object("photos", "thumbnails/2024/a cat.png/256.jpg")
-            .ok_or("no thumbnail")?;
-        assert_eq!(thumb.content_type, "image/jpeg");
-        let decoded = image::load_from_memory_with_format(&thumb.body, ImageFormat::Jpeg)?;
-        assert_eq!((decoded.width(), decoded.height()), (256, 128));
+        for (size, height) in [(64, 32), (128, 64)] {
+            let key = format!("thumbnails/2024/a cat.png/{size}.png");
+            let thumb = store.object("photos", &key).ok_or(key)?;
+            assert_eq!(thumb.content_type, "image/png");
+            assert_eq!(
+                thumb.metadata.get("source-key").map(String::as_str),
+                Some("2024/a cat.png")
+            );
+            assert_eq!(thumb.metadata.get("source-etag"), Some(&etag));
+            let decoded = image::load_from_memory_with_format(&thumb.body, ImageFormat::Png)?;
+            assert_eq!((decoded.width(), decoded.height()), (size, height));
+        }
         Ok(())
     }
 
     #[tokio::test]
-    async fn redelivery_rewrites_the_same_key() -> TestResult {
+    async fn an_unchanged_etag_is_skipped_without_downloading() -> TestResult {
         let (store, handler) = thumbnailer(Config::default());
-        store.insert("b", "x.png", png(50, 50)?, "image/png");
-        let event = created("b", "x.png")?;
+        store.insert("b", "x.png", png(300, 300)?, "image/png");
+        let etag = etag_of(&store, "b", "x.png").await?;
+        let event = created("b", "x.png", Some(&etag))?;
         handler.handle(&event, &Invocation::default()).await?;
-        handler.handle(&event, &Invocation::default()).await?;
-        assert_eq!(store.keys().len(), 2);
+        // Were the source downloaded again, this garbage would fail the event.
+        store.insert("b", "x.png", &b"not an image any more"[..], "image/png");
+        let again = handler.handle(&event, &Invocation::default()).await?;
+        assert!(
+            matches!(&again, Done::Skipped(why) if why.contains("up to date")),
+            "{again}"
+        );
+
+        let changed = created("b", "x.png", Some("another-etag"))?;
+        let err = handler
+            .handle(&changed, &Invocation::default())
+            .await
+            .err()
+            .ok_or("stale")?;
+        assert!(err.to_string().contains("cannot be thumbnailed"), "{err}");
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn moving_deletes_the_source_only_once_its_thumbnails_are_safe() -> TestResult {
+        let config = Config {
+            delete_source: true,
+            ..Config::default()
+        };
+        let (store, handler) = thumbnailer(config);
+        store.insert("b", "in/ok.png", png(300, 300)?, "image/png");
+        store.insert(
+            "b",
+            "in/bad.png",
+            &b"\x89PNG\r\n\x1a\n broken"[..],
+            "image/png",
+        );
+
+        let outcome = handler
+            .handle(&created("b", "in/ok.png", None)?, &Invocation::default())
+            .await?;
+        assert!(
+            matches!(&outcome, Done::Completed(what) if what.contains("deleted the source")),
+            "{outcome}"
+        );
+        assert!(store.object("b", "in/ok.png").is_none());
+        assert!(store.object("b", "thumbnails/in/ok.png/256.jpg").is_some());
+
+        let err = handler
+            .handle(&created("b", "in/bad.png", None)?, &Invocation::default())
+            .await
+            .err()
+            .ok_or("bad accepted")?;
+        assert!(!err.is_retryable());
+        assert!(
+            store.object("b", "in/bad.png").is_some(),
+            "a source without thumbnails was deleted"
+        );
+
+        // A retry after a crash between writing and deleting finishes the move.
+        store.insert("b", "in/again.png", png(40, 40)?, "image/png");
+        let moved = Config {
+            delete_source: false,
+            ..Config::default()
+        };
+        Thumbnailer::new(moved, Arc::clone(&store) as Arc<dyn ObjectStore>)
+            .handle(&created("b", "in/again.png", None)?, &Invocation::default())
+            .await?;
+        let retried = handler
+            .handle(&created("b", "in/again.png", None)?, &Invocation::default())
+            .await?;
+        assert!(
+            matches!(&retried, Done::Completed(what) if what.contains("deleted the source")),
+            "{retried}"
+        );
+        assert!(store.object("b", "in/again.png").is_none());
         Ok(())
     }
 
@@ -201,10 +493,10 @@ mod tests {
         let (store, handler) = thumbnailer(Config::default());
         let inv = Invocation::default();
         for key in ["thumbnails/x.png/256.jpg", "notes.txt", "gone.png"] {
-            let outcome = handler.handle(&created("b", key)?, &inv).await?;
+            let outcome = handler.handle(&created("b", key, None)?, &inv).await?;
             assert!(matches!(outcome, Done::Skipped(_)), "{key}: {outcome}");
         }
-        let mut removed = created("b", "x.png")?;
+        let mut removed = created("b", "x.png", None)?;
         removed.kind = EventKind::Removed;
         assert!(matches!(
             handler.handle(&removed, &inv).await?,
@@ -215,55 +507,11 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn outputs_in_another_bucket_are_not_mistaken_for_own() -> TestResult {
-        let config = Config {
-            bucket: Some("thumbs".into()),
-            prefix: String::new(),
-            ..Config::default()
-        };
-        let (store, handler) = thumbnailer(config);
-        store.insert("photos", "thumbs-like.png", png(10, 10)?, "image/png");
-        let outcome = handler
-            .handle(
-                &created("photos", "thumbs-like.png")?,
-                &Invocation::default(),
-            )
-            .await?;
-        assert!(matches!(outcome, Done::Completed(_)), "{outcome}");
-        assert!(store.object("thumbs", "thumbs-like.png/256.jpg").is_some());
-        let own = handler
-            .handle(
-                &created("thumbs", "thumbs-like.png/256.jpg")?,
-                &Invocation::default(),
-            )
-            .await?;
-        assert!(matches!(own, Done::Skipped(_)), "{own}");
-        Ok(())
-    }
-
-    #[tokio::test]
-    async fn corrupt_images_and_hostile_keys_are_permanent() -> TestResult {
-        let (store, handler) = thumbnailer(Config::default());
-        store.insert(
-            "b",
-            "bad.jpg",
-            &b"\xff\xd8\xff\xe0 truncated"[..],
-            "image/jpeg",
-        );
-        let err = handler
-            .handle(&created("b", "bad.jpg")?, &Invocation::default())
-            .await
-            .err()
-            .ok_or("corrupt accepted")?;
-        assert!(!err.is_retryable());
-        assert!(
-            err.to_string().contains("b/bad.jpg cannot be thumbnailed"),
-            "{err}"
-        );
-
+    async fn hostile_keys_and_azure_sources_are_permanent() -> TestResult {
+        let (_store, handler) = thumbnailer(Config::default());
         let err = handler
             .handle(
-                &created("b", "..%2F..%2Fetc%2Fx.jpg")?,
+                &created("b", "..%2F..%2Fetc%2Fx.jpg", None)?,
                 &Invocation::default(),
             )
             .await
@@ -271,20 +519,14 @@ mod tests {
             .ok_or("dot segments accepted")?;
         assert!(!err.is_retryable());
         assert!(err.to_string().contains("`..` segment"), "{err}");
-        Ok(())
-    }
 
-    #[tokio::test]
-    async fn azure_events_fail_permanently_naming_the_gap() -> TestResult {
-        let (_store, handler) = thumbnailer(Config::default());
-        let mut event = created("container", "x.png")?;
-        event.source = Source::Azure;
+        let mut azure = created("container", "x.png", None)?;
+        azure.source = Source::Azure;
         let err = handler
-            .handle(&event, &Invocation::default())
+            .handle(&azure, &Invocation::default())
             .await
             .err()
             .ok_or("azure accepted")?;
-        assert!(!err.is_retryable());
         assert!(
             err.to_string().contains("azure has no storage backend"),
             "{err}"
@@ -293,22 +535,105 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn oversized_sources_are_refused_without_decoding() -> TestResult {
-        let config = Config {
-            max_source_bytes: 100,
-            ..Config::default()
+    async fn a_sweep_makes_what_is_missing_or_stale_and_skips_the_rest() -> TestResult {
+        let (store, handler) = thumbnailer(Config::default());
+        store.insert("b", "fresh.png", png(50, 50)?, "image/png");
+        handler
+            .handle(&created("b", "fresh.png", None)?, &Invocation::default())
+            .await?;
+        store.insert("b", "missing.png", png(50, 50)?, "image/png");
+        store.insert("b", "stale.png", png(50, 50)?, "image/png");
+        handler
+            .handle(&created("b", "stale.png", None)?, &Invocation::default())
+            .await?;
+        store.insert("b", "stale.png", png(60, 60)?, "image/png");
+        store.insert("b", "notes.txt", &b"hello"[..], "text/plain");
+
+        let outcome = handler
+            .handle(&sweep_event("b")?, &Invocation::default())
+            .await?;
+        let Done::Completed(summary) = outcome else {
+            return Err(format!("sweep outcome {outcome}").into());
         };
-        let (store, handler) = thumbnailer(config);
-        store.insert("b", "big.png", png(100, 100)?, "image/png");
+        assert!(summary.contains("2 done, 2 skipped, 0 failed"), "{summary}");
+        assert!(summary.contains("finished"), "{summary}");
+        let StoredObject { info, .. } = store
+            .get("b", "thumbnails/stale.png/256.jpg", 1 << 20)
+            .await?;
+        assert_eq!(
+            info.metadata.get("source-etag"),
+            Some(&etag_of(&store, "b", "stale.png").await?)
+        );
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_sweep_stopped_by_its_deadline_is_continued_by_the_next() -> TestResult {
+        let (store, handler) = thumbnailer(Config {
+            sweep_concurrency: 1,
+            ..Config::default()
+        });
+        for n in 0..12 {
+            store.insert("b", &format!("img-{n:02}.png"), png(400, 400)?, "image/png");
+        }
+        let hurried = Invocation {
+            deadline: Some(Instant::now() + Duration::from_millis(30)),
+            ..Invocation::default()
+        };
+        let first = handler.handle(&sweep_event("b")?, &hurried).await?;
+        assert!(
+            first.to_string().contains("the next run continues after"),
+            "{first}"
+        );
+        assert!(
+            store
+                .object("b", "thumbnails/.sweep/b/cursor.json")
+                .is_some()
+        );
+
+        let second = handler
+            .handle(&sweep_event("b")?, &Invocation::default())
+            .await?;
+        assert!(second.to_string().contains("finished"), "{second}");
+        assert!(
+            !second.to_string().contains(" 12 done"),
+            "the second run started over: {second}"
+        );
+        for n in 0..12 {
+            assert!(
+                store
+                    .object("b", &format!("thumbnails/img-{n:02}.png/256.jpg"))
+                    .is_some(),
+                "img-{n:02}"
+            );
+        }
+        assert!(
+            store
+                .object("b", "thumbnails/.sweep/b/cursor.json")
+                .is_none()
+        );
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_scheduled_sweep_needs_a_bucket() -> TestResult {
+        let (_store, handler) = thumbnailer(Config::default());
         let err = handler
-            .handle(&created("b", "big.png")?, &Invocation::default())
+            .handle(&sweep_event("")?, &Invocation::default())
             .await
             .err()
-            .ok_or("accepted")?;
+            .ok_or("no bucket accepted")?;
+        assert!(err.to_string().contains("SOURCE_BUCKET"), "{err}");
+        let configured = Config {
+            source_bucket: Some("b".into()),
+            ..Config::default()
+        };
+        let (_store, handler) = thumbnailer(configured);
         assert!(
-            err.to_string()
-                .contains("larger than the limit of 100 bytes"),
-            "{err}"
+            handler
+                .handle(&sweep_event("")?, &Invocation::default())
+                .await
+                .is_ok()
         );
         Ok(())
     }

@@ -1,0 +1,70 @@
+//! Runs the thumbnail pipeline over image files in one process, single-threaded, and prints
+//! per file the wall time and the peak resident memory of that file's run (Linux: the peak is
+//! reset between files through /proc/self/clear_refs). Used by scripts/bench-thumbnail.sh.
+//!
+//! Usage: pipeline-bench [--size N] [--format jpeg|png|webp] [--out DIR] FILE...
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use thumbnail_on_create::pipeline::{OutputFormat, Spec, make_thumbnails};
+
+fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn reset_peak_rss() {
+    // "5" resets the peak resident set size (VmHWM) to the current one.
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut args = std::env::args().skip(1);
+    let mut spec = Spec {
+        sizes: vec![256],
+        format: OutputFormat::Jpeg,
+        quality: 85,
+        background: [255, 255, 255],
+        upscale: false,
+        max_pixels: 300_000_000,
+    };
+    let mut out: Option<PathBuf> = None;
+    let mut files = Vec::new();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--size" => spec.sizes = vec![args.next().ok_or("--size N")?.parse()?],
+            "--format" => spec.format = args.next().ok_or("--format F")?.parse()?,
+            "--out" => out = Some(args.next().ok_or("--out DIR")?.into()),
+            _ => files.push(PathBuf::from(arg)),
+        }
+    }
+    let mut total = 0.0;
+    for file in &files {
+        let source = std::fs::read(file)?;
+        reset_peak_rss();
+        let began = Instant::now();
+        let result = make_thumbnails(&source, &spec);
+        let millis = began.elapsed().as_secs_f64() * 1000.0;
+        let peak = peak_rss_kib().unwrap_or(0) as f64 / 1024.0;
+        let name = file
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        match result {
+            Ok(thumbnails) => {
+                total += millis;
+                let t = &thumbnails[0];
+                println!("{name}\t{millis:.2}\t{peak:.1}\t{}x{}", t.width, t.height);
+                if let Some(dir) = &out {
+                    let path = dir.join(format!("{name}.{}", spec.format.extension()));
+                    std::fs::write(path, &t.bytes)?;
+                }
+            }
+            Err(e) => println!("{name}\terror\t{peak:.1}\t{e}"),
+        }
+    }
+    println!("total\t{total:.2}");
+    Ok(())
+}

@@ -1,0 +1,699 @@
+//! The image pipeline, pure and synchronous: sniff the format; check the pixel count from the
+//! header before any pixel buffer exists; decode already shrunk where the format allows (JPEG
+//! DCT scaling, WebP scaled decoding, PNG row-by-row box shrinking), leaving at least twice
+//! the largest thumbnail for the final Lanczos3 resize; then per size: resize, convert to
+//! sRGB, turn upright, encode.
+
+mod color;
+mod encode;
+mod jpeg;
+mod orient;
+mod other;
+mod png;
+mod raster;
+mod resize;
+mod shrink;
+mod webp;
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use image::ImageFormat;
+use image::metadata::Orientation;
+
+use raster::Raster;
+
+/// A thumbnail file format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputFormat {
+    Jpeg,
+    Png,
+    Webp,
+}
+
+impl OutputFormat {
+    pub fn extension(self) -> &'static str {
+        match self {
+            Self::Jpeg => "jpg",
+            Self::Png => "png",
+            Self::Webp => "webp",
+        }
+    }
+
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Self::Jpeg => "image/jpeg",
+            Self::Png => "image/png",
+            Self::Webp => "image/webp",
+        }
+    }
+}
+
+impl std::str::FromStr for OutputFormat {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text.to_ascii_lowercase().as_str() {
+            "jpeg" | "jpg" => Ok(Self::Jpeg),
+            "png" => Ok(Self::Png),
+            "webp" => Ok(Self::Webp),
+            _ => Err("expected jpeg, png or webp".to_owned()),
+        }
+    }
+}
+
+/// What to make.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Spec {
+    /// Longest side of each thumbnail, in pixels.
+    pub sizes: Vec<u32>,
+    pub format: OutputFormat,
+    /// JPEG and WebP quality, 1-100.
+    pub quality: u8,
+    /// What transparency becomes in a JPEG.
+    pub background: [u8; 3],
+    /// Whether images smaller than a size are enlarged to it.
+    pub upscale: bool,
+    /// Images with more pixels are refused from their header.
+    pub max_pixels: u64,
+}
+
+/// One finished thumbnail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Thumbnail {
+    /// The size it was made for (its longest side, unless the source was smaller).
+    pub size: u32,
+    pub width: u32,
+    pub height: u32,
+    pub bytes: Vec<u8>,
+}
+
+/// Why an input cannot become a thumbnail. All of these are properties of the bytes (or of
+/// this build), so none is worth retrying.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error("not an image format bucketfn can read (the data starts with {0})")]
+    UnknownFormat(String),
+    #[error("{0} images are not supported")]
+    UnsupportedFormat(&'static str),
+    #[error("unsupported image: {0}")]
+    Unsupported(String),
+    #[error("the image is {width}x{height} = {pixels} pixels, over the limit of {limit}", pixels = u64::from(*.width) * u64::from(*.height))]
+    TooManyPixels { width: u32, height: u32, limit: u64 },
+    #[error("the {0} data is truncated")]
+    Truncated(&'static str),
+    #[error("the {format} image is corrupt: {message}")]
+    Corrupt {
+        format: &'static str,
+        message: String,
+    },
+    #[error("resizing failed: {0}")]
+    Resize(String),
+    #[error("colour conversion failed: {0}")]
+    Colour(String),
+    #[error("encoding the {0} thumbnail failed: {1}")]
+    Encode(&'static str, String),
+}
+
+impl PipelineError {
+    fn corrupt(format: &'static str, error: impl std::fmt::Display) -> Self {
+        Self::Corrupt {
+            format,
+            message: error.to_string(),
+        }
+    }
+}
+
+/// What a decoder hands on: pixels (possibly already shrunk), the source's full size, its
+/// colour profile and its orientation.
+struct Decoded {
+    raster: Raster,
+    full_size: (u32, u32),
+    icc: Option<Vec<u8>>,
+    orientation: Orientation,
+}
+
+/// Makes one thumbnail per size in `spec`, from a single decode.
+pub fn make_thumbnails(source: &[u8], spec: &Spec) -> Result<Vec<Thumbnail>, PipelineError> {
+    // libjpeg reports fatal errors by unwinding (mozjpeg turns them into panics with a
+    // message); they are corrupt input, not bugs.
+    catch_unwind(AssertUnwindSafe(|| make(source, spec))).unwrap_or_else(|panic| {
+        let message = panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+            .unwrap_or_else(|| "the decoder stopped".to_owned());
+        Err(PipelineError::Corrupt {
+            format: "image",
+            message,
+        })
+    })
+}
+
+fn make(source: &[u8], spec: &Spec) -> Result<Vec<Thumbnail>, PipelineError> {
+    let target = spec.sizes.iter().copied().max().unwrap_or(1);
+    let decoded = match sniff(source)? {
+        ImageFormat::Jpeg => jpeg::decode(source, target, spec.max_pixels)?,
+        ImageFormat::Png => png::decode(source, target, spec.max_pixels)?,
+        ImageFormat::WebP => webp::decode(source, target, spec.max_pixels)?,
+        ImageFormat::Gif => other::decode(source, ImageFormat::Gif, "GIF", spec.max_pixels)?,
+        ImageFormat::Bmp => other::decode(source, ImageFormat::Bmp, "BMP", spec.max_pixels)?,
+        ImageFormat::Tiff => other::decode(source, ImageFormat::Tiff, "TIFF", spec.max_pixels)?,
+        other => return Err(PipelineError::UnsupportedFormat(format_name(other))),
+    };
+    let mut thumbnails = Vec::with_capacity(spec.sizes.len());
+    for &size in &spec.sizes {
+        let (width, height) = fit(decoded.full_size, size, spec.upscale);
+        let resized = resize::resize(&decoded.raster, width, height)?;
+        let srgb = color::to_srgb(resized, decoded.icc.as_deref())?;
+        let image = orient::upright(srgb, decoded.orientation)?;
+        let bytes = encode::encode(&image, spec.format, spec.quality, spec.background)?;
+        thumbnails.push(Thumbnail {
+            size,
+            width: image.width(),
+            height: image.height(),
+            bytes,
+        });
+    }
+    Ok(thumbnails)
+}
+
+/// The size of the thumbnail of a `full` image for `size`: the longest side becomes `size`
+/// (rotation does not change which side that is), or stays as it is when smaller and
+/// `upscale` is off.
+fn fit(full: (u32, u32), size: u32, upscale: bool) -> (u32, u32) {
+    let (width, height) = full;
+    let longest = width.max(height);
+    if longest <= size && !upscale {
+        return (width, height);
+    }
+    let scale = f64::from(size) / f64::from(longest);
+    let side = |n: u32| ((f64::from(n) * scale).round() as u32).max(1);
+    (side(width), side(height))
+}
+
+/// By how much a decoder may shrink while loading: as much as leaves at least twice the
+/// target for the final resize (what libvips does), never less than 1.
+fn shrink_on_load(longest: u32, target: u32) -> u32 {
+    let factor = longest / target.saturating_mul(2).max(1);
+    if factor < 2 {
+        return 1;
+    }
+    // Powers of two keep JPEG's 1/2, 1/4, 1/8 and the box shrinker's blocks aligned.
+    1 << factor.ilog2()
+}
+
+fn check_pixels(width: u32, height: u32, limit: u64) -> Result<(), PipelineError> {
+    if width == 0 || height == 0 {
+        return Err(PipelineError::Corrupt {
+            format: "image",
+            message: format!("the header claims {width}x{height} pixels"),
+        });
+    }
+    if u64::from(width) * u64::from(height) > limit {
+        return Err(PipelineError::TooManyPixels {
+            width,
+            height,
+            limit,
+        });
+    }
+    Ok(())
+}
+
+/// The format from the first bytes, never from the key: names lie, magic numbers do not.
+fn sniff(source: &[u8]) -> Result<ImageFormat, PipelineError> {
+    if is_heif(source) {
+        return Err(PipelineError::UnsupportedFormat("HEIC/HEIF"));
+    }
+    image::guess_format(source).map_err(|_| PipelineError::UnknownFormat(signature(source)))
+}
+
+/// HEIF files are ISO-BMFF boxes whose `ftyp` brand names the codec.
+fn is_heif(source: &[u8]) -> bool {
+    source.get(4..8) == Some(b"ftyp")
+        && source.get(8..12).is_some_and(|brand| {
+            matches!(
+                brand,
+                b"heic" | b"heix" | b"hevc" | b"hevx" | b"mif1" | b"msf1"
+            )
+        })
+}
+
+fn signature(source: &[u8]) -> String {
+    if source.is_empty() {
+        return "nothing: the object is empty".to_owned();
+    }
+    let hex: Vec<String> = source.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    format!("bytes {}", hex.join(" "))
+}
+
+fn format_name(format: ImageFormat) -> &'static str {
+    match format {
+        ImageFormat::Avif => "AVIF",
+        ImageFormat::Ico => "ICO",
+        ImageFormat::Tga => "TGA",
+        ImageFormat::Dds => "DDS",
+        ImageFormat::Hdr => "Radiance HDR",
+        ImageFormat::OpenExr => "OpenEXR",
+        ImageFormat::Pnm => "PNM",
+        ImageFormat::Farbfeld => "Farbfeld",
+        ImageFormat::Qoi => "QOI",
+        _ => "this kind of",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use image::{DynamicImage, GenericImageView, Rgba, RgbaImage};
+
+    type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+    /// The team's shared test images, beside the repository.
+    fn shared(name: &str) -> Result<Vec<u8>, std::io::Error> {
+        let path = format!(
+            "{}/../../../shared/images/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        std::fs::read(&path).map_err(|e| std::io::Error::new(e.kind(), format!("{path}: {e}")))
+    }
+
+    fn spec(sizes: &[u32], format: OutputFormat) -> Spec {
+        Spec {
+            sizes: sizes.to_vec(),
+            format,
+            quality: 90,
+            background: [255, 255, 255],
+            upscale: false,
+            max_pixels: 100_000_000,
+        }
+    }
+
+    fn one(source: &[u8]) -> Result<DynamicImage, Box<dyn std::error::Error>> {
+        let thumbnails = make_thumbnails(source, &spec(&[256], OutputFormat::Jpeg))?;
+        Ok(image::load_from_memory(&thumbnails[0].bytes)?)
+    }
+
+    /// Mean sRGB of each cell of a 4x4 grid.
+    fn grid(image: &DynamicImage) -> Vec<[f64; 3]> {
+        let rgb = image.to_rgb8();
+        let (w, h) = rgb.dimensions();
+        let mut cells = Vec::new();
+        for gy in 0..4 {
+            for gx in 0..4 {
+                let (x0, x1, y0, y1) = (gx * w / 4, (gx + 1) * w / 4, gy * h / 4, (gy + 1) * h / 4);
+                let mut sum = [0.0; 3];
+                for y in y0..y1 {
+                    for x in x0..x1 {
+                        for (c, s) in sum.iter_mut().enumerate() {
+                            *s += f64::from(rgb.get_pixel(x, y)[c]);
+                        }
+                    }
+                }
+                let n = f64::from((x1 - x0) * (y1 - y0));
+                cells.push(sum.map(|s| s / n));
+            }
+        }
+        cells
+    }
+
+    /// CIE L*a*b* (D65) of an sRGB colour.
+    fn lab([r, g, b]: [f64; 3]) -> [f64; 3] {
+        let linear = |c: f64| {
+            let c = c / 255.0;
+            if c <= 0.04045 {
+                c / 12.92
+            } else {
+                ((c + 0.055) / 1.055).powf(2.4)
+            }
+        };
+        let (r, g, b) = (linear(r), linear(g), linear(b));
+        let x = (0.4124 * r + 0.3576 * g + 0.1805 * b) / 0.95047;
+        let y = 0.2126 * r + 0.7152 * g + 0.0722 * b;
+        let z = (0.0193 * r + 0.1192 * g + 0.9505 * b) / 1.08883;
+        let f = |t: f64| {
+            if t > 0.008856 {
+                t.cbrt()
+            } else {
+                7.787 * t + 16.0 / 116.0
+            }
+        };
+        [
+            116.0 * f(y) - 16.0,
+            500.0 * (f(x) - f(y)),
+            200.0 * (f(y) - f(z)),
+        ]
+    }
+
+    /// Mean CIE76 colour difference between two grids.
+    fn mean_delta_e(a: &[[f64; 3]], b: &[[f64; 3]]) -> f64 {
+        let total: f64 = a
+            .iter()
+            .zip(b)
+            .map(|(p, q)| {
+                let (p, q) = (lab(*p), lab(*q));
+                ((p[0] - q[0]).powi(2) + (p[1] - q[1]).powi(2) + (p[2] - q[2]).powi(2)).sqrt()
+            })
+            .sum();
+        total / a.len() as f64
+    }
+
+    /// The JPEG without its ICC profile (APP2 segments), as a tool that strips metadata makes.
+    fn without_icc(jpeg: &[u8]) -> Vec<u8> {
+        let mut out = jpeg[..2].to_vec();
+        let mut at = 2;
+        while at + 4 <= jpeg.len() && jpeg[at] == 0xFF && jpeg[at + 1] != 0xDA {
+            let length = usize::from(u16::from_be_bytes([jpeg[at + 2], jpeg[at + 3]]));
+            if jpeg[at + 1] != 0xE2 {
+                out.extend_from_slice(&jpeg[at..at + 2 + length]);
+            }
+            at += 2 + length;
+        }
+        out.extend_from_slice(&jpeg[at..]);
+        out
+    }
+
+    // References: the 4x4 grid means of libvips 8.14's `thumbnail(file, 256,
+    // export_profile="srgb")` (LittleCMS 2 importing the embedded profile, exporting sRGB),
+    // computed with pyvips in November 2026.
+    // Matrix profiles (Display P3) convert almost identically in any colour engine: a mean
+    // CIE76 difference under 3 is at the threshold of what people notice side by side. LUT-based
+    // CMYK profiles differ more between engines (moxcms here, LittleCMS there; we measured a
+    // mean of 3.2, at most 5.1 in one cell), so CMYK is held to a mean under 5.
+    const VIPS_CMYK_SWOP: [[f64; 3]; 16] = [
+        [114.5, 112.5, 115.1],
+        [123.2, 121.3, 122.7],
+        [108.5, 108.5, 111.3],
+        [122.7, 124.5, 128.7],
+        [110.4, 106.8, 100.6],
+        [106.3, 106.0, 102.0],
+        [93.2, 93.2, 95.5],
+        [109.2, 106.3, 100.8],
+        [113.9, 129.2, 82.0],
+        [113.8, 127.7, 90.9],
+        [106.5, 104.5, 99.1],
+        [162.5, 165.6, 148.2],
+        [117.4, 119.2, 103.8],
+        [119.8, 124.6, 123.8],
+        [134.5, 134.1, 138.2],
+        [171.1, 168.6, 170.3],
+    ];
+    const VIPS_NIKON_P3: [[f64; 3]; 16] = [
+        [35.8, 65.7, 4.3],
+        [41.2, 73.3, 6.6],
+        [48.4, 79.4, 10.0],
+        [42.5, 73.8, 4.8],
+        [33.4, 54.7, 10.0],
+        [58.6, 70.6, 37.3],
+        [55.4, 69.9, 34.4],
+        [46.6, 65.4, 26.7],
+        [116.1, 110.7, 138.9],
+        [131.2, 124.5, 136.2],
+        [113.2, 111.7, 114.3],
+        [143.7, 151.4, 151.8],
+        [182.8, 171.9, 154.3],
+        [190.3, 179.1, 162.0],
+        [186.7, 176.5, 160.2],
+        [180.2, 172.1, 157.4],
+    ];
+
+    #[test]
+    fn cmyk_with_its_profile_matches_the_reference() -> TestResult {
+        let source = shared("cmyk_swop_profile_500x333.jpg")?;
+        let image = one(&source)?;
+        assert_eq!(image.dimensions(), (256, 170));
+        let delta = mean_delta_e(&grid(&image), &VIPS_CMYK_SWOP);
+        assert!(delta < 5.0, "mean ΔE {delta:.2}");
+        Ok(())
+    }
+
+    #[test]
+    fn cmyk_without_a_profile_goes_through_the_standard_press_profile() -> TestResult {
+        let source = without_icc(&shared("cmyk_swop_profile_500x333.jpg")?);
+        let image = one(&source)?;
+        // FOGRA39 is not SWOP, but both describe coated offset printing.
+        let delta = mean_delta_e(&grid(&image), &VIPS_CMYK_SWOP);
+        assert!(delta < 8.0, "mean ΔE {delta:.2}");
+        Ok(())
+    }
+
+    #[test]
+    fn display_p3_is_converted_and_ignoring_the_profile_would_show() -> TestResult {
+        let source = shared("nikon_d3s_p3_4256x2832.jpg")?;
+        let converted = mean_delta_e(&grid(&one(&source)?), &VIPS_NIKON_P3);
+        let ignored = mean_delta_e(&grid(&one(&without_icc(&source))?), &VIPS_NIKON_P3);
+        assert!(converted < 3.0, "mean ΔE {converted:.2}");
+        assert!(
+            ignored > converted + 1.0,
+            "the reference cannot tell: ignored {ignored:.2}, converted {converted:.2}"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn every_exif_orientation_comes_out_upright_and_identical() -> TestResult {
+        let upright = one(&shared("orientation/Landscape_1.jpg")?)?.to_rgb8();
+        assert_eq!(upright.dimensions(), (256, 171));
+        for n in 2..=8 {
+            let image = one(&shared(&format!("orientation/Landscape_{n}.jpg"))?)?.to_rgb8();
+            assert_eq!(image.dimensions(), (256, 171), "Landscape_{n}");
+            let diff: f64 = image
+                .as_raw()
+                .iter()
+                .zip(upright.as_raw())
+                .map(|(a, b)| f64::from(a.abs_diff(*b)))
+                .sum::<f64>()
+                / image.as_raw().len() as f64;
+            assert!(
+                diff < 4.0,
+                "Landscape_{n} differs from Landscape_1 by {diff:.2} per channel"
+            );
+        }
+        let turned = one(&shared("derived_pixel_orient6_4048x3036.jpg")?)?;
+        assert_eq!(turned.dimensions(), (192, 256));
+        Ok(())
+    }
+
+    #[test]
+    fn progressive_jpeg_and_lossy_webp_decode_shrunk() -> TestResult {
+        let progressive = one(&shared("sony_rx100_progressive_5640x3172.jpg")?)?;
+        assert_eq!(progressive.dimensions(), (256, 144));
+        let webp = one(&shared("gnome_adwaita_4096x4096.webp")?)?;
+        assert_eq!(webp.dimensions(), (256, 256));
+        for image in [progressive, webp] {
+            let cells = grid(&image);
+            let spread = cells.iter().map(|c| c[0]).fold(0.0, f64::max)
+                - cells.iter().map(|c| c[0]).fold(255.0, f64::min);
+            assert!(spread > 20.0, "a flat image came out: {cells:?}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn animated_gif_gives_its_first_frame() -> TestResult {
+        let source = shared("sharp_rotating-squares.gif")?;
+        let thumbnails = make_thumbnails(&source, &spec(&[256], OutputFormat::Png))?;
+        let ours = image::load_from_memory(&thumbnails[0].bytes)?.to_rgba8();
+        let first = image::load_from_memory_with_format(&source, ImageFormat::Gif)?.to_rgba8();
+        assert_eq!(ours.dimensions(), (80, 80), "no upscaling");
+        assert_eq!(ours, first);
+        Ok(())
+    }
+
+    #[test]
+    fn animated_webp_gives_its_first_frame() -> TestResult {
+        let (red, blue) = ([220u8, 20, 20, 255], [20u8, 20, 220, 255]);
+        let mut animation =
+            webpx::AnimationEncoder::new(64, 48).map_err(|e| e.error().to_string())?;
+        animation.set_lossless(true);
+        for (colour, at) in [(red, 0), (blue, 100)] {
+            let frame: Vec<u8> = colour.repeat(64 * 48);
+            animation
+                .add_frame_rgba(&frame, at)
+                .map_err(|e| e.error().to_string())?;
+        }
+        let source = animation.finish(200).map_err(|e| e.error().to_string())?;
+        let thumbnails = make_thumbnails(&source, &spec(&[256], OutputFormat::Png))?;
+        let image = image::load_from_memory(&thumbnails[0].bytes)?.to_rgba8();
+        assert_eq!(image.dimensions(), (64, 48));
+        assert_eq!(image.get_pixel(10, 10).0, red);
+        Ok(())
+    }
+
+    #[test]
+    fn sixteen_bit_grey_alpha_png_stays_grey_and_keeps_alpha() -> TestResult {
+        let source = shared("sharp_16-bit-grey-alpha.png")?;
+        let thumbnails = make_thumbnails(&source, &spec(&[256], OutputFormat::Png))?;
+        let image = image::load_from_memory(&thumbnails[0].bytes)?.to_rgba8();
+        assert_eq!(image.dimensions(), (109, 96));
+        assert!(
+            image.pixels().all(|p| p[0] == p[1] && p[1] == p[2]),
+            "not grey"
+        );
+        assert!(image.pixels().any(|p| p[3] < 255), "alpha lost");
+        Ok(())
+    }
+
+    #[test]
+    fn transparency_is_flattened_without_a_fringe() -> TestResult {
+        // A black disc on a transparent background whose hidden colour is bright green: any
+        // resampling that ignores alpha drags that green into the edge.
+        // TIFF, and small enough that the final resize does all the work (no shrink-on-load,
+        // which treats alpha right by its own means).
+        let disc = RgbaImage::from_fn(180, 180, |x, y| {
+            let (dx, dy) = (f64::from(x) - 90.0, f64::from(y) - 90.0);
+            if dx.hypot(dy) < 67.0 {
+                Rgba([0, 0, 0, 255])
+            } else {
+                Rgba([0, 255, 0, 0])
+            }
+        });
+        let mut tiff = Vec::new();
+        DynamicImage::ImageRgba8(disc)
+            .write_to(&mut std::io::Cursor::new(&mut tiff), ImageFormat::Tiff)?;
+        let magenta = Spec {
+            background: [255, 0, 255],
+            format: OutputFormat::Png,
+            ..spec(&[100], OutputFormat::Jpeg)
+        };
+        let flattened = make_thumbnails(
+            &tiff,
+            &Spec {
+                format: OutputFormat::Jpeg,
+                ..magenta.clone()
+            },
+        )?;
+        let jpeg = image::load_from_memory(&flattened[0].bytes)?.to_rgb8();
+        assert_eq!(jpeg.dimensions(), (100, 100));
+        let corner = jpeg.get_pixel(2, 2);
+        assert!(
+            corner[0] > 230 && corner[1] < 30 && corner[2] > 230,
+            "background {corner:?}"
+        );
+        // Black and magenta have no green; the hidden green leaking into the edges would.
+        let greenest = jpeg.pixels().map(|p| p[1]).max().unwrap_or(0);
+        assert!(greenest < 24, "fringe: green up to {greenest}");
+
+        let kept = make_thumbnails(&tiff, &magenta)?;
+        let png = image::load_from_memory(&kept[0].bytes)?;
+        assert!(png.color().has_alpha());
+        assert_eq!(png.to_rgba8().get_pixel(2, 2)[3], 0);
+        Ok(())
+    }
+
+    #[test]
+    fn several_sizes_and_formats_from_one_decode() -> TestResult {
+        let source = shared("flickr_2725x2225.jpg")?;
+        for (format, magic) in [
+            (OutputFormat::Jpeg, &b"\xff\xd8\xff"[..]),
+            (OutputFormat::Png, &b"\x89PNG"[..]),
+            (OutputFormat::Webp, &b"RIFF"[..]),
+        ] {
+            let thumbnails = make_thumbnails(&source, &spec(&[64, 128, 512], format))?;
+            let sizes: Vec<(u32, u32, u32)> = thumbnails
+                .iter()
+                .map(|t| (t.size, t.width, t.height))
+                .collect();
+            assert_eq!(
+                sizes,
+                [(64, 64, 52), (128, 128, 105), (512, 512, 418)],
+                "{format:?}"
+            );
+            for thumbnail in &thumbnails {
+                assert!(thumbnail.bytes.starts_with(magic), "{format:?}");
+                let decoded = image::load_from_memory(&thumbnail.bytes)?;
+                assert_eq!(
+                    (decoded.width(), decoded.height()),
+                    (thumbnail.width, thumbnail.height)
+                );
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn small_images_are_enlarged_only_when_asked() -> TestResult {
+        let source = shared("sharp_16-bit-grey-alpha.png")?;
+        let kept = make_thumbnails(&source, &spec(&[256], OutputFormat::Png))?;
+        assert_eq!((kept[0].width, kept[0].height), (109, 96));
+        let upscale = Spec {
+            upscale: true,
+            ..spec(&[218], OutputFormat::Png)
+        };
+        let enlarged = make_thumbnails(&source, &upscale)?;
+        assert_eq!((enlarged[0].width, enlarged[0].height), (218, 192));
+        Ok(())
+    }
+
+    #[test]
+    fn the_bomb_is_refused_from_its_header() -> TestResult {
+        let source = shared("bomb_50000x50000_truncated.png")?;
+        let err = make_thumbnails(&source, &spec(&[256], OutputFormat::Jpeg))
+            .err()
+            .ok_or("accepted")?;
+        assert!(
+            matches!(
+                err,
+                PipelineError::TooManyPixels {
+                    width: 50000,
+                    height: 50000,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let giant = shared("giant_gray_20000x14000.jpg")?;
+        let err = make_thumbnails(&giant, &spec(&[256], OutputFormat::Jpeg))
+            .err()
+            .ok_or("accepted")?;
+        assert_eq!(
+            err.to_string(),
+            "the image is 20000x14000 = 280000000 pixels, over the limit of 100000000"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn truncated_corrupt_and_foreign_inputs_are_named() -> TestResult {
+        let mut jpeg = shared("flickr_2725x2225.jpg")?;
+        jpeg.truncate(jpeg.len() / 2);
+        let err = make_thumbnails(&jpeg, &spec(&[256], OutputFormat::Jpeg))
+            .err()
+            .ok_or("truncated")?;
+        assert_eq!(err.to_string(), "the JPEG data is truncated");
+
+        let garbage = [
+            &b"\xff\xd8\xff\xe0\x00\x10JFIF\x00"[..],
+            &[0x55; 64],
+            b"\xff\xd9",
+        ]
+        .concat();
+        let err = make_thumbnails(&garbage, &spec(&[256], OutputFormat::Jpeg))
+            .err()
+            .ok_or("garbage")?;
+        assert!(matches!(err, PipelineError::Corrupt { .. }), "{err}");
+
+        let heic = b"\0\0\0\x18ftypheic\0\0\0\0mif1heic";
+        let err = make_thumbnails(heic, &spec(&[256], OutputFormat::Jpeg))
+            .err()
+            .ok_or("heic")?;
+        assert_eq!(err.to_string(), "HEIC/HEIF images are not supported");
+
+        let err = make_thumbnails(b"%PDF-1.7", &spec(&[256], OutputFormat::Jpeg))
+            .err()
+            .ok_or("pdf")?;
+        assert!(err.to_string().contains("25 50 44 46"), "{err}");
+        Ok(())
+    }
+
+    #[test]
+    fn fit_and_shrink_on_load_follow_libvips() {
+        assert_eq!(fit((6000, 4000), 256, false), (256, 171));
+        assert_eq!(fit((3036, 4048), 256, false), (192, 256));
+        assert_eq!(fit((100, 50), 256, false), (100, 50));
+        assert_eq!(fit((100, 50), 256, true), (256, 128));
+        assert_eq!(shrink_on_load(6000, 256), 8);
+        assert_eq!(shrink_on_load(4048, 256), 4);
+        assert_eq!(shrink_on_load(1000, 256), 1);
+        assert_eq!(shrink_on_load(100, 256), 1);
+    }
+}
