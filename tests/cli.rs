@@ -148,3 +148,50 @@ fn invoke_reports_every_configuration_problem_at_once() -> TestResult {
     }
     Ok(())
 }
+
+#[test]
+fn sweep_catches_up_on_a_local_bucket_and_prints_a_summary() -> TestResult {
+    let storage = tempfile::tempdir()?;
+    let bucket = storage.path().join("photos");
+    std::fs::create_dir_all(bucket.join("2024"))?;
+    for name in ["2024/a.png", "2024/b c.png", "2024/d.png"] {
+        std::fs::write(bucket.join(name), gradient(300, 200, ImageFormat::Png)?)?;
+    }
+    std::fs::write(bucket.join("2024/broken.png"), b"\x89PNG\r\n\x1a\n nope")?;
+    std::fs::write(bucket.join("2024/notes.txt"), b"not an image")?;
+    let dir = storage.path().to_string_lossy().into_owned();
+
+    let args = [
+        "sweep",
+        "--bucket",
+        "photos",
+        "--prefix",
+        "2024/",
+        "--storage",
+        &dir,
+    ];
+    let out = run(&args, &[("THUMBNAIL_SIZES", "64,128")])?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("sweep: 3 done, 1 skipped, 1 failed"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("\"2024/broken.png\": photos/2024/broken.png cannot be thumbnailed"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("finished"), "{stdout}");
+    let thumb = std::fs::read(bucket.join("thumbnails/2024/b c.png/128.jpg"))?;
+    assert_eq!(dimensions(&thumb)?, (128, 85));
+
+    // Nothing is made twice.
+    let again = run(&args, &[("THUMBNAIL_SIZES", "64,128")])?;
+    assert!(String::from_utf8_lossy(&again.stdout).contains("0 done, 4 skipped, 1 failed"));
+    Ok(())
+}

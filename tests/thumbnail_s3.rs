@@ -137,3 +137,50 @@ async fn one_slow_down_is_absorbed_by_sdk_retries() -> TestResult {
     assert_eq!(server.requests() - before, 5);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn moving_keeps_the_source_when_a_thumbnail_cannot_be_written() -> TestResult {
+    let server = S3Server::start().await?;
+    server.create_bucket("photos").await?;
+    server
+        .put(
+            "photos",
+            "move me.jpg",
+            gradient(640, 480, ImageFormat::Jpeg)?,
+        )
+        .await?;
+    let config = Config {
+        sizes: vec![128, 256],
+        delete_source: true,
+        ..Config::default()
+    };
+    let store: Arc<dyn ObjectStore> = Arc::new(S3Store::new(server.client(1)));
+    let mover = Thumbnailer::new(config, store);
+
+    server.fail_next_of(http::Method::PUT, 1);
+    let err = mover
+        .handle(&created("photos", "move+me.jpg")?, &Invocation::default())
+        .await
+        .err()
+        .ok_or("a failed write reported as success")?;
+    assert!(err.is_retryable(), "{err}");
+    assert!(
+        server.get("photos", "move me.jpg").await?.is_some(),
+        "source deleted"
+    );
+
+    // The redelivery completes the move.
+    let outcome = mover
+        .handle(&created("photos", "move+me.jpg")?, &Invocation::default())
+        .await?;
+    assert!(
+        matches!(&outcome, Done::Completed(what) if what.contains("deleted the source")),
+        "{outcome}"
+    );
+    assert!(server.get("photos", "move me.jpg").await?.is_none());
+    for size in [128, 256] {
+        let key = format!("thumbnails/move me.jpg/{size}.jpg");
+        assert!(server.get("photos", &key).await?.is_some(), "{key}");
+    }
+    Ok(())
+}

@@ -1,8 +1,8 @@
 //! A real S3 protocol server (s3s over a directory) on a loopback port, with a switch that
 //! makes it answer `503 SlowDown` or stall, as an overloaded store does.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use aws_sdk_s3::Client;
@@ -24,7 +24,7 @@ pub const REGION: &str = "us-east-1";
 /// A running server; stops when dropped.
 pub struct S3Server {
     pub endpoint: String,
-    failures: Arc<AtomicU32>,
+    failures: Arc<Mutex<Failures>>,
     stall_ms: Arc<AtomicU64>,
     requests: Arc<AtomicU32>,
     task: JoinHandle<()>,
@@ -33,6 +33,26 @@ pub struct S3Server {
 
 const SLOW_DOWN: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>SlowDown</Code>\
 <Message>Please reduce your request rate.</Message><RequestId>test</RequestId></Error>";
+
+/// Requests still to be refused, optionally only those of one method.
+#[derive(Debug, Default)]
+struct Failures {
+    remaining: u32,
+    method: Option<http::Method>,
+}
+
+impl Failures {
+    /// Whether this request is one to refuse (and counts it).
+    fn take(&mut self, method: &http::Method) -> bool {
+        let applies = self.method.as_ref().is_none_or(|m| m == method);
+        if applies && self.remaining > 0 {
+            self.remaining -= 1;
+            true
+        } else {
+            false
+        }
+    }
+}
 
 impl S3Server {
     pub async fn start() -> Result<Self, BoxError> {
@@ -43,7 +63,7 @@ impl S3Server {
         let service = builder.build();
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let endpoint = format!("http://{}", listener.local_addr()?);
-        let failures = Arc::new(AtomicU32::new(0));
+        let failures = Arc::new(Mutex::new(Failures::default()));
         let stall_ms = Arc::new(AtomicU64::new(0));
         let requests = Arc::new(AtomicU32::new(0));
         let (f, s, r) = (failures.clone(), stall_ms.clone(), requests.clone());
@@ -66,10 +86,9 @@ impl S3Server {
                                 tokio::time::sleep(Duration::from_millis(stall)).await;
                             }
                             let fail = failures
-                                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
-                                    n.checked_sub(1)
-                                })
-                                .is_ok();
+                                .lock()
+                                .unwrap_or_else(PoisonError::into_inner)
+                                .take(req.method());
                             if fail {
                                 return http::Response::builder()
                                     .status(503)
@@ -98,7 +117,17 @@ impl S3Server {
 
     /// The next `n` requests get `503 SlowDown`.
     pub fn fail_next(&self, n: u32) {
-        self.failures.store(n, Ordering::SeqCst);
+        self.set_failures(n, None);
+    }
+
+    /// The next `n` requests of `method` get `503 SlowDown`; others are served.
+    pub fn fail_next_of(&self, method: http::Method, n: u32) {
+        self.set_failures(n, Some(method));
+    }
+
+    fn set_failures(&self, remaining: u32, method: Option<http::Method>) {
+        *self.failures.lock().unwrap_or_else(PoisonError::into_inner) =
+            Failures { remaining, method };
     }
 
     /// Every request waits this long before being served (0 to stop).
