@@ -109,10 +109,9 @@ impl AmqpPublisher {
         match tokio::time::timeout(self.settings.timeout, connect).await {
             Ok(Ok(link)) => Ok(link),
             Ok(Err(e)) => Err(self.unavailable(e)),
-            Err(_) => Err(self.unavailable(format!(
-                "no connection within {:?}",
-                self.settings.timeout
-            ))),
+            Err(_) => {
+                Err(self.unavailable(format!("no connection within {:?}", self.settings.timeout)))
+            }
         }
     }
 
@@ -190,10 +189,9 @@ fn properties(message: &Message) -> BasicProperties {
 impl Publisher for AmqpPublisher {
     async fn publish(&self, messages: Vec<Message>) -> Result<(), PublishError> {
         let mut link = self.link.lock().await;
-        if link
-            .as_ref()
-            .is_none_or(|(connection, channel)| !connection.status().connected() || !channel.status().connected())
-        {
+        if link.as_ref().is_none_or(|(connection, channel)| {
+            !connection.status().connected() || !channel.status().connected()
+        }) {
             *link = Some(self.open().await?);
         }
         let Some((_, channel)) = link.as_ref() else {
