@@ -43,7 +43,7 @@ pub enum Failure {
 }
 
 /// One MediaHaven record: its ids and its metadata fields.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
 pub struct StubRecord {
     pub fragment_id: String,
     pub is_fragment: bool,
@@ -63,8 +63,8 @@ impl StubRecord {
     }
 }
 
-/// Calls as the stub saw them, for assertions.
-#[derive(Debug, Clone, Default)]
+/// Calls as the stub saw them, for assertions (and `GET /_stub/seen` for scripts).
+#[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct Seen {
     pub tokens_issued: u32,
     pub pids: Vec<String>,
@@ -146,6 +146,8 @@ impl ArchiveApis {
             )
             .route("/pid", get(pid))
             .route("/organisations", post(organisations))
+            .route("/_stub/seen", get(seen))
+            .route("/_stub/records", post(seed))
             .with_state(shared.clone());
         let listener = TcpListener::bind(address).await?;
         let url = format!("http://{}", listener.local_addr()?);
@@ -440,6 +442,21 @@ async fn delete(
         return StatusCode::NOT_FOUND.into_response();
     }
     inner.seen.deletes.push((id, reason));
+    StatusCode::NO_CONTENT.into_response()
+}
+
+/// `GET /_stub/seen`: what the stub saw, for scripts; not part of any service's contract.
+async fn seen(State(shared): State<Shared>) -> Response {
+    axum::Json(shared.lock().seen.clone()).into_response()
+}
+
+/// `POST /_stub/records`: adds records (a JSON list of `{"fragment_id", "is_fragment",
+/// "fields"}`), for scripts; not part of any service's contract.
+async fn seed(
+    State(shared): State<Shared>,
+    axum::Json(records): axum::Json<Vec<StubRecord>>,
+) -> Response {
+    shared.lock().records.extend(records);
     StatusCode::NO_CONTENT.into_response()
 }
 
