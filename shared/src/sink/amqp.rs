@@ -5,9 +5,12 @@ use std::fmt;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::options::{
+    BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
+    QueueDeclareOptions,
+};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 use tokio::sync::Mutex;
 
 use super::{Message, PublishError, Publisher};
@@ -28,6 +31,10 @@ pub struct AmqpSettings {
     /// `AMQP_ROUTING_KEY`: the routing key (the queue name with the default exchange), used
     /// when a message has no key of its own.
     pub routing_key: String,
+    /// `AMQP_QUEUE`: when set, the publisher declares this durable queue (and, with an
+    /// exchange, a durable direct exchange bound to it by the routing key) on connecting, as
+    /// the original s3-events-handler did; when unset, the topology is someone else's.
+    pub queue: Option<String>,
     /// `AMQP_TIMEOUT_SECS`: limit for connecting and for the broker's confirm.
     pub timeout: Duration,
 }
@@ -37,6 +44,7 @@ impl fmt::Debug for AmqpSettings {
         f.debug_struct("AmqpSettings")
             .field("exchange", &self.exchange)
             .field("routing_key", &self.routing_key)
+            .field("queue", &self.queue)
             .field("timeout", &self.timeout)
             .finish_non_exhaustive()
     }
@@ -52,6 +60,7 @@ impl AmqpSettings {
         }
         let exchange = env.raw("AMQP_EXCHANGE").unwrap_or_default().to_owned();
         let routing_key = env.required("AMQP_ROUTING_KEY");
+        let queue = env.optional("AMQP_QUEUE");
         let secs: u64 = env.or("AMQP_TIMEOUT_SECS", 10);
         if secs == 0 {
             env.problem("AMQP_TIMEOUT_SECS", "must be at least 1");
@@ -60,6 +69,7 @@ impl AmqpSettings {
             url: url?,
             exchange,
             routing_key: routing_key?,
+            queue,
             timeout: Duration::from_secs(secs.max(1)),
         })
     }
@@ -104,6 +114,9 @@ impl AmqpPublisher {
             channel
                 .confirm_select(ConfirmSelectOptions::default())
                 .await?;
+            if let Some(queue) = &self.settings.queue {
+                self.declare(&channel, queue).await?;
+            }
             Ok::<_, lapin::Error>((connection, channel))
         };
         match tokio::time::timeout(self.settings.timeout, connect).await {
@@ -113,6 +126,43 @@ impl AmqpPublisher {
                 Err(self.unavailable(format!("no connection within {:?}", self.settings.timeout)))
             }
         }
+    }
+
+    /// Declares the queue, and the exchange bound to it, idempotently (a declare with the
+    /// same properties is a no-op for RabbitMQ).
+    async fn declare(&self, channel: &Channel, queue: &str) -> Result<(), lapin::Error> {
+        let durable = QueueDeclareOptions {
+            durable: true,
+            ..QueueDeclareOptions::default()
+        };
+        channel
+            .queue_declare(ShortString::from(queue), durable, FieldTable::default())
+            .await?;
+        let exchange = self.settings.exchange.as_str();
+        if !exchange.is_empty() {
+            let durable = ExchangeDeclareOptions {
+                durable: true,
+                ..ExchangeDeclareOptions::default()
+            };
+            channel
+                .exchange_declare(
+                    ShortString::from(exchange),
+                    ExchangeKind::Direct,
+                    durable,
+                    FieldTable::default(),
+                )
+                .await?;
+            channel
+                .queue_bind(
+                    ShortString::from(queue),
+                    ShortString::from(exchange),
+                    ShortString::from(self.settings.routing_key.as_str()),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await?;
+        }
+        Ok(())
     }
 
     async fn send(&self, channel: &Channel, messages: &[Message]) -> Result<(), PublishError> {
