@@ -69,7 +69,8 @@ mh_env=(
   MEDIAHAVEN_PASSWORD=archivist-password MEDIAHAVEN_DELETE_DELAY_MS=10
   PID_SERVICE_URL="$mh_stubs/pid" ORGANISATIONS_API_URL="$mh_stubs/organisations"
   FTP_HOST="127.0.0.1:$mh_ftp_port" FTP_USER=tra FTP_PASSWORD=tra-password
-  AMQP_URL="$mh_amqp_url" AMQP_ROUTING_KEY=filetransfer LOG_FORMAT=text
+  AMQP_URL="$mh_amqp_url" AMQP_EXCHANGE=filetransfer AMQP_ROUTING_KEY=filetransfer
+  AMQP_QUEUE=filetransfer LOG_FORMAT=text
 )
 
 # The consumer side and the stubs' bookkeeping, in Python with pika.
@@ -81,9 +82,7 @@ def channel(url):
     return pika.BlockingConnection(pika.URLParameters(url)).channel()
 
 command, *args = sys.argv[1:]
-if command == "declare":
-    channel(args[0]).queue_declare(queue="filetransfer", durable=True)
-elif command == "take":
+if command == "take":
     method, props, body = channel(args[0]).basic_get("filetransfer", auto_ack=True)
     print("EMPTY" if method is None else json.dumps({
         "body": json.loads(body), "correlation_id": props.correlation_id,
@@ -95,7 +94,6 @@ elif command == "seed":
                                      headers={"content-type": "application/json"})
     urllib.request.urlopen(request)
 PY
-python "$mh_dir/helper.py" declare "$mh_amqp_url"
 
 mh_key="191213-VAN statement+1.MXF"
 printf 'essence' >"$mh_dir/storage/mam-highresvideo/$mh_key"
