@@ -534,3 +534,51 @@ async fn the_token_is_reused_renewed_before_expiry_and_after_a_401() -> TestResu
     assert_eq!(rig.apis.seen().tokens_issued, 4);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn uploads_over_explicit_tls_to_a_server_that_requires_it() -> TestResult {
+    let mut rig = Rig::without_ftp().await?;
+    let certs = tempfile::tempdir()?;
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])?;
+    let (cert, key) = (certs.path().join("cert.pem"), certs.path().join("key.pem"));
+    std::fs::write(&cert, certified.cert.pem())?;
+    std::fs::write(&key, certified.signing_key.serialize_pem())?;
+    rig.ftp = Some(FtpServer::start_tls_on(rig.ftp_root.path(), rig.ftp_port, &cert, &key).await?);
+    let host = format!("localhost:{}", rig.ftp_port);
+    let event = gateway_event("MAM_HighresVideo", "clip.mxf", "OR-rf5kf25")?;
+
+    // Plain FTP is refused by the server (a 5xx: permanent), an untrusted certificate by the
+    // client.
+    let cert_path = cert.display().to_string();
+    for (settings, why) in [
+        (vec![("FTP_HOST", host.as_str())], "534"),
+        (
+            vec![("FTP_HOST", host.as_str()), ("FTP_TLS", "true")],
+            "UnknownIssuer",
+        ),
+    ] {
+        let handler = rig.handler(memory(), &settings)?;
+        let err = expect_err(&handler, &event).await?;
+        let text = err.to_string();
+        assert!(
+            text.contains("putting the sidecar") && text.contains(why),
+            "{text}"
+        );
+        assert_eq!(err.is_retryable(), why != "534", "{text}");
+    }
+    assert!(rig.ftp()?.files().is_empty());
+
+    let handler = rig.handler(
+        memory(),
+        &[
+            ("FTP_HOST", host.as_str()),
+            ("FTP_TLS", "true"),
+            ("FTP_CA_FILE", cert_path.as_str()),
+        ],
+    )?;
+    let outcome = handler.handle(&event, &Invocation::default()).await?;
+    assert!(matches!(outcome, Done::Completed(_)), "{outcome}");
+    let files = rig.ftp()?.files();
+    assert_eq!(files.len(), 1, "{files:?}");
+    Ok(())
+}

@@ -1,10 +1,12 @@
 //! A real FTP server (libunftp over a temporary directory) on a loopback port, as the
-//! MediaHaven transport server; any user name and password log in.
+//! MediaHaven transport server, in plain FTP or requiring FTPS; any user name and password
+//! log in.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use libunftp::ServerBuilder;
+use libunftp::options::FtpsRequired;
 use tokio::task::JoinHandle;
 use unftp_sbe_fs::Filesystem;
 
@@ -19,16 +21,36 @@ pub struct FtpServer {
 impl FtpServer {
     /// Serves `root` on `port`; passive data connections use ports from 50000 up.
     pub async fn start_on(root: &Path, port: u16) -> Result<Self, BoxError> {
+        Self::start(root, port, None).await
+    }
+
+    /// Serves `root` on `port` and refuses anything but FTPS (`AUTH TLS`, `PROT P`) with this
+    /// PEM certificate chain and key.
+    pub async fn start_tls_on(
+        root: &Path,
+        port: u16,
+        cert: &Path,
+        key: &Path,
+    ) -> Result<Self, BoxError> {
+        Self::start(root, port, Some((cert, key))).await
+    }
+
+    async fn start(root: &Path, port: u16, tls: Option<(&Path, &Path)>) -> Result<Self, BoxError> {
         Filesystem::new(root)?;
         let served = root.to_path_buf();
-        let server = ServerBuilder::new(Box::new(move || {
+        let mut builder = ServerBuilder::new(Box::new(move || {
             // Checked just above; the directory only goes away with the test that owns it.
             #[allow(clippy::expect_used)]
             Filesystem::new(served.clone()).expect("the FTP root is readable")
         }))
         .greeting("bucketfn test transport server")
-        .passive_ports(50000..=65000)
-        .build()?;
+        .passive_ports(50000..=65000);
+        if let Some((cert, key)) = tls {
+            builder = builder
+                .ftps(cert.to_path_buf(), key.to_path_buf())
+                .ftps_required(FtpsRequired::All, FtpsRequired::All);
+        }
+        let server = builder.build()?;
         let address = format!("127.0.0.1:{port}");
         let bind = address.clone();
         let task = tokio::spawn(async move {

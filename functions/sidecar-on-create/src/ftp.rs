@@ -3,6 +3,7 @@
 //! server's watcher never picks up half a file.
 
 use std::fmt;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,6 +11,8 @@ use bucketfn::config::{Env, Secret};
 use bucketfn::outcome::{BoxError, HandlerError};
 use bucketfn::storage::ObjectPath;
 use rustls::ClientConfig;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
 use suppaftp::tokio::{AsyncRustlsConnector, AsyncRustlsFtpStream};
 use suppaftp::types::FileType;
 use suppaftp::{FtpError, Mode};
@@ -24,6 +27,8 @@ pub struct FtpSettings {
     pub password: Secret,
     /// `FTP_TLS`: `true` upgrades the control and data connections with `AUTH TLS`.
     pub tls: bool,
+    /// `FTP_CA_FILE`: PEM certificates trusted besides the system's (an internal CA).
+    pub ca_file: Option<PathBuf>,
     /// `FTP_TIMEOUT_SECS`: limit for the whole upload (connect, login, transfer, rename).
     pub timeout: Duration,
 }
@@ -34,6 +39,7 @@ impl fmt::Debug for FtpSettings {
             .field("host", &self.host)
             .field("user", &self.user)
             .field("tls", &self.tls)
+            .field("ca_file", &self.ca_file)
             .field("timeout", &self.timeout)
             .finish_non_exhaustive()
     }
@@ -45,6 +51,10 @@ impl FtpSettings {
         let user = env.required("FTP_USER");
         let password = env.required("FTP_PASSWORD");
         let tls = env.or("FTP_TLS", false);
+        let ca_file: Option<PathBuf> = env.optional("FTP_CA_FILE");
+        if ca_file.is_some() && !tls {
+            env.problem("FTP_CA_FILE", "is set while FTP_TLS is not `true`");
+        }
         let secs: u64 = env.or("FTP_TIMEOUT_SECS", 60);
         if secs == 0 {
             env.problem("FTP_TIMEOUT_SECS", "must be at least 1");
@@ -54,6 +64,7 @@ impl FtpSettings {
             user: user?,
             password: password?,
             tls,
+            ca_file,
             timeout: Duration::from_secs(secs.max(1)),
         })
     }
@@ -123,7 +134,7 @@ pub struct Uploader {
 impl Uploader {
     pub fn new(settings: FtpSettings) -> Result<Self, BoxError> {
         let tls = if settings.tls {
-            Some(Arc::new(tls_config()?))
+            Some(Arc::new(tls_config(settings.ca_file.as_deref())?))
         } else {
             None
         };
@@ -184,11 +195,18 @@ impl Uploader {
     }
 }
 
-/// TLS with the system's trust store, on the aws-lc-rs provider (named explicitly, since
-/// both providers are in the build).
-fn tls_config() -> Result<ClientConfig, BoxError> {
+/// TLS with the system's trust store and the certificates of `ca_file`, on the aws-lc-rs
+/// provider (named explicitly, since both providers are in the build).
+fn tls_config(ca_file: Option<&Path>) -> Result<ClientConfig, BoxError> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let verifier = rustls_platform_verifier::Verifier::new(Arc::clone(&provider))?;
+    let extra: Vec<CertificateDer<'static>> = match ca_file {
+        Some(path) => CertificateDer::pem_file_iter(path)
+            .and_then(|certs| certs.collect())
+            .map_err(|e| format!("FTP_CA_FILE {}: {e}", path.display()))?,
+        None => Vec::new(),
+    };
+    let verifier =
+        rustls_platform_verifier::Verifier::new_with_extra_roots(extra, Arc::clone(&provider))?;
     Ok(ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .dangerous()
@@ -206,6 +224,7 @@ mod tests {
             user: "u".to_owned(),
             password: Secret::new("p"),
             tls: false,
+            ca_file: None,
             timeout: Duration::from_secs(1),
         }
     }
@@ -226,7 +245,7 @@ mod tests {
 
     #[test]
     fn tls_configuration_builds_with_the_system_roots() -> Result<(), BoxError> {
-        tls_config()?;
+        tls_config(None)?;
         Ok(())
     }
 }
