@@ -1,10 +1,12 @@
 //! Integration tests: the functions against real protocols started in-process (an S3 server,
 //! a Lambda Runtime API, HTTP), through the real binaries where a runtime is under test.
 
+mod cleanup;
 mod cli;
 mod events;
 mod http_service;
 mod lambda;
 mod s3_store;
+mod sidecar;
 mod support;
 mod thumbnail_s3;

@@ -6,6 +6,42 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
+/// A value that must never be printed (passwords, client secrets, URLs with credentials):
+/// `Debug` and `Display` show `***`, and the value is reached only through [`Secret::expose`].
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The value itself, for the one place that sends it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl FromStr for Secret {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.to_owned()))
+    }
+}
+
 /// One variable that is missing or does not parse.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigProblem {
@@ -187,6 +223,15 @@ mod tests {
         );
         assert!(text.contains("PORT: \"eighty\" is not valid"), "{text}");
         assert!(text.contains("NAME: is required but not set"), "{text}");
+        Ok(())
+    }
+
+    #[test]
+    fn secrets_never_print() -> Result<(), Box<dyn std::error::Error>> {
+        let mut env = Env::from_pairs([("PASSWORD", "hunter2")]);
+        let secret: Secret = env.required("PASSWORD").ok_or("missing")?;
+        assert_eq!(format!("{secret:?} {secret}"), "*** ***");
+        assert_eq!(secret.expose(), "hunter2");
         Ok(())
     }
 

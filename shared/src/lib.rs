@@ -2,8 +2,12 @@
 //! every function shares: the event model and its decoders, outcomes, the Lambda / HTTP / CLI
 //! runtimes, storage and configuration.
 
+#[cfg(feature = "mediahaven")]
+pub mod api;
 pub mod config;
 pub mod event;
+#[cfg(feature = "mediahaven")]
+pub mod mediahaven;
 pub mod outcome;
 pub mod progress;
 pub mod runtime;
@@ -12,7 +16,7 @@ pub mod storage;
 pub mod sweep;
 pub mod telemetry;
 
-pub use config::{ConfigError, Env, FromEnv};
+pub use config::{ConfigError, Env, FromEnv, Secret};
 pub use event::{EventKind, ObjectEvent, Source};
 pub use outcome::{BoxError, Done, HandlerError, Outcome};
 pub use runtime::{Function, Handler, Invocation, StartError, main};

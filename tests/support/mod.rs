@@ -1,5 +1,7 @@
 //! Servers and helpers the integration tests share.
 
+pub mod archive_apis;
+pub mod ftp_server;
 pub mod function;
 pub mod images;
 pub mod lambda_api;

@@ -108,6 +108,14 @@ pub struct ObjectEvent {
     /// Region or namespace of the bucket, where the provider says.
     #[serde(skip)]
     pub region: Option<String>,
+    /// The storage domain the notification names (`s3.domain.name`, sent by gateways that
+    /// serve several domains, such as meemoo's).
+    #[serde(skip)]
+    pub domain: Option<String>,
+    /// Bucket metadata the notification carried (`s3.bucket.metadata`, e.g. the tenant of a
+    /// multi-tenant gateway), names lower-cased.
+    #[serde(skip)]
+    pub bucket_metadata: BTreeMap<String, String>,
 }
 
 fn empty_as_null<S: Serializer>(value: &str, serializer: S) -> Result<S::Ok, S::Error> {
@@ -142,6 +150,8 @@ impl ObjectEvent {
             metadata: BTreeMap::new(),
             principal: None,
             region: None,
+            domain: None,
+            bucket_metadata: BTreeMap::new(),
         }
     }
 

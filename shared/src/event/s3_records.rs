@@ -90,7 +90,8 @@ fn decode_record(
     let s3_path = format!("{path}.s3");
     let s3 = rec.obj("s3", &s3_path)?;
     let bucket_path = format!("{s3_path}.bucket");
-    let bucket = s3.obj("bucket", &bucket_path)?.non_empty("name")?;
+    let bucket_fields = s3.obj("bucket", &bucket_path)?;
+    let bucket = bucket_fields.non_empty("name")?;
     let object_path = format!("{s3_path}.object");
     let object = s3.obj("object", &object_path)?;
 
@@ -107,6 +108,7 @@ fn decode_record(
     let mut event = ObjectEvent::new(kind_of(event_name), flavour.source, bucket, key, event_name)
         .with_metadata(object.string_map("userMetadata"))
         .with_metadata(object.string_map("userDefined"))
+        .with_metadata(object.string_map("metadata"))
         .with_metadata(key_val_list(object.get("metadata")));
     event.size = object.opt_u64("size")?;
     // MinIO omits a zero size (Go `omitempty`): an object it reports as created is empty.
@@ -118,6 +120,16 @@ fn decode_record(
     event.sequencer = object.opt_str("sequencer")?.map(str::to_owned);
     event.time = rec.opt_time("eventTime")?;
     event.region = rec.opt_str("awsRegion")?.map(str::to_owned);
+    let domain_path = format!("{s3_path}.domain");
+    if let Some(domain) = s3.opt_obj("domain", &domain_path)? {
+        event.domain = domain.opt_str("name")?.map(str::to_owned);
+    }
+    event.bucket_metadata = bucket_fields
+        .string_map("metadata")
+        .into_iter()
+        .chain(key_val_list(bucket_fields.get("metadata")))
+        .map(|(name, value)| (name.to_ascii_lowercase(), value))
+        .collect();
     let identity_path = format!("{path}.userIdentity");
     if let Some(identity) = rec.opt_obj("userIdentity", &identity_path)? {
         event.principal = identity.opt_str("principalId")?.map(str::to_owned);
@@ -188,6 +200,25 @@ mod tests {
         assert_eq!(
             msg,
             "AWS S3 event: `Records[0].s3.object.key` is missing; expected a non-empty string"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn gateway_domain_and_bucket_metadata_are_kept() -> TestResult {
+        let v = json!({"Records": [{"eventSource": "aws:s3", "eventName": "ObjectCreated:Put",
+            "s3": {"domain": {"name": "s3.example"},
+                "bucket": {"name": "b", "metadata": {"Tenant": "or-rf5kf25", "kind": "ingest"}},
+                "object": {"key": "k", "metadata": {"md5sum": "0123"}}}}]});
+        let events = decode(&v)?;
+        assert_eq!(events[0].domain.as_deref(), Some("s3.example"));
+        assert_eq!(
+            events[0].metadata.get("md5sum").map(String::as_str),
+            Some("0123")
+        );
+        assert_eq!(
+            events[0].bucket_metadata.get("tenant").map(String::as_str),
+            Some("or-rf5kf25")
         );
         Ok(())
     }

@@ -1,6 +1,8 @@
 //! Where functions send messages: one trait for brokers and ingest APIs, with errors already
 //! classified for retry decisions, and (feature `testing`) an in-memory implementation.
 
+#[cfg(feature = "amqp")]
+pub mod amqp;
 #[cfg(any(test, feature = "testing"))]
 mod memory;
 

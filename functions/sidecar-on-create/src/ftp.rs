@@ -1,0 +1,251 @@
+//! Puts a sidecar on the MediaHaven transport server over FTP (passive mode, optionally
+//! upgraded to TLS with `AUTH TLS`), under a temporary name renamed into place, so that the
+//! server's watcher never picks up half a file.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bucketfn::config::{Env, Secret};
+use bucketfn::outcome::{BoxError, HandlerError};
+use bucketfn::storage::ObjectPath;
+use rustls::ClientConfig;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+use suppaftp::tokio::{AsyncRustlsConnector, AsyncRustlsFtpStream};
+use suppaftp::types::FileType;
+use suppaftp::{FtpError, Mode};
+
+/// The transport server. `Debug` hides the password.
+#[derive(Clone)]
+pub struct FtpSettings {
+    /// `FTP_HOST`: `host` or `host:port` (port 21 by default).
+    pub host: String,
+    /// `FTP_USER`, `FTP_PASSWORD`.
+    pub user: String,
+    pub password: Secret,
+    /// `FTP_TLS`: `true` upgrades the control and data connections with `AUTH TLS`.
+    pub tls: bool,
+    /// `FTP_CA_FILE`: PEM certificates trusted besides the system's (an internal CA).
+    pub ca_file: Option<PathBuf>,
+    /// `FTP_TIMEOUT_SECS`: limit for the whole upload (connect, login, transfer, rename).
+    pub timeout: Duration,
+}
+
+impl fmt::Debug for FtpSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FtpSettings")
+            .field("host", &self.host)
+            .field("user", &self.user)
+            .field("tls", &self.tls)
+            .field("ca_file", &self.ca_file)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl FtpSettings {
+    pub fn read(env: &mut Env) -> Option<Self> {
+        let host = env.required("FTP_HOST");
+        let user = env.required("FTP_USER");
+        let password = env.required("FTP_PASSWORD");
+        let tls = env.or("FTP_TLS", false);
+        let ca_file: Option<PathBuf> = env.optional("FTP_CA_FILE");
+        if ca_file.is_some() && !tls {
+            env.problem("FTP_CA_FILE", "is set while FTP_TLS is not `true`");
+        }
+        let secs: u64 = env.or("FTP_TIMEOUT_SECS", 60);
+        if secs == 0 {
+            env.problem("FTP_TIMEOUT_SECS", "must be at least 1");
+        }
+        Some(Self {
+            host: host?,
+            user: user?,
+            password: password?,
+            tls,
+            ca_file,
+            timeout: Duration::from_secs(secs.max(1)),
+        })
+    }
+
+    /// The host name without the port (what the file-transfer message names).
+    pub fn host_name(&self) -> &str {
+        match self.host.rsplit_once(':') {
+            Some((name, port)) if port.chars().all(|c| c.is_ascii_digit()) => name,
+            _ => &self.host,
+        }
+    }
+
+    fn address(&self) -> String {
+        if self.host_name() == self.host {
+            format!("{}:21", self.host)
+        } else {
+            self.host.clone()
+        }
+    }
+}
+
+/// An upload that failed, with the object it was for.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "putting the sidecar of {} on {host} as {path} failed",
+    ObjectPath(bucket, key)
+)]
+pub struct UploadError {
+    pub bucket: String,
+    pub key: String,
+    pub host: String,
+    pub path: String,
+    retryable: bool,
+    #[source]
+    source: BoxError,
+}
+
+impl From<UploadError> for HandlerError {
+    fn from(error: UploadError) -> Self {
+        if error.retryable {
+            Self::retryable(error)
+        } else {
+            Self::permanent(error)
+        }
+    }
+}
+
+/// 4xx replies are transient by definition (RFC 959); 5xx replies (login refused, destination
+/// folder missing, permission denied) will not change by retrying. Anything on the wire
+/// (refused, reset, timed out, TLS) may pass.
+fn retryable(error: &FtpError) -> bool {
+    match error {
+        FtpError::UnexpectedResponse(response) => {
+            let code = response.status.code();
+            (400..500).contains(&code)
+        }
+        _ => true,
+    }
+}
+
+/// The FTP client, one per function instance.
+pub struct Uploader {
+    settings: FtpSettings,
+    tls: Option<Arc<ClientConfig>>,
+}
+
+impl Uploader {
+    pub fn new(settings: FtpSettings) -> Result<Self, BoxError> {
+        let tls = if settings.tls {
+            Some(Arc::new(tls_config(settings.ca_file.as_deref())?))
+        } else {
+            None
+        };
+        Ok(Self { settings, tls })
+    }
+
+    pub fn host_name(&self) -> &str {
+        self.settings.host_name()
+    }
+
+    /// Writes `body` as `<dir>/<name>`, replacing a file of that name (a retried event writes
+    /// the same bytes under the same name).
+    pub async fn upload(
+        &self,
+        (bucket, key): (&str, &str),
+        dir: &str,
+        name: &str,
+        body: &[u8],
+    ) -> Result<(), UploadError> {
+        let path = format!("{dir}/{name}");
+        let fail = |retryable: bool, source: BoxError| UploadError {
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+            host: self.settings.host.clone(),
+            path: path.clone(),
+            retryable,
+            source,
+        };
+        match tokio::time::timeout(self.settings.timeout, self.transfer(dir, name, body)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(fail(retryable(&e), Box::new(e))),
+            Err(_) => Err(fail(
+                true,
+                format!("no answer within {:?}", self.settings.timeout).into(),
+            )),
+        }
+    }
+
+    async fn transfer(&self, dir: &str, name: &str, body: &[u8]) -> Result<(), FtpError> {
+        let mut ftp = AsyncRustlsFtpStream::connect(self.settings.address()).await?;
+        if let Some(config) = &self.tls {
+            let connector =
+                AsyncRustlsConnector::from(tokio_rustls::TlsConnector::from(Arc::clone(config)));
+            ftp = ftp.into_secure(connector, self.host_name()).await?;
+        }
+        ftp.set_mode(Mode::Passive);
+        ftp.login(self.settings.user.as_str(), self.settings.password.expose())
+            .await?;
+        ftp.transfer_type(FileType::Binary).await?;
+        ftp.cwd(dir).await?;
+        let partial = format!(".{name}.part");
+        let mut reader = body;
+        ftp.put_file(&partial, &mut reader).await?;
+        ftp.rename(partial.as_str(), name).await?;
+        // The file is in place; a failed goodbye changes nothing.
+        let _ = ftp.quit().await;
+        Ok(())
+    }
+}
+
+/// TLS with the system's trust store and the certificates of `ca_file`, on the aws-lc-rs
+/// provider (named explicitly, since both providers are in the build).
+fn tls_config(ca_file: Option<&Path>) -> Result<ClientConfig, BoxError> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let extra: Vec<CertificateDer<'static>> = match ca_file {
+        Some(path) => CertificateDer::pem_file_iter(path)
+            .and_then(|certs| certs.collect())
+            .map_err(|e| format!("FTP_CA_FILE {}: {e}", path.display()))?,
+        None => Vec::new(),
+    };
+    let verifier =
+        rustls_platform_verifier::Verifier::new_with_extra_roots(extra, Arc::clone(&provider))?;
+    Ok(ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_no_client_auth())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(host: &str) -> FtpSettings {
+        FtpSettings {
+            host: host.to_owned(),
+            user: "u".to_owned(),
+            password: Secret::new("p"),
+            tls: false,
+            ca_file: None,
+            timeout: Duration::from_secs(1),
+        }
+    }
+
+    #[test]
+    fn host_names_drop_the_port_and_port_21_is_the_default() {
+        assert_eq!(settings("tra.example:2121").host_name(), "tra.example");
+        assert_eq!(settings("tra.example:2121").address(), "tra.example:2121");
+        assert_eq!(settings("tra.example").address(), "tra.example:21");
+    }
+
+    #[test]
+    fn debug_hides_the_password() {
+        let mut s = settings("h");
+        s.password = Secret::new("ftp-s3cret");
+        assert!(!format!("{s:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn tls_configuration_builds_with_the_system_roots() -> Result<(), BoxError> {
+        tls_config(None)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,427 @@
+//! sidecar-on-create: when a media file lands in a bucket, archive it in MediaHaven: a PID, an
+//! XML sidecar put on the transport server over FTP, and a file-transfer request published
+//! over AMQP, once per object version however often the event arrives.
+
+pub mod claim;
+mod config;
+pub mod ftp;
+pub mod services;
+pub mod sidecar;
+pub mod subject;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bucketfn::api::ApiError;
+use bucketfn::mediahaven::{MediaHaven, Query};
+use bucketfn::outcome::BoxError;
+use bucketfn::sink::amqp::AmqpPublisher;
+use bucketfn::sink::{Message, PublishError, Publisher};
+use bucketfn::storage::{ObjectPath, ensure_readable};
+use bucketfn::{
+    Done, EventKind, Function, Handler, HandlerError, Invocation, ObjectEvent, ObjectStore,
+    Outcome, StartError, StoreError,
+};
+use bytes::Bytes;
+
+use claim::{Acquired, Claim, Claims};
+pub use config::{Config, DEFAULT_FOLDER, Destinations};
+use ftp::Uploader;
+use services::{Organisations, PidService};
+use sidecar::{CollateralOf, Sidecar};
+use subject::{Collateral, Problem, Unfit};
+
+/// Where the transport server mounts the sidecar folders (the file-transfer destination).
+const INGEST_ROOT: &str = "/mnt/STORAGE/INGEST/SIDECAR";
+
+/// The handler and the clients it keeps for the life of the instance.
+pub struct SidecarOnCreate {
+    config: Config,
+    store: Arc<dyn ObjectStore>,
+    claims: Claims,
+    mediahaven: MediaHaven,
+    pids: PidService,
+    organisations: Organisations,
+    ftp: Uploader,
+    publisher: Arc<dyn Publisher>,
+}
+
+/// A publish that failed, with the object it was for.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "publishing the file-transfer request for {} failed",
+    ObjectPath(bucket, key)
+)]
+pub struct PublishFailed {
+    bucket: String,
+    key: String,
+    #[source]
+    source: PublishError,
+}
+
+impl From<PublishFailed> for HandlerError {
+    fn from(error: PublishFailed) -> Self {
+        match error.source {
+            PublishError::Unavailable { .. } => Self::retryable(error),
+            PublishError::Rejected { .. } => Self::permanent(error),
+        }
+    }
+}
+
+/// What the event and the object say, checked.
+struct Subject<'a> {
+    bucket: &'a str,
+    key: &'a str,
+    etag: Option<String>,
+    tenant: String,
+    domain: String,
+    owner: String,
+    md5: Option<String>,
+    extension: String,
+    collateral: Option<Collateral>,
+}
+
+impl SidecarOnCreate {
+    /// The handler with its publisher given (AMQP in production, memory in tests).
+    pub fn new(
+        config: Config,
+        store: Arc<dyn ObjectStore>,
+        publisher: Arc<dyn Publisher>,
+    ) -> Result<Self, BoxError> {
+        let http = bucketfn::api::client(config.http_timeout)?;
+        Ok(Self {
+            claims: Claims::new(Arc::clone(&store), config.claims.clone()),
+            mediahaven: MediaHaven::new(config.mediahaven.clone())?,
+            pids: PidService::new(http.clone(), config.pid_service_url.clone()),
+            organisations: Organisations::new(http, config.organisations_url.clone()),
+            ftp: Uploader::new(config.ftp.clone())?,
+            store,
+            publisher,
+            config,
+        })
+    }
+
+    async fn archive(&self, event: &ObjectEvent) -> Outcome {
+        let (bucket, key) = (event.bucket.as_str(), event.key.as_str());
+        if self.claims.is_claim(bucket, key) {
+            return Ok(Done::Skipped(format!(
+                "{} is one of sidecar-on-create's claims",
+                ObjectPath(bucket, key)
+            )));
+        }
+        ensure_readable(event.source, bucket, key)?;
+        let Some(subject) = self.subject(event).await? else {
+            return Ok(Done::Skipped(format!(
+                "{} no longer exists",
+                ObjectPath(bucket, key)
+            )));
+        };
+        let claim = self.claims.locate(bucket, key, subject.etag.as_deref());
+        if let Some(done) = self.claims.done(&claim).await? {
+            return Ok(Done::Skipped(format!(
+                "{} was archived already as PID {}",
+                ObjectPath(bucket, key),
+                done.pid
+            )));
+        }
+        let cp_name = self
+            .organisations
+            .cp_name(&subject.tenant)
+            .await
+            .map_err(|e| e.about("looking up the tenant's MAM label", bucket, key))?;
+        subject::path_component("CP name", &cp_name).map_err(|p| unfit(bucket, key, p))?;
+        if self.in_mediahaven(&subject, &cp_name).await? {
+            return Ok(Done::Skipped(format!(
+                "{} is in MediaHaven already",
+                ObjectPath(bucket, key)
+            )));
+        }
+
+        match self.claims.acquire(&claim).await? {
+            Acquired::Mine => {}
+            Acquired::Busy(until) => {
+                return Err(HandlerError::retryable(format!(
+                    "{} is being archived by another delivery (its claim holds until {until})",
+                    ObjectPath(bucket, key)
+                )));
+            }
+        }
+        // The marker may have been written between the first look and taking the lease.
+        let outcome = match self.claims.done(&claim).await {
+            Ok(Some(done)) => Ok(Done::Skipped(format!(
+                "{} was archived already as PID {}",
+                ObjectPath(bucket, key),
+                done.pid
+            ))),
+            Ok(None) => {
+                self.archive_claimed(event, &subject, &cp_name, &claim)
+                    .await
+            }
+            Err(e) => Err(e.into()),
+        };
+        if outcome.is_err() || matches!(outcome, Ok(Done::Skipped(_))) {
+            // Free the lease so that the redelivery need not wait for it to expire; if this
+            // fails too, the lease expires by itself.
+            if let Err(e) = self.claims.release(&claim).await {
+                tracing::warn!(error = %e, "Claim not released.");
+            }
+        }
+        outcome
+    }
+
+    /// Reads and checks the fields; `None` when the object is gone.
+    async fn subject<'a>(
+        &self,
+        event: &'a ObjectEvent,
+    ) -> Result<Option<Subject<'a>>, HandlerError> {
+        let (bucket, key) = (event.bucket.as_str(), event.key.as_str());
+        let mut metadata = event.metadata.clone();
+        let mut etag = event.etag.clone();
+        // AWS S3 notifications carry no user metadata: read it from the object.
+        if metadata.is_empty() || etag.is_none() {
+            match self.store.head(bucket, key).await {
+                Ok(info) => {
+                    metadata = merged(info.metadata, metadata);
+                    etag = etag.or(info.etag);
+                }
+                Err(StoreError::NotFound { .. }) => return Ok(None),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let fail = |problem| unfit(bucket, key, problem);
+        let raw_tenant = event
+            .bucket_metadata
+            .get("tenant")
+            .or_else(|| self.config.tenants.get(bucket))
+            .ok_or_else(|| fail(Problem::NoTenant))?;
+        let tenant = subject::normalize_or_id(raw_tenant).map_err(fail)?;
+        let domain = event
+            .domain
+            .clone()
+            .or_else(|| self.config.domain.clone())
+            .ok_or_else(|| fail(Problem::NoDomain))?;
+        let owner = event
+            .principal
+            .clone()
+            .ok_or_else(|| fail(Problem::NoOwner))?;
+        let extension = subject::extension_of(key).map_err(fail)?;
+        let collateral = if self.config.collateral_buckets.contains(bucket) {
+            Some(Collateral::from_key(key).map_err(fail)?)
+        } else {
+            None
+        };
+        Ok(Some(Subject {
+            bucket,
+            key,
+            etag,
+            tenant,
+            domain,
+            owner,
+            md5: subject::md5_of(&metadata),
+            extension,
+            collateral,
+        }))
+    }
+
+    /// Whether MediaHaven holds the item: by key, and by md5 where there is one (not for the
+    /// md5-exempt tenant's essences, whose files come back with new content).
+    async fn in_mediahaven(&self, s: &Subject<'_>, cp_name: &str) -> Result<bool, HandlerError> {
+        let exempt =
+            self.config.md5_exempt_tenant.as_deref().is_some_and(|t| {
+                t.eq_ignore_ascii_case(cp_name) || t.eq_ignore_ascii_case(&s.tenant)
+            });
+        let mut pairs = vec![("s3_object_key", s.key)];
+        if let Some(md5) = &s.md5
+            && (s.collateral.is_some() || !exempt)
+        {
+            pairs.push(("md5", md5.as_str()));
+        }
+        let found = self
+            .mediahaven
+            .search(&Query::any_of(&pairs))
+            .await
+            .map_err(|e| e.about("looking for an earlier ingest", s.bucket, s.key))?;
+        Ok(!found.is_empty())
+    }
+
+    async fn archive_claimed(
+        &self,
+        event: &ObjectEvent,
+        s: &Subject<'_>,
+        cp_name: &str,
+        claim: &Claim,
+    ) -> Outcome {
+        let (bucket, key) = (s.bucket, s.key);
+        let (pid, essence_pid, kind) = match &s.collateral {
+            None => (self.essence_pid(s, claim).await?, None, "essence"),
+            Some(c) => {
+                let (essence_pid, pid) = self.collateral_pid(s, c).await?;
+                (pid, Some(essence_pid), "collateral")
+            }
+        };
+        let folder = self.config.destinations.folder(cp_name, &s.tenant, kind);
+        let dir = format!("/{cp_name}/{folder}");
+        let name = format!("{pid}.xml");
+        let xml = sidecar::render(&Sidecar {
+            pid: &pid,
+            cp_name,
+            tenant: &s.tenant,
+            domain: &s.domain,
+            bucket,
+            key,
+            owner: &s.owner,
+            md5: s.md5.as_deref(),
+            collateral: match (&s.collateral, &essence_pid) {
+                (Some(c), Some(essence_pid)) => Some(CollateralOf {
+                    essence_pid,
+                    media_id: &c.media_id,
+                    object_use: c.object_use(),
+                }),
+                _ => None,
+            },
+        })
+        .map_err(|e| HandlerError::permanent(format!("writing the sidecar failed: {e}")))?;
+        self.ftp.upload((bucket, key), &dir, &name, &xml).await?;
+        tracing::info!(pid = %pid, sidecar = %format!("{dir}/{name}"), "Sidecar delivered.");
+
+        let request = serde_json::json!({
+            "source": {
+                "domain": {"name": s.domain},
+                "bucket": {"name": bucket},
+                "object": {"key": key},
+            },
+            "destination": {
+                "path": format!("{INGEST_ROOT}{dir}/{pid}{}", s.extension),
+                "host": self.ftp.host_name(),
+            },
+        });
+        let message = Message {
+            key: None,
+            headers: vec![("pid".to_owned(), pid.clone())],
+            content_type: "application/json".to_owned(),
+            correlation_id: Some(event.id.clone().unwrap_or_else(|| claim.id().to_owned())),
+            body: Bytes::from(request.to_string()),
+        };
+        self.publisher
+            .publish(vec![message])
+            .await
+            .map_err(|source| PublishFailed {
+                bucket: bucket.to_owned(),
+                key: key.to_owned(),
+                source,
+            })?;
+        let sidecar = format!("{dir}/{name}");
+        let done = claim::Done {
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+            pid: pid.clone(),
+            sidecar: sidecar.clone(),
+            at: chrono::Utc::now(),
+        };
+        self.claims.finish(claim, &done).await?;
+        Ok(Done::Completed(format!(
+            "PID {pid}: sidecar {sidecar} delivered, file transfer requested"
+        )))
+    }
+
+    /// The PID recorded by an earlier attempt, or a new one recorded before it is used.
+    async fn essence_pid(&self, s: &Subject<'_>, claim: &Claim) -> Result<String, HandlerError> {
+        if let Some(pid) = self.claims.pid(claim).await? {
+            return Ok(pid);
+        }
+        let minted = self
+            .pids
+            .mint()
+            .await
+            .map_err(|e| e.about("minting a PID", s.bucket, s.key))?;
+        Ok(self.claims.keep_pid(claim, &minted).await?)
+    }
+
+    /// The essence's PID and the collateral's (`<essence pid>_<type>`), after linking the
+    /// collateral to the essence in MediaHaven (an update that is the same on every retry).
+    async fn collateral_pid(
+        &self,
+        s: &Subject<'_>,
+        c: &Collateral,
+    ) -> Result<(String, String), HandlerError> {
+        let (bucket, key) = (s.bucket, s.key);
+        let records = self
+            .mediahaven
+            .search(&Query::any_of(&[("dc_identifier_localid", &c.media_id)]))
+            .await
+            .map_err(|e| e.about("looking up the essence", bucket, key))?;
+        let essence = records
+            .iter()
+            .find(|r| !r.is_fragment)
+            .or_else(|| records.first())
+            .ok_or_else(|| {
+                ApiError::refused(
+                    "MediaHaven",
+                    format!("no essence has dc_identifier_localid {:?}", c.media_id),
+                )
+                .about("looking up the essence", bucket, key)
+            })?;
+        let essence_pid = essence.pid.clone().ok_or_else(|| {
+            ApiError::refused(
+                "MediaHaven",
+                format!("essence {} has no PID", essence.fragment_id),
+            )
+            .about("looking up the essence", bucket, key)
+        })?;
+        subject::check_pid(&essence_pid).map_err(|p| unfit(bucket, key, p))?;
+        let pid = format!("{essence_pid}_{}", c.kind);
+        let update = sidecar::relation_update(&pid)
+            .map_err(|e| HandlerError::permanent(format!("writing the update failed: {e}")))?;
+        let update = String::from_utf8_lossy(&update);
+        self.mediahaven
+            .update(
+                &essence.fragment_id,
+                &update,
+                &format!("[sidecar-on-create] add relation of {}", c.object_use()),
+            )
+            .await
+            .map_err(|e| e.about("linking the collateral to its essence", bucket, key))?;
+        Ok((essence_pid, pid))
+    }
+}
+
+fn unfit(bucket: &str, key: &str, problem: Problem) -> HandlerError {
+    HandlerError::permanent(Unfit {
+        bucket: bucket.to_owned(),
+        key: key.to_owned(),
+        problem,
+    })
+}
+
+/// The object's own metadata, with what the notification said winning.
+fn merged(
+    mut stored: BTreeMap<String, String>,
+    notified: BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
+    stored.extend(notified);
+    stored
+}
+
+impl Handler for SidecarOnCreate {
+    async fn handle(&self, event: &ObjectEvent, _invocation: &Invocation) -> Outcome {
+        match event.kind {
+            EventKind::Created => self.archive(event).await,
+            EventKind::Removed | EventKind::Sweep | EventKind::Other => Ok(Done::Skipped(format!(
+                "{:?} events are not sidecar-on-create's business",
+                event.kind
+            ))),
+        }
+    }
+}
+
+impl Function for SidecarOnCreate {
+    const NAME: &'static str = "sidecar-on-create";
+    const ABOUT: &'static str = "Archives media files in MediaHaven: PID, XML sidecar over FTP, file-transfer request over AMQP";
+
+    type Config = Config;
+
+    async fn start(config: Config, store: Arc<dyn ObjectStore>) -> Result<Self, StartError> {
+        let publisher = Arc::new(AmqpPublisher::new(config.amqp.clone()));
+        Self::new(config, store, publisher).map_err(StartError::Failed)
+    }
+}

@@ -1,0 +1,239 @@
+//! cleanup-on-remove against MediaHaven as a local HTTP server and thumbnails on a real S3
+//! server: collaterals before the essence, 404 as done, busy answers retryable, stale removes
+//! deleting nothing.
+
+use std::sync::Arc;
+
+use bucketfn::storage::{LocalStore, S3Store};
+use bucketfn::{Done, Env, Handler, Invocation, NewObject, ObjectEvent, ObjectStore};
+use cleanup_on_remove::{CleanupOnRemove, Config};
+use serde_json::json;
+
+use crate::support::archive_apis::{
+    ArchiveApis, CLIENT_ID, CLIENT_SECRET, Failure, PASSWORD, Route, StubRecord, USERNAME,
+};
+use crate::support::s3_server::S3Server;
+use crate::support::{BoxError, TestResult};
+
+fn config(apis: &ArchiveApis, targets: &str) -> Result<Config, BoxError> {
+    Ok(Env::from_pairs([
+        ("CLEANUP_TARGETS", targets.to_owned()),
+        ("MEDIAHAVEN_URL", apis.url.clone()),
+        ("MEDIAHAVEN_CLIENT_ID", CLIENT_ID.to_owned()),
+        ("MEDIAHAVEN_CLIENT_SECRET", CLIENT_SECRET.to_owned()),
+        ("MEDIAHAVEN_USERNAME", USERNAME.to_owned()),
+        ("MEDIAHAVEN_PASSWORD", PASSWORD.to_owned()),
+        ("MEDIAHAVEN_DELETE_DELAY_MS", "5".to_owned()),
+        ("HTTP_TIMEOUT_SECS", "2".to_owned()),
+    ])
+    .load()?)
+}
+
+fn removed(bucket: &str, encoded_key: &str) -> Result<ObjectEvent, BoxError> {
+    let notification = json!({"Records": [{"eventVersion": "2.1", "eventSource": "aws:s3",
+        "eventTime": "2024-11-05T14:22:31.493Z", "eventName": "ObjectRemoved:Delete",
+        "s3": {"bucket": {"name": bucket}, "object": {"key": encoded_key,
+            "sequencer": "0055AED6DCD90281E5"}}}]});
+    let events = bucketfn::event::decode_value(notification)?.into_events()?;
+    events.into_iter().next().ok_or_else(|| "no event".into())
+}
+
+/// An essence of `media/clip.mxf` with one real fragment, a collateral linked to that
+/// fragment's local id, and an unrelated record.
+fn archive() -> Vec<StubRecord> {
+    vec![
+        StubRecord::new(
+            "ESSENCE",
+            false,
+            &[("s3_object_key", "in/clip.mxf"), ("s3_bucket", "media")],
+        ),
+        StubRecord::new(
+            "FRAGMENT",
+            true,
+            &[
+                ("s3_object_key", "in/clip.mxf"),
+                ("s3_bucket", "media"),
+                ("dc_identifier_localid", "M1"),
+            ],
+        ),
+        StubRecord::new("SUBS", false, &[("dc_identifier_localid", "M1")]),
+        StubRecord::new(
+            "OTHER",
+            false,
+            &[("s3_object_key", "in/clip.mxf"), ("s3_bucket", "elsewhere")],
+        ),
+    ]
+}
+
+async fn start(
+    targets: &str,
+) -> Result<(ArchiveApis, tempfile::TempDir, CleanupOnRemove), BoxError> {
+    let apis = ArchiveApis::start().await?;
+    for record in archive() {
+        apis.add_record(record);
+    }
+    let dir = tempfile::tempdir()?;
+    let store: Arc<dyn ObjectStore> = Arc::new(LocalStore::new(dir.path().to_path_buf()));
+    let handler = CleanupOnRemove::new(config(&apis, targets)?, store)?;
+    Ok((apis, dir, handler))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deletes_collaterals_then_the_essence_naming_bucket_and_key() -> TestResult {
+    let (apis, _dir, handler) = start("mediahaven").await?;
+    let outcome = handler
+        .handle(&removed("media", "in/clip.mxf")?, &Invocation::default())
+        .await?;
+    assert!(
+        matches!(&outcome, Done::Completed(what) if what.contains("essence ESSENCE and 1 collateral")),
+        "{outcome}"
+    );
+    let deletes = apis.seen().deletes;
+    let ids: Vec<&str> = deletes.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(ids, ["SUBS", "ESSENCE"]);
+    assert!(
+        deletes[1]
+            .1
+            .contains("bucket \"media\" and key \"in/clip.mxf\""),
+        "{}",
+        deletes[1].1
+    );
+    assert!(deletes[0].1.contains("local_id \"M1\""), "{}", deletes[0].1);
+    let left: Vec<String> = apis.records().into_iter().map(|r| r.fragment_id).collect();
+    assert_eq!(left, ["FRAGMENT", "OTHER"]);
+    assert_eq!(
+        apis.seen().queries[0],
+        "+(s3_object_key:\"in/clip.mxf\") +(s3_bucket:\"media\")"
+    );
+
+    // Redelivered: nothing left in MediaHaven for it.
+    let again = handler
+        .handle(&removed("media", "in/clip.mxf")?, &Invocation::default())
+        .await?;
+    assert!(matches!(again, Done::Skipped(_)), "{again}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_404_on_delete_counts_as_done() -> TestResult {
+    let (apis, _dir, handler) = start("mediahaven").await?;
+    apis.fail_next(Route::Delete, &[Failure::Status(404)]);
+    let outcome = handler
+        .handle(&removed("media", "in/clip.mxf")?, &Invocation::default())
+        .await?;
+    assert!(
+        matches!(&outcome, Done::Completed(what) if what.contains("0 collateral")),
+        "{outcome}"
+    );
+    let ids: Vec<String> = apis.seen().deletes.into_iter().map(|(id, _)| id).collect();
+    assert_eq!(ids, ["ESSENCE"]);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn busy_mediahaven_is_retryable_and_a_retry_finishes_the_job() -> TestResult {
+    let (apis, _dir, handler) = start("mediahaven").await?;
+    // The token first: later calls reuse the one token.
+    for failure in [
+        (Route::Token, 500),
+        (Route::Search, 429),
+        (Route::Delete, 503),
+    ] {
+        apis.fail_next(failure.0, &[Failure::Status(failure.1)]);
+        let err = match handler
+            .handle(&removed("media", "in/clip.mxf")?, &Invocation::default())
+            .await
+        {
+            Ok(done) => return Err(format!("{failure:?} gave {done}").into()),
+            Err(e) => e,
+        };
+        assert!(err.is_retryable(), "{err}");
+        let text = err.to_string();
+        assert!(
+            text.contains("removing the MediaHaven records for media/in/clip.mxf failed")
+                && text.contains(&format!("MediaHaven answered {}", failure.1)),
+            "{text}"
+        );
+    }
+    let outcome = handler
+        .handle(&removed("media", "in/clip.mxf")?, &Invocation::default())
+        .await?;
+    assert!(matches!(outcome, Done::Completed(_)), "{outcome}");
+    let ids: Vec<String> = apis.seen().deletes.into_iter().map(|(id, _)| id).collect();
+    assert_eq!(ids, ["SUBS", "ESSENCE"]);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_remove_older_than_the_object_now_there_deletes_nothing() -> TestResult {
+    let (apis, dir, handler) = start("mediahaven,derivatives").await?;
+    let store = LocalStore::new(dir.path().to_path_buf());
+    // The key was written again after the remove the event reports (event time 2024).
+    for key in ["in/clip.mxf", "thumbnails/in/clip.mxf/256.jpg"] {
+        store
+            .put(
+                "media",
+                key,
+                NewObject {
+                    body: b"again".to_vec().into(),
+                    content_type: "video/mxf".to_owned(),
+                    metadata: Default::default(),
+                },
+            )
+            .await?;
+    }
+    let outcome = handler
+        .handle(&removed("media", "in/clip.mxf")?, &Invocation::default())
+        .await?;
+    assert!(
+        matches!(&outcome, Done::Skipped(why) if why.contains("stale")),
+        "{outcome}"
+    );
+    assert!(apis.seen().deletes.is_empty());
+    assert_eq!(apis.seen().tokens_issued, 0);
+    assert!(
+        store
+            .head("media", "thumbnails/in/clip.mxf/256.jpg")
+            .await
+            .is_ok()
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn thumbnails_on_s3_are_removed_by_their_names() -> TestResult {
+    let server = S3Server::start().await?;
+    server.create_bucket("photos").await?;
+    server.create_bucket("thumbs").await?;
+    for key in [
+        "t/a + b.jpg/256.jpg",
+        "t/a + b.jpg/64.webp",
+        "t/a + b.jpg/readme.txt",
+        "t/a + b.jpg/c.jpg/256.jpg",
+    ] {
+        server.put("thumbs", key, b"t".to_vec()).await?;
+    }
+    let store: Arc<dyn ObjectStore> = Arc::new(S3Store::new(server.client(1)));
+    let config: Config =
+        Env::from_pairs([("THUMBNAIL_BUCKET", "thumbs"), ("THUMBNAIL_PREFIX", "t/")]).load()?;
+    let handler = CleanupOnRemove::new(config, Arc::clone(&store))?;
+    let outcome = handler
+        .handle(&removed("photos", "a+%2B+b.jpg")?, &Invocation::default())
+        .await?;
+    assert!(
+        matches!(&outcome, Done::Completed(what) if what.contains("deleted 2 thumbnail(s)")),
+        "{outcome}"
+    );
+    let left: Vec<String> = store
+        .list("thumbs", "", None, 10)
+        .await?
+        .objects
+        .into_iter()
+        .map(|o| o.key)
+        .collect();
+    assert_eq!(
+        left,
+        ["t/a + b.jpg/c.jpg/256.jpg", "t/a + b.jpg/readme.txt"]
+    );
+    Ok(())
+}

@@ -1,0 +1,584 @@
+//! sidecar-on-create against a real FTP server, the archive APIs as local HTTP servers and a
+//! real S3 server: the whole flow, duplicates (sequential and concurrent), partial failures
+//! that are retried without a second PID, and how each service's failures are classified.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bucketfn::sink::MemoryPublisher;
+use bucketfn::storage::{LocalStore, MemoryStore, S3Store};
+use bucketfn::{Done, Env, Handler, HandlerError, Invocation, ObjectEvent, ObjectStore};
+use serde_json::{Value, json};
+use sidecar_on_create::{Config, SidecarOnCreate};
+
+use crate::support::archive_apis::{
+    ArchiveApis, CLIENT_ID, CLIENT_SECRET, Failure, PASSWORD, Route, StubRecord, USERNAME,
+};
+use crate::support::ftp_server::FtpServer;
+use crate::support::function::free_port;
+use crate::support::s3_server::S3Server;
+use crate::support::{BoxError, TestResult};
+
+const KEY: &str = "191213-VAN statement.MXF";
+const MD5: &str = "1234abcd1234abcd1234abcd1234abcd";
+
+/// The services of one test, and a way to make handlers against them.
+struct Rig {
+    apis: ArchiveApis,
+    ftp_root: tempfile::TempDir,
+    ftp_port: u16,
+    ftp: Option<FtpServer>,
+    publisher: Arc<MemoryPublisher>,
+}
+
+impl Rig {
+    async fn start() -> Result<Self, BoxError> {
+        let mut rig = Self::without_ftp().await?;
+        rig.start_ftp().await?;
+        Ok(rig)
+    }
+
+    /// Everything but the FTP server, whose port stays closed until [`Rig::start_ftp`].
+    async fn without_ftp() -> Result<Self, BoxError> {
+        let apis = ArchiveApis::start().await?;
+        apis.organisation("OR-rf5kf25", Some("VRT"));
+        let ftp_root = tempfile::tempdir()?;
+        for dir in ["VRT/DISK-SHARE-EVENTS", "VRT/COLLATERALS"] {
+            std::fs::create_dir_all(ftp_root.path().join(dir))?;
+        }
+        Ok(Self {
+            apis,
+            ftp_root,
+            ftp_port: free_port()?,
+            ftp: None,
+            publisher: Arc::new(MemoryPublisher::new()),
+        })
+    }
+
+    async fn start_ftp(&mut self) -> Result<(), BoxError> {
+        self.ftp = Some(FtpServer::start_on(self.ftp_root.path(), self.ftp_port).await?);
+        Ok(())
+    }
+
+    fn ftp(&self) -> Result<&FtpServer, BoxError> {
+        self.ftp
+            .as_ref()
+            .ok_or_else(|| "the FTP server is not running".into())
+    }
+
+    fn config(&self, extra: &[(&str, &str)]) -> Result<Config, BoxError> {
+        let mut pairs: Vec<(String, String)> = [
+            ("MEDIAHAVEN_URL", self.apis.url.clone()),
+            ("MEDIAHAVEN_CLIENT_ID", CLIENT_ID.to_owned()),
+            ("MEDIAHAVEN_CLIENT_SECRET", CLIENT_SECRET.to_owned()),
+            ("MEDIAHAVEN_USERNAME", USERNAME.to_owned()),
+            ("MEDIAHAVEN_PASSWORD", PASSWORD.to_owned()),
+            ("PID_SERVICE_URL", self.apis.pid_url()),
+            ("ORGANISATIONS_API_URL", self.apis.organisations_url()),
+            ("FTP_HOST", format!("127.0.0.1:{}", self.ftp_port)),
+            ("FTP_USER", "tra".to_owned()),
+            ("FTP_PASSWORD", "tra-password".to_owned()),
+            ("FTP_TIMEOUT_SECS", "10".to_owned()),
+            (
+                "AMQP_URL",
+                "amqp://unused:unused@127.0.0.1:1/%2f".to_owned(),
+            ),
+            ("AMQP_ROUTING_KEY", "filetransfer".to_owned()),
+            ("HTTP_TIMEOUT_SECS", "2".to_owned()),
+            ("COLLATERAL_BUCKETS", "mam-collaterals".to_owned()),
+            ("APP_ENVIRONMENT", "qas".to_owned()),
+            (
+                "SIDECAR_DESTINATIONS",
+                "qas/VRT/collateral=COLLATERALS".to_owned(),
+            ),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        pairs.extend(
+            extra
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        );
+        Ok(Env::from_pairs(pairs).load()?)
+    }
+
+    fn handler(
+        &self,
+        store: Arc<dyn ObjectStore>,
+        extra: &[(&str, &str)],
+    ) -> Result<SidecarOnCreate, BoxError> {
+        let publisher = Arc::clone(&self.publisher) as Arc<dyn bucketfn::sink::Publisher>;
+        SidecarOnCreate::new(self.config(extra)?, store, publisher)
+    }
+}
+
+/// A created event as meemoo's gateway sends it: domain, tenant in the bucket metadata, md5
+/// in the object metadata.
+fn gateway_event(bucket: &str, key: &str, tenant: &str) -> Result<ObjectEvent, BoxError> {
+    let notification = json!({"Records": [{"eventVersion": "2.1", "eventSource": "aws:s3",
+        "eventTime": "2019-12-12T00:39:15.049Z", "eventName": "ObjectCreated:Put",
+        "userIdentity": {"principalId": "Object Owner CN+OR-id"},
+        "s3": {"domain": {"name": "s3.meemoo.test"},
+            "bucket": {"name": bucket, "metadata": {"tenant": tenant}},
+            "object": {"key": key, "size": 4248725, "eTag": "77930bf06b236e089a22a255e6b28377",
+                "metadata": {"md5sum": MD5}}}}]});
+    first(notification)
+}
+
+/// A created event as AWS S3 sends it: no domain, no metadata.
+fn aws_event(bucket: &str, key: &str) -> Result<ObjectEvent, BoxError> {
+    let notification = json!({"Records": [{"eventVersion": "2.1", "eventSource": "aws:s3",
+        "eventTime": "2024-11-05T14:22:31.493Z", "eventName": "ObjectCreated:Put",
+        "userIdentity": {"principalId": "AWS:AIDAEXAMPLE"},
+        "s3": {"bucket": {"name": bucket}, "object": {"key": key, "size": 5}}}]});
+    first(notification)
+}
+
+fn first(notification: Value) -> Result<ObjectEvent, BoxError> {
+    let events = bucketfn::event::decode_value(notification)?.into_events()?;
+    events.into_iter().next().ok_or_else(|| "no event".into())
+}
+
+fn memory() -> Arc<dyn ObjectStore> {
+    Arc::new(MemoryStore::new())
+}
+
+async fn expect_err(
+    handler: &SidecarOnCreate,
+    event: &ObjectEvent,
+) -> Result<HandlerError, BoxError> {
+    match handler.handle(event, &Invocation::default()).await {
+        Ok(done) => Err(format!("expected a failure, got {done}").into()),
+        Err(e) => Ok(e),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn archives_an_essence_once_however_often_it_is_delivered() -> TestResult {
+    let rig = Rig::start().await?;
+    let handler = rig.handler(memory(), &[])?;
+    let event = gateway_event("MAM_HighresVideo", "191213-VAN+statement.MXF", "or-rf5kf25")?;
+
+    let outcome = handler.handle(&event, &Invocation::default()).await?;
+    assert!(
+        matches!(&outcome, Done::Completed(what) if what.contains("pid0000001")),
+        "{outcome}"
+    );
+    let again = handler.handle(&event, &Invocation::default()).await?;
+    assert!(
+        matches!(&again, Done::Skipped(why) if why.contains("archived already")),
+        "{again}"
+    );
+
+    let seen = rig.apis.seen();
+    assert_eq!(seen.pids, ["pid0000001"]);
+    assert_eq!(
+        rig.ftp()?.files(),
+        ["/VRT/DISK-SHARE-EVENTS/pid0000001.xml"]
+    );
+    let xml = String::from_utf8(
+        rig.ftp()?
+            .file("/VRT/DISK-SHARE-EVENTS/pid0000001.xml")
+            .ok_or("no sidecar")?,
+    )?;
+    for part in [
+        "<PID>pid0000001</PID>",
+        "<CP>VRT</CP>",
+        "<CP_id>OR-rf5kf25</CP_id>",
+        "<s3_domain>s3.meemoo.test</s3_domain>",
+        &format!("<s3_object_key>{KEY}</s3_object_key>"),
+        &format!("<md5>{MD5}</md5>"),
+    ] {
+        assert!(xml.contains(part), "{part} missing in\n{xml}");
+    }
+
+    let published = rig.publisher.published();
+    assert_eq!(published.len(), 1);
+    let message = &published[0];
+    assert_eq!(message.content_type, "application/json");
+    assert!(message.correlation_id.is_some());
+    let body: Value = serde_json::from_slice(&message.body)?;
+    assert_eq!(
+        body,
+        json!({"source": {"domain": {"name": "s3.meemoo.test"},
+                "bucket": {"name": "MAM_HighresVideo"}, "object": {"key": KEY}},
+            "destination": {"path": "/mnt/STORAGE/INGEST/SIDECAR/VRT/DISK-SHARE-EVENTS/pid0000001.MXF",
+                "host": "127.0.0.1"}})
+    );
+    // The md5 took part in the search for an earlier ingest, and the key was quoted.
+    assert_eq!(
+        seen.queries,
+        [format!("+(s3_object_key:\"{KEY}\" md5:\"{MD5}\")")]
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_duplicates_archive_once() -> TestResult {
+    let rig = Rig::start().await?;
+    let dir = tempfile::tempdir()?;
+    let store: Arc<dyn ObjectStore> = Arc::new(LocalStore::new(dir.path().to_path_buf()));
+    let handler = Arc::new(rig.handler(store, &[])?);
+    let event = gateway_event("MAM_HighresVideo", "clip.mxf", "OR-rf5kf25")?;
+    // A slow PID service keeps the first delivery inside its claim while the second arrives.
+    rig.apis
+        .fail_next(Route::Pid, &[Failure::Stall(Duration::from_millis(400))]);
+    let deliveries: Vec<_> = (0..2)
+        .map(|_| {
+            let (handler, event) = (Arc::clone(&handler), event.clone());
+            tokio::spawn(async move { handler.handle(&event, &Invocation::default()).await })
+        })
+        .collect();
+    let mut completed = 0;
+    let mut retry_later = 0;
+    for delivery in deliveries {
+        match delivery.await? {
+            Ok(Done::Completed(_)) => completed += 1,
+            Err(e) if e.is_retryable() && e.to_string().contains("another delivery") => {
+                retry_later += 1
+            }
+            other => return Err(format!("unexpected outcome {other:?}").into()),
+        }
+    }
+    assert_eq!((completed, retry_later), (1, 1));
+    // The platform redelivers the one that was told to retry: nothing more happens.
+    let redelivered = handler.handle(&event, &Invocation::default()).await?;
+    assert!(matches!(redelivered, Done::Skipped(_)), "{redelivered}");
+    assert_eq!(rig.apis.seen().pids.len(), 1);
+    assert_eq!(rig.publisher.published().len(), 1);
+    assert_eq!(rig.ftp()?.files().len(), 1);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_duplicate_on_s3_reads_metadata_by_head_and_archives_once() -> TestResult {
+    let rig = Rig::start().await?;
+    let server = S3Server::start().await?;
+    server.create_bucket("media").await?;
+    server
+        .put("media", "in/clip one.mp4", b"video".to_vec())
+        .await?;
+    let store: Arc<dyn ObjectStore> = Arc::new(S3Store::new(server.client(1)));
+    let handler = rig.handler(
+        Arc::clone(&store),
+        &[
+            ("TENANT_BY_BUCKET", "media=OR-rf5kf25"),
+            ("S3_DOMAIN", "s3.test"),
+        ],
+    )?;
+    let event = aws_event("media", "in/clip+one.mp4")?;
+    let first = handler.handle(&event, &Invocation::default()).await?;
+    assert!(matches!(first, Done::Completed(_)), "{first}");
+    let second = handler.handle(&event, &Invocation::default()).await?;
+    assert!(matches!(second, Done::Skipped(_)), "{second}");
+    assert_eq!(rig.apis.seen().pids.len(), 1);
+    assert_eq!(rig.publisher.published().len(), 1);
+    // The claim lives in the store under its prefix; an event for it is not archived.
+    let claims = store.list("media", ".bucketfn-claims/", None, 10).await?;
+    let claim = claims.objects.first().ok_or("no claim")?.key.clone();
+    assert!(claim.ends_with("/done"), "{claim}");
+    let own = handler
+        .handle(&aws_event("media", &claim)?, &Invocation::default())
+        .await?;
+    assert!(
+        matches!(&own, Done::Skipped(why) if why.contains("claims")),
+        "{own}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ftp_down_then_up_completes_with_the_same_pid() -> TestResult {
+    let mut rig = Rig::without_ftp().await?;
+    let handler = rig.handler(memory(), &[])?;
+    let event = gateway_event("MAM_HighresVideo", "clip.mxf", "OR-rf5kf25")?;
+    let err = expect_err(&handler, &event).await?;
+    assert!(err.is_retryable(), "{err}");
+    assert!(
+        err.to_string()
+            .contains("putting the sidecar of MAM_HighresVideo/clip.mxf"),
+        "{err}"
+    );
+    assert!(rig.publisher.published().is_empty());
+
+    rig.start_ftp().await?;
+    let outcome = handler.handle(&event, &Invocation::default()).await?;
+    assert!(
+        matches!(&outcome, Done::Completed(what) if what.contains("pid0000001")),
+        "{outcome}"
+    );
+    assert_eq!(rig.apis.seen().pids, ["pid0000001"]);
+    assert_eq!(rig.publisher.published().len(), 1);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn broker_down_then_up_publishes_once_with_the_same_pid() -> TestResult {
+    let rig = Rig::start().await?;
+    let handler = rig.handler(memory(), &[])?;
+    let event = gateway_event("MAM_HighresVideo", "clip.mxf", "OR-rf5kf25")?;
+    rig.publisher.set_unavailable(true);
+    let err = expect_err(&handler, &event).await?;
+    assert!(err.is_retryable(), "{err}");
+    assert!(
+        err.to_string()
+            .contains("publishing the file-transfer request for MAM_HighresVideo/clip.mxf"),
+        "{err}"
+    );
+    assert_eq!(
+        rig.ftp()?.files(),
+        ["/VRT/DISK-SHARE-EVENTS/pid0000001.xml"]
+    );
+
+    rig.publisher.set_unavailable(false);
+    let outcome = handler.handle(&event, &Invocation::default()).await?;
+    assert!(matches!(outcome, Done::Completed(_)), "{outcome}");
+    assert_eq!(rig.apis.seen().pids.len(), 1);
+    assert_eq!(rig.publisher.published().len(), 1);
+    assert_eq!(
+        rig.ftp()?.files(),
+        ["/VRT/DISK-SHARE-EVENTS/pid0000001.xml"]
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn items_already_in_mediahaven_are_skipped_with_quoted_keys() -> TestResult {
+    let rig = Rig::start().await?;
+    let handler = rig.handler(memory(), &[])?;
+    let hostile = "a \"quoted\" key: with colon.mxf";
+    rig.apis
+        .add_record(StubRecord::new("F1", false, &[("s3_object_key", hostile)]));
+    let event = gateway_event(
+        "MAM_HighresVideo",
+        "a+%22quoted%22+key%3A+with+colon.mxf",
+        "OR-rf5kf25",
+    )?;
+    let outcome = handler.handle(&event, &Invocation::default()).await?;
+    assert!(
+        matches!(&outcome, Done::Skipped(why) if why.contains("in MediaHaven already")),
+        "{outcome}"
+    );
+    // A key that differs only by what escaping protects does not match.
+    let near = gateway_event("MAM_HighresVideo", "a+%22quoted%22+key.mxf", "OR-rf5kf25")?;
+    assert!(matches!(
+        handler.handle(&near, &Invocation::default()).await?,
+        Done::Completed(_)
+    ));
+    assert_eq!(rig.apis.seen().pids.len(), 1);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn md5_matches_unless_the_tenant_is_md5_exempt() -> TestResult {
+    let rig = Rig::start().await?;
+    rig.apis
+        .add_record(StubRecord::new("F1", false, &[("md5", MD5)]));
+    let event = gateway_event("MAM_HighresVideo", "renamed.mxf", "OR-rf5kf25")?;
+    let strict = rig.handler(memory(), &[])?;
+    assert!(matches!(
+        strict.handle(&event, &Invocation::default()).await?,
+        Done::Skipped(_)
+    ));
+    let exempt = rig.handler(memory(), &[("MD5_EXEMPT_TENANT", "vrt")])?;
+    assert!(matches!(
+        exempt.handle(&event, &Invocation::default()).await?,
+        Done::Completed(_)
+    ));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_collateral_is_linked_to_its_essence() -> TestResult {
+    let rig = Rig::start().await?;
+    let handler = rig.handler(memory(), &[])?;
+    rig.apis.add_record(StubRecord::new(
+        "ESSENCE-F",
+        false,
+        &[("dc_identifier_localid", "MEDIA1"), ("PID", "abcdefghij")],
+    ));
+    let event = gateway_event("mam-collaterals", "openOt/MEDIA1/subs.srt", "OR-rf5kf25")?;
+    let outcome = handler.handle(&event, &Invocation::default()).await?;
+    assert!(matches!(outcome, Done::Completed(_)), "{outcome}");
+    assert!(rig.apis.seen().pids.is_empty());
+    let path = "/VRT/COLLATERALS/abcdefghij_openOt.xml";
+    let xml = String::from_utf8(rig.ftp()?.file(path).ok_or(path)?)?;
+    assert!(xml.contains("<object_use>subtitle</object_use>"), "{xml}");
+    assert!(
+        xml.contains("<is_verwant_aan>abcdefghij</is_verwant_aan>"),
+        "{xml}"
+    );
+    let updates = rig.apis.seen().updates;
+    assert_eq!(updates.len(), 1);
+    assert_eq!(updates[0].0, "ESSENCE-F");
+    assert!(
+        updates[0]
+            .2
+            .contains("<is_verwant_aan>abcdefghij_openOt</is_verwant_aan>")
+    );
+
+    let orphan = gateway_event("mam-collaterals", "closedOt/NOPE/subs.srt", "OR-rf5kf25")?;
+    let err = expect_err(&handler, &orphan).await?;
+    assert!(!err.is_retryable(), "{err}");
+    assert!(
+        err.to_string()
+            .contains("no essence has dc_identifier_localid \"NOPE\""),
+        "{err}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn busy_or_failing_services_are_retryable_and_refusals_permanent() -> TestResult {
+    let rig = Rig::start().await?;
+    let handler = rig.handler(memory(), &[])?;
+    let event = gateway_event("MAM_HighresVideo", "clip.mxf", "OR-rf5kf25")?;
+    // The MAM label and the token first: later events reuse them.
+    for (route, failure, service) in [
+        (
+            Route::Organisations,
+            Failure::Status(500),
+            "organisations API answered 500",
+        ),
+        (
+            Route::Token,
+            Failure::Status(502),
+            "MediaHaven answered 502",
+        ),
+        (Route::Pid, Failure::Status(500), "PID service answered 500"),
+        (Route::Pid, Failure::Status(429), "PID service answered 429"),
+        (
+            Route::Pid,
+            Failure::Stall(Duration::from_secs(4)),
+            "PID service could not be reached",
+        ),
+        (
+            Route::Search,
+            Failure::Status(503),
+            "MediaHaven answered 503",
+        ),
+    ] {
+        rig.apis.fail_next(route, &[failure]);
+        let err = expect_err(&handler, &event)
+            .await
+            .map_err(|e| format!("{route:?} {failure:?}: {e}"))?;
+        assert!(err.is_retryable(), "{route:?} {failure:?}: {err}");
+        let text = err.to_string();
+        assert!(
+            text.contains(service) && text.contains("MAM_HighresVideo/clip.mxf"),
+            "{text}"
+        );
+    }
+    rig.apis.fail_next(Route::Search, &[Failure::Status(400)]);
+    let err = expect_err(&handler, &event).await?;
+    assert!(!err.is_retryable(), "{err}");
+
+    rig.apis.organisation("OR-nolabel", None);
+    for (tenant, why) in [
+        ("OR-unknown", "unknown tenant OR-unknown"),
+        ("OR-nolabel", "tenant OR-nolabel has no MAM label"),
+        ("OR-12", "tenant \"OR-12\" is not an OR-id"),
+    ] {
+        let err = expect_err(
+            &handler,
+            &gateway_event("MAM_HighresVideo", "x.mxf", tenant)?,
+        )
+        .await?;
+        assert!(!err.is_retryable(), "{err}");
+        assert!(err.to_string().contains(why), "{err}");
+    }
+    // After all that, one clean delivery mints exactly one PID.
+    assert!(matches!(
+        handler.handle(&event, &Invocation::default()).await?,
+        Done::Completed(_)
+    ));
+    assert_eq!(rig.apis.seen().pids.len(), 1);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_token_is_reused_renewed_before_expiry_and_after_a_401() -> TestResult {
+    let rig = Rig::start().await?;
+    let handler = rig.handler(memory(), &[])?;
+    for key in ["a.mxf", "b.mxf"] {
+        handler
+            .handle(
+                &gateway_event("MAM_HighresVideo", key, "OR-rf5kf25")?,
+                &Invocation::default(),
+            )
+            .await?;
+    }
+    assert_eq!(rig.apis.seen().tokens_issued, 1);
+
+    rig.apis.revoke_tokens();
+    handler
+        .handle(
+            &gateway_event("MAM_HighresVideo", "c.mxf", "OR-rf5kf25")?,
+            &Invocation::default(),
+        )
+        .await?;
+    assert_eq!(rig.apis.seen().tokens_issued, 2);
+
+    // A token that expires within the safety margin is renewed before each use.
+    let fresh = rig.handler(memory(), &[])?;
+    rig.apis.set_token_lifetime(20);
+    for key in ["d.mxf", "e.mxf"] {
+        fresh
+            .handle(
+                &gateway_event("MAM_HighresVideo", key, "OR-rf5kf25")?,
+                &Invocation::default(),
+            )
+            .await?;
+    }
+    assert_eq!(rig.apis.seen().tokens_issued, 4);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn uploads_over_explicit_tls_to_a_server_that_requires_it() -> TestResult {
+    let mut rig = Rig::without_ftp().await?;
+    let certs = tempfile::tempdir()?;
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])?;
+    let (cert, key) = (certs.path().join("cert.pem"), certs.path().join("key.pem"));
+    std::fs::write(&cert, certified.cert.pem())?;
+    std::fs::write(&key, certified.signing_key.serialize_pem())?;
+    rig.ftp = Some(FtpServer::start_tls_on(rig.ftp_root.path(), rig.ftp_port, &cert, &key).await?);
+    let host = format!("localhost:{}", rig.ftp_port);
+    let event = gateway_event("MAM_HighresVideo", "clip.mxf", "OR-rf5kf25")?;
+
+    // Plain FTP is refused by the server (a 5xx: permanent), an untrusted certificate by the
+    // client.
+    let cert_path = cert.display().to_string();
+    for (settings, why) in [
+        (vec![("FTP_HOST", host.as_str())], "534"),
+        (
+            vec![("FTP_HOST", host.as_str()), ("FTP_TLS", "true")],
+            "UnknownIssuer",
+        ),
+    ] {
+        let handler = rig.handler(memory(), &settings)?;
+        let err = expect_err(&handler, &event).await?;
+        let text = err.to_string();
+        assert!(
+            text.contains("putting the sidecar") && text.contains(why),
+            "{text}"
+        );
+        assert_eq!(err.is_retryable(), why != "534", "{text}");
+    }
+    assert!(rig.ftp()?.files().is_empty());
+
+    let handler = rig.handler(
+        memory(),
+        &[
+            ("FTP_HOST", host.as_str()),
+            ("FTP_TLS", "true"),
+            ("FTP_CA_FILE", cert_path.as_str()),
+        ],
+    )?;
+    let outcome = handler.handle(&event, &Invocation::default()).await?;
+    assert!(matches!(outcome, Done::Completed(_)), "{outcome}");
+    let files = rig.ftp()?.files();
+    assert_eq!(files.len(), 1, "{files:?}");
+    Ok(())
+}
