@@ -1,12 +1,12 @@
 //! Runs the thumbnail pipeline over image files in one process, single-threaded, and prints
-//! per file the wall time and the peak resident memory of that file's run (Linux: the peak is
-//! reset between files through /proc/self/clear_refs). Used by scripts/bench-thumbnail.sh.
+//! per file the process CPU time and the peak resident memory of that file's run (Linux: the
+//! peak is reset between files through /proc/self/clear_refs). Used by
+//! scripts/bench-thumbnail.sh.
 //!
 //! Usage: pipeline-bench [--size N] [--format jpeg|png|webp] [--repeat N] [--out DIR] FILE...
-//! Prints `file<TAB>best milliseconds<TAB>peak MiB<TAB>WxH` per file (or `error` and why).
+//! Prints `file<TAB>best CPU milliseconds<TAB>peak MiB<TAB>WxH` per file (or `error` and why).
 
 use std::path::PathBuf;
-use std::time::Instant;
 
 use thumbnail_on_create::pipeline::{OutputFormat, Spec, make_thumbnails};
 
@@ -53,7 +53,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let mut result = None;
         for _ in 0..repeat.max(1) {
             reset_peak_rss();
-            let began = Instant::now();
+            let began = cpu_time::ProcessTime::now();
             let run = make_thumbnails(&source, &spec);
             best = best.min(began.elapsed().as_secs_f64() * 1000.0);
             peak = peak.max(peak_rss_kib().unwrap_or(0) as f64 / 1024.0);
