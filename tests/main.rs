@@ -3,6 +3,7 @@
 
 mod cli;
 mod events;
+mod forward_to_stream;
 mod http_service;
 mod lambda;
 mod s3_store;
