@@ -279,22 +279,16 @@ mod tests {
     /// they all take over the same expired one.
     async fn exclusive(store: Arc<dyn ObjectStore>) -> TestResult {
         assert_eq!(race(Arc::clone(&store), 16).await?, 1);
-        let expired = checkpoints(store.as_ref(), Duration::from_secs(60));
-        let (mut current, etag) = expired.read().await?.ok_or("no checkpoint")?;
-        current.lease = Some(Lease {
-            holder: "crashed".into(),
-            expires: Utc::now() - chrono::Duration::seconds(1),
-        });
-        expired.write(&current, Condition::EtagIs(etag)).await?;
+        let checkpoints = checkpoints(store.as_ref(), Duration::from_secs(60));
         for _ in 0..5 {
-            // Each round starts from an expired lease again.
-            assert_eq!(race(Arc::clone(&store), 16).await?, 1);
-            let (mut current, etag) = expired.read().await?.ok_or("no checkpoint")?;
+            // The holder crashes: its lease expires, and everyone rushes to take it over.
+            let (mut current, etag) = checkpoints.read().await?.ok_or("no checkpoint")?;
             current.lease = Some(Lease {
                 holder: "crashed".into(),
                 expires: Utc::now() - chrono::Duration::seconds(1),
             });
-            expired.write(&current, Condition::EtagIs(etag)).await?;
+            checkpoints.write(&current, Condition::EtagIs(etag)).await?;
+            assert_eq!(race(Arc::clone(&store), 16).await?, 1);
         }
         Ok(())
     }
