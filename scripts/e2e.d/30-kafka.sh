@@ -67,7 +67,7 @@ PY
 notification() {
   printf '{"Records":[{"eventVersion":"2.1","eventSource":"aws:s3","eventName":"ObjectCreated:Put","eventTime":"2024-11-05T14:22:31.493Z","s3":{"bucket":{"name":"logs"},"object":{"key":"%s","size":1,"eTag":"e2e"}}}]}' "$1"
 }
-forward() { env KAFKA_TIMEOUT_SECS=5 "$@"; }
+forward() { env KAFKA_TIMEOUT_SECS=5 RUST_LOG=warn "$@"; }
 
 # 1. A claim check from the command line, read back.
 notification "vpc/a.log" >"$kafka_dir/created.json"

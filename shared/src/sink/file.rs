@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
 use base64::Engine;
-use serde_json::{Map, Value};
+use serde::ser::{Serialize, SerializeMap, Serializer};
 
 use super::{Message, PublishError, Publisher};
 
@@ -46,33 +46,38 @@ impl FilePublisher {
     }
 }
 
-/// One message as a JSON line.
-fn to_json_line(message: &Message) -> String {
-    let mut object = Map::new();
-    object.insert(
-        "key".to_owned(),
-        message.key.clone().map_or(Value::Null, Value::String),
-    );
-    let headers: Map<String, Value> = message
-        .headers
-        .iter()
-        .map(|(name, value)| (name.clone(), Value::String(value.clone())))
-        .collect();
-    object.insert("headers".to_owned(), Value::Object(headers));
-    object.insert(
-        "content_type".to_owned(),
-        Value::String(message.content_type.clone()),
-    );
-    match std::str::from_utf8(&message.body) {
-        Ok(text) => object.insert("body".to_owned(), Value::String(text.to_owned())),
-        Err(_) => object.insert(
-            "body_base64".to_owned(),
-            Value::String(base64::engine::general_purpose::STANDARD.encode(&message.body)),
-        ),
-    };
-    let mut line = Value::Object(object).to_string();
-    line.push('\n');
-    line
+/// A message as its JSON line: written straight from the message, no intermediate tree.
+struct Line<'a>(&'a Message);
+
+/// Headers as a JSON object, in their order.
+struct Headers<'a>(&'a [(String, String)]);
+
+impl Serialize for Headers<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(self.0.len()))?;
+        for (name, value) in self.0 {
+            map.serialize_entry(name, value)?;
+        }
+        map.end()
+    }
+}
+
+impl Serialize for Line<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let message = self.0;
+        let mut map = serializer.serialize_map(Some(4))?;
+        map.serialize_entry("key", &message.key)?;
+        map.serialize_entry("headers", &Headers(&message.headers))?;
+        map.serialize_entry("content_type", &message.content_type)?;
+        match std::str::from_utf8(&message.body) {
+            Ok(text) => map.serialize_entry("body", text)?,
+            Err(_) => map.serialize_entry(
+                "body_base64",
+                &base64::engine::general_purpose::STANDARD.encode(&message.body),
+            )?,
+        }
+        map.end()
+    }
 }
 
 #[async_trait]
@@ -83,7 +88,8 @@ impl Publisher for FilePublisher {
         let written = tokio::task::spawn_blocking(move || {
             let mut out = out.lock().unwrap_or_else(PoisonError::into_inner);
             for message in &messages {
-                out.write_all(to_json_line(message).as_bytes())?;
+                serde_json::to_writer(&mut *out, &Line(message))?;
+                out.write_all(b"\n")?;
             }
             out.flush()
         })
@@ -101,6 +107,7 @@ impl Publisher for FilePublisher {
 mod tests {
     use super::*;
     use bytes::Bytes;
+    use serde_json::Value;
 
     type TestResult = Result<(), Box<dyn std::error::Error>>;
 
