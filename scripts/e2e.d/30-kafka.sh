@@ -91,8 +91,10 @@ check "the claim read back is a binary-mode CloudEvent keyed by the object" clai
 
 # 2. Content mode through the HTTP service.
 service_port=$(free_port)
-forward KAFKA_TOPIC=records FORWARD_MODE=content PORT="$service_port" LOG_FORMAT=json \
-  "$BUCKETFN_BIN/forward-to-stream" serve --storage "$storage" >"$kafka_dir/service.log" 2>&1 &
+# Started through env (which execs), not a shell function, so that $! is the service itself.
+env KAFKA_TIMEOUT_SECS=5 KAFKA_TOPIC=records FORWARD_MODE=content PORT="$service_port" \
+  LOG_FORMAT=json "$BUCKETFN_BIN/forward-to-stream" serve --storage "$storage" \
+  >"$kafka_dir/service.log" 2>&1 &
 service_pid=$!
 on_exit "kill $service_pid"
 wait_port "$service_port" 30
