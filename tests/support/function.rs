@@ -11,6 +11,7 @@ use hyper_util::rt::TokioExecutor;
 
 use super::BoxError;
 
+pub const FORWARD_TO_STREAM: &str = env!("CARGO_BIN_EXE_tested-forward-to-stream");
 pub const THUMBNAIL_ON_CREATE: &str = env!("CARGO_BIN_EXE_tested-thumbnail-on-create");
 
 /// A running function process, killed when dropped. Its stderr (the logs) goes to a file so

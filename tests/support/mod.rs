@@ -5,6 +5,7 @@ pub mod ftp_server;
 pub mod function;
 pub mod images;
 pub mod lambda_api;
+pub mod log_ingest;
 pub mod s3_server;
 
 pub type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;

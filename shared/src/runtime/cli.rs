@@ -39,14 +39,18 @@ enum Command {
         #[command(flatten)]
         input: Input,
     },
-    /// Catch up on a whole bucket, as a scheduled event would, with progress on a terminal.
+    /// Catch up on a whole bucket, as a scheduled event would, with progress on a terminal;
+    /// or, with --key, handle one object.
     Sweep {
         /// The bucket to sweep (default: the function's configured source bucket).
         #[arg(long)]
         bucket: Option<String>,
         /// Only keys under this prefix (default: the function's configured prefix).
-        #[arg(long, default_value = "")]
+        #[arg(long, default_value = "", conflicts_with = "key")]
         prefix: String,
+        /// Just this one object, handled as if it had just been created (needs --bucket).
+        #[arg(long, requires = "bucket")]
+        key: Option<String>,
         /// Stop cleanly after this many seconds; the summary says where to continue.
         #[arg(long, value_name = "SECONDS")]
         budget: Option<u64>,
@@ -132,9 +136,17 @@ pub(crate) async fn run<F: Function>() -> ExitCode {
         Command::Sweep {
             bucket,
             prefix,
+            key,
             budget,
             storage,
-        } => sweep::<F>(bucket, prefix, budget, storage).await,
+        } => {
+            // One object is a created event for it; a prefix is a catch-up sweep.
+            let (kind, key) = match key {
+                Some(key) => (EventKind::Created, key),
+                None => (EventKind::Sweep, prefix),
+            };
+            sweep::<F>(bucket, kind, key, budget, storage).await
+        }
         Command::Serve { storage } => serve::<F>(storage).await,
     }
 }
@@ -195,7 +207,8 @@ async fn invoke<F: Function>(input: &Input, storage: Option<PathBuf>) -> ExitCod
 
 async fn sweep<F: Function>(
     bucket: Option<String>,
-    prefix: String,
+    kind: EventKind,
+    key: String,
     budget: Option<u64>,
     storage: Option<PathBuf>,
 ) -> ExitCode {
@@ -204,10 +217,10 @@ async fn sweep<F: Function>(
         Err(e) => return fail(e),
     };
     let event = ObjectEvent::new(
-        EventKind::Sweep,
+        kind,
         Source::Schedule,
         bucket.as_deref().unwrap_or_default(),
-        prefix,
+        key,
         "cli sweep",
     );
     let invocation = Invocation {

@@ -1,8 +1,14 @@
 //! Where functions send messages: one trait for brokers and ingest APIs, with errors already
-//! classified for retry decisions, and (feature `testing`) an in-memory implementation.
+//! classified for retry decisions: Kafka (feature `kafka`), a log-ingest API (feature
+//! `log-ingest`), a local file, and (feature `testing`) memory.
 
 #[cfg(feature = "amqp")]
 pub mod amqp;
+mod file;
+#[cfg(feature = "kafka")]
+pub mod kafka;
+#[cfg(feature = "log-ingest")]
+pub mod log_ingest;
 #[cfg(any(test, feature = "testing"))]
 mod memory;
 
@@ -11,6 +17,11 @@ use bytes::Bytes;
 
 use crate::outcome::{BoxError, HandlerError};
 
+pub use file::FilePublisher;
+#[cfg(feature = "kafka")]
+pub use kafka::{KafkaPublisher, KafkaSettings};
+#[cfg(feature = "log-ingest")]
+pub use log_ingest::{LogIngestPublisher, LogIngestSettings};
 #[cfg(any(test, feature = "testing"))]
 pub use memory::MemoryPublisher;
 

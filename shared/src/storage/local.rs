@@ -1,9 +1,11 @@
 //! A directory tree as object storage (`DIR/<bucket>/<key>`), for `invoke --storage DIR`,
 //! `serve --storage DIR` and demos. Keys that would leave the root are refused. Content type
 //! and metadata live in `DIR/.bucketfn/meta/<bucket>/<key>` (JSON), and writes go through
-//! `DIR/.bucketfn/tmp/` so that a reader never sees half an object.
+//! `DIR/.bucketfn/tmp/` so that a reader never sees half an object. Conditional writes hold a
+//! lock file, so compare-and-swap holds across processes too.
 
 use std::collections::BTreeMap;
+use std::fs::OpenOptions;
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,6 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use async_trait::async_trait;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
+use md5::{Digest, Md5};
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncReadExt;
 
@@ -36,6 +39,17 @@ struct Sidecar {
     content_type: Option<String>,
     #[serde(default)]
     metadata: BTreeMap<String, String>,
+    /// The MD5 of the content this store wrote, with the size and modification time the file
+    /// had then: valid only while the file still has both (someone may replace it by hand).
+    #[serde(default)]
+    written: Option<Written>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Written {
+    md5: String,
+    size: u64,
+    modified_ns: i64,
 }
 
 impl LocalStore {
@@ -118,9 +132,17 @@ impl LocalStore {
             Err(_) => Sidecar::default(),
         };
         let modified = stat.modified().ok().map(DateTime::<Utc>::from);
+        // Size and time alone can repeat across two quick writes of the same length, which
+        // would let a stale compare-and-swap through; the content hash cannot.
+        let etag = match &sidecar.written {
+            Some(w) if w.size == stat.len() && Some(w.modified_ns) == nanos(modified) => {
+                w.md5.clone()
+            }
+            _ => weak_etag(stat.len(), modified),
+        };
         Ok(ObjectInfo {
             size: stat.len(),
-            etag: Some(weak_etag(stat.len(), modified)),
+            etag: Some(etag),
             last_modified: modified,
             content_type: sidecar.content_type,
             metadata: sidecar.metadata,
@@ -155,13 +177,47 @@ impl LocalStore {
         linked
     }
 
-    async fn write_sidecar(&self, meta: &Path, object: &NewObject) -> std::io::Result<()> {
+    /// Records content type, metadata and the etag of the content just written to `content`.
+    async fn write_sidecar(
+        &self,
+        meta: &Path,
+        content: &Path,
+        object: &NewObject,
+    ) -> std::io::Result<()> {
+        let stat = tokio::fs::metadata(content).await?;
+        let modified = stat.modified().ok().map(DateTime::<Utc>::from);
         let sidecar = Sidecar {
             content_type: Some(object.content_type.clone()),
             metadata: object.metadata.clone(),
+            written: nanos(modified).map(|modified_ns| Written {
+                md5: Md5::digest(&object.body)
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect(),
+                size: stat.len(),
+                modified_ns,
+            }),
         };
         let bytes = serde_json::to_vec(&sidecar).map_err(std::io::Error::other)?;
         self.write_atomically(meta, &bytes).await
+    }
+
+    /// An exclusive lock on `DIR/.bucketfn/lock`, held until the file is dropped: conditional
+    /// writes of other processes on the same directory wait for it.
+    async fn lock_file(&self) -> std::io::Result<std::fs::File> {
+        let dir = self.root.join(STATE_DIR);
+        tokio::task::spawn_blocking(move || {
+            std::fs::create_dir_all(&dir)?;
+            let file = OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(dir.join("lock"))?;
+            file.lock()?;
+            Ok(file)
+        })
+        .await
+        .map_err(std::io::Error::other)?
     }
 
     /// Removes now-empty directories from `path` up to (not including) `stop`.
@@ -176,11 +232,15 @@ impl LocalStore {
     }
 }
 
-/// Size and modification time stand in for a content hash: both change when a file is
-/// rewritten.
+/// For files this store did not write: size and modification time stand in for a content
+/// hash.
 fn weak_etag(size: u64, modified: Option<DateTime<Utc>>) -> String {
-    let nanos = modified.and_then(|m| m.timestamp_nanos_opt()).unwrap_or(0);
+    let nanos = nanos(modified).unwrap_or(0);
     format!("{size:x}-{nanos:x}")
+}
+
+fn nanos(time: Option<DateTime<Utc>>) -> Option<i64> {
+    time.and_then(|t| t.timestamp_nanos_opt())
 }
 
 /// Every key under `dir`, relative to it, with `/` separators.
@@ -255,8 +315,10 @@ impl ObjectStore for LocalStore {
     async fn put(&self, bucket: &str, key: &str, object: NewObject) -> Result<(), StoreError> {
         let (content, meta) = self.paths_of(bucket, key)?;
         let fail = |e| Self::io_error(Op::Put, bucket, key, e);
-        self.write_sidecar(&meta, &object).await.map_err(fail)?;
         self.write_atomically(&content, &object.body)
+            .await
+            .map_err(fail)?;
+        self.write_sidecar(&meta, &content, &object)
             .await
             .map_err(fail)
     }
@@ -276,6 +338,7 @@ impl ObjectStore for LocalStore {
             condition,
         };
         let _serialised = self.conditional.lock().await;
+        let _locked = self.lock_file().await.map_err(fail)?;
         match &condition {
             Condition::Absent => match self.write_new(&content, &object.body).await {
                 Ok(()) => {}
@@ -296,7 +359,9 @@ impl ObjectStore for LocalStore {
                     .map_err(fail)?;
             }
         }
-        self.write_sidecar(&meta, &object).await.map_err(fail)
+        self.write_sidecar(&meta, &content, &object)
+            .await
+            .map_err(fail)
     }
 
     async fn delete(&self, bucket: &str, key: &str) -> Result<(), StoreError> {
@@ -480,6 +545,35 @@ mod tests {
             .put_if("b", "lease", object(b"four"), Condition::EtagIs(etag))
             .await?;
         assert_eq!(store.get("b", "lease", 10).await?.body, "four");
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_stale_etag_never_wins_even_for_same_size_writes_in_one_instant() -> TestResult {
+        let (dir, store) = store()?;
+        store.put("b", "lease", object(b"holder=a")).await?;
+        let stale = store.head("b", "lease").await?.etag.ok_or("no etag")?;
+        // Same length, written at once: size and time alone could not tell the two apart.
+        store
+            .put_if(
+                "b",
+                "lease",
+                object(b"holder=b"),
+                Condition::EtagIs(stale.clone()),
+            )
+            .await?;
+        let err = store
+            .put_if("b", "lease", object(b"holder=c"), Condition::EtagIs(stale))
+            .await
+            .err()
+            .ok_or("a stale etag won")?;
+        assert!(matches!(err, StoreError::ConditionFailed { .. }), "{err}");
+        // A second store on the same directory (another process) sees the same etags.
+        let other = LocalStore::new(dir.path());
+        assert_eq!(
+            other.head("b", "lease").await?.etag,
+            store.head("b", "lease").await?.etag
+        );
         Ok(())
     }
 

@@ -1,0 +1,389 @@
+//! The catch-up checkpoint: one JSON object in the swept bucket that records a sweep's progress
+//! (status, last key done, when the pass began, what earlier passes covered) and its lease
+//! (holder and expiry). Every write is a compare-and-swap on the etag read before it, so two
+//! sweeps can never both hold the lease, and a crashed sweep's lease is taken over once it
+//! has expired.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bucketfn::storage::ObjectPath;
+use bucketfn::{Condition, HandlerError, NewObject, ObjectStore, StoreError};
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// Checkpoints are small; anything larger is not one of ours.
+const MAX_CHECKPOINT_BYTES: u64 = 64 * 1024;
+
+/// Where a pass stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// A pass is under way (or stopped at a deadline and continues next time).
+    Running,
+    /// The last pass reached the end of the prefix.
+    Finished,
+}
+
+/// Who may sweep, until when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    pub holder: String,
+    pub expires: DateTime<Utc>,
+}
+
+/// The checkpoint object's content.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    pub status: Status,
+    pub prefix: String,
+    /// Every key up to this one has been handled in the current pass.
+    pub last_key: Option<String>,
+    pub pass_started: DateTime<Utc>,
+    /// Objects last modified before this were forwarded by an earlier, finished pass.
+    pub covered_before: Option<DateTime<Utc>>,
+    /// Objects forwarded in the current pass.
+    pub forwarded: u64,
+    pub lease: Option<Lease>,
+    pub updated: DateTime<Utc>,
+}
+
+/// A lease this process holds, with the etag its next write must find.
+#[derive(Debug, Clone)]
+pub struct Held {
+    pub checkpoint: Checkpoint,
+    etag: String,
+    holder: String,
+}
+
+/// What an attempt to take the lease found.
+#[derive(Debug)]
+pub enum Claim {
+    Held(Held),
+    /// Another sweep holds a lease that has not expired (or took it first).
+    Busy(Option<Lease>),
+}
+
+/// A checkpoint that cannot be read or written as a checkpoint.
+#[derive(Debug, thiserror::Error)]
+#[error("checkpoint {} is not usable: {reason}", ObjectPath(bucket, key))]
+pub struct CheckpointError {
+    bucket: String,
+    key: String,
+    reason: String,
+}
+
+/// A holder name unique to this process and call: host, process id, time, counter.
+pub fn new_holder() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::env::var("AWS_LAMBDA_LOG_STREAM_NAME").ok())
+        .unwrap_or_else(|| "local".to_owned());
+    format!(
+        "{host}/{}/{}/{}",
+        std::process::id(),
+        Utc::now().timestamp_micros(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Reads and writes one checkpoint object.
+pub struct Checkpoints<'a> {
+    pub store: &'a dyn ObjectStore,
+    pub bucket: &'a str,
+    pub key: String,
+    pub lease: Duration,
+}
+
+impl Checkpoints<'_> {
+    fn unusable(&self, reason: impl Into<String>) -> HandlerError {
+        HandlerError::permanent(CheckpointError {
+            bucket: self.bucket.to_owned(),
+            key: self.key.clone(),
+            reason: reason.into(),
+        })
+    }
+
+    /// The checkpoint and its etag, or `None` when there is none yet.
+    pub async fn read(&self) -> Result<Option<(Checkpoint, String)>, HandlerError> {
+        let object = match self
+            .store
+            .get(self.bucket, &self.key, MAX_CHECKPOINT_BYTES)
+            .await
+        {
+            Ok(object) => object,
+            Err(StoreError::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let checkpoint = serde_json::from_slice(&object.body)
+            .map_err(|e| self.unusable(format!("{e} (delete it to start afresh)")))?;
+        let etag = object
+            .info
+            .etag
+            .ok_or_else(|| self.unusable("the store gave it no etag"))?;
+        Ok(Some((checkpoint, etag)))
+    }
+
+    /// Takes the lease if it is free or expired. A finished pass makes this the start of a new
+    /// one that forwards only what the finished pass could not have seen.
+    pub async fn acquire(&self, prefix: &str, holder: &str) -> Result<Claim, HandlerError> {
+        let now = Utc::now();
+        let lease = Some(Lease {
+            holder: holder.to_owned(),
+            expires: now + self.lease,
+        });
+        let (next, condition) = match self.read().await? {
+            None => (
+                Checkpoint {
+                    status: Status::Running,
+                    prefix: prefix.to_owned(),
+                    last_key: None,
+                    pass_started: now,
+                    covered_before: None,
+                    forwarded: 0,
+                    lease,
+                    updated: now,
+                },
+                Condition::Absent,
+            ),
+            Some((current, etag)) => {
+                if let Some(held) = &current.lease
+                    && held.holder != holder
+                    && held.expires > now
+                {
+                    return Ok(Claim::Busy(current.lease));
+                }
+                let mut next = current.clone();
+                if current.status == Status::Finished {
+                    next.status = Status::Running;
+                    next.covered_before = Some(current.pass_started);
+                    next.pass_started = now;
+                    next.last_key = None;
+                    next.forwarded = 0;
+                }
+                next.lease = lease;
+                next.updated = now;
+                (next, Condition::EtagIs(etag))
+            }
+        };
+        match self.write(&next, condition).await? {
+            Some(etag) => Ok(Claim::Held(Held {
+                checkpoint: next,
+                etag,
+                holder: holder.to_owned(),
+            })),
+            None => Ok(Claim::Busy(self.read().await?.and_then(|(c, _)| c.lease))),
+        }
+    }
+
+    /// Saves progress and extends the lease (`release`: gives it up instead). `false` when the
+    /// lease was lost to another sweep, which then owns the checkpoint.
+    pub async fn save(
+        &self,
+        held: &mut Held,
+        update: impl FnOnce(&mut Checkpoint),
+        release: bool,
+    ) -> Result<bool, HandlerError> {
+        let now = Utc::now();
+        let mut next = held.checkpoint.clone();
+        update(&mut next);
+        next.updated = now;
+        next.lease = (!release).then(|| Lease {
+            holder: held.holder.clone(),
+            expires: now + self.lease,
+        });
+        match self
+            .write(&next, Condition::EtagIs(held.etag.clone()))
+            .await?
+        {
+            Some(etag) => {
+                held.checkpoint = next;
+                held.etag = etag;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// Writes under `condition`; the new etag, or `None` when the condition failed. The etag
+    /// is read back with the content, and the content must be ours: a writer that slipped in
+    /// between means the lease is not ours either.
+    async fn write(
+        &self,
+        checkpoint: &Checkpoint,
+        condition: Condition,
+    ) -> Result<Option<String>, HandlerError> {
+        let body = serde_json::to_vec_pretty(checkpoint)
+            .map_err(|e| self.unusable(format!("cannot serialize: {e}")))?;
+        let object = NewObject {
+            body: Bytes::from(body),
+            content_type: "application/json".to_owned(),
+            metadata: Default::default(),
+        };
+        match self
+            .store
+            .put_if(self.bucket, &self.key, object, condition)
+            .await
+        {
+            Ok(()) => {}
+            Err(StoreError::ConditionFailed { .. }) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        }
+        match self.read().await? {
+            Some((stored, etag)) if stored == *checkpoint => Ok(Some(etag)),
+            _ => Ok(None),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bucketfn::storage::{LocalStore, MemoryStore};
+    use std::sync::Arc;
+
+    type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+    fn checkpoints(store: &dyn ObjectStore, lease: Duration) -> Checkpoints<'_> {
+        Checkpoints {
+            store,
+            bucket: "b",
+            key: ".forward-to-stream/sweep.json".into(),
+            lease,
+        }
+    }
+
+    async fn race(store: Arc<dyn ObjectStore>, contenders: usize) -> Result<usize, HandlerError> {
+        let tasks: Vec<_> = (0..contenders)
+            .map(|_| {
+                let store = Arc::clone(&store);
+                tokio::spawn(async move {
+                    let checkpoints = checkpoints(store.as_ref(), Duration::from_secs(60));
+                    checkpoints.acquire("in/", &new_holder()).await
+                })
+            })
+            .collect();
+        let mut held = 0;
+        for task in tasks {
+            let claim = task
+                .await
+                .map_err(|e| HandlerError::permanent(e.to_string()))??;
+            held += usize::from(matches!(claim, Claim::Held(_)));
+        }
+        Ok(held)
+    }
+
+    /// Exactly one of many concurrent sweeps gets the lease: when none exists yet, and when
+    /// they all take over the same expired one.
+    async fn exclusive(store: Arc<dyn ObjectStore>) -> TestResult {
+        assert_eq!(race(Arc::clone(&store), 16).await?, 1);
+        let checkpoints = checkpoints(store.as_ref(), Duration::from_secs(60));
+        for _ in 0..5 {
+            // The holder crashes: its lease expires, and everyone rushes to take it over.
+            let (mut current, etag) = checkpoints.read().await?.ok_or("no checkpoint")?;
+            current.lease = Some(Lease {
+                holder: "crashed".into(),
+                expires: Utc::now() - chrono::Duration::seconds(1),
+            });
+            checkpoints.write(&current, Condition::EtagIs(etag)).await?;
+            assert_eq!(race(Arc::clone(&store), 16).await?, 1);
+        }
+        Ok(())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn the_lease_is_exclusive_in_memory() -> TestResult {
+        exclusive(Arc::new(MemoryStore::new())).await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn the_lease_is_exclusive_on_a_local_directory_shared_by_two_stores() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        // Two store instances stand for two processes on one directory.
+        let one: Arc<dyn ObjectStore> = Arc::new(LocalStore::new(dir.path()));
+        let two: Arc<dyn ObjectStore> = Arc::new(LocalStore::new(dir.path()));
+        let (a, b) = tokio::join!(race(one, 8), race(two, 8));
+        assert_eq!(a? + b?, 1);
+        let fresh = tempfile::tempdir()?;
+        exclusive(Arc::new(LocalStore::new(fresh.path()))).await
+    }
+
+    #[tokio::test]
+    async fn a_live_lease_keeps_others_out_and_an_expired_one_is_taken_over() -> TestResult {
+        let store = MemoryStore::new();
+        let short = checkpoints(&store, Duration::from_millis(200));
+        let Claim::Held(mut first) = short.acquire("in/", "first").await? else {
+            return Err("first sweep did not get the lease".into());
+        };
+        assert!(
+            short
+                .save(&mut first, |c| c.last_key = Some("in/05".into()), false)
+                .await?
+        );
+        let Claim::Busy(Some(lease)) = short.acquire("in/", "second").await? else {
+            return Err("a live lease was taken".into());
+        };
+        assert_eq!(lease.holder, "first");
+        // The first sweep crashes: it never renews.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let Claim::Held(second) = short.acquire("in/", "second").await? else {
+            return Err("the expired lease was not taken over".into());
+        };
+        assert_eq!(second.checkpoint.last_key.as_deref(), Some("in/05"));
+        // The crashed sweep, come back, has lost its lease and cannot write.
+        assert!(!short.save(&mut first, |c| c.forwarded = 99, false).await?);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_finished_pass_starts_a_new_one_that_remembers_what_was_covered() -> TestResult {
+        let store = MemoryStore::new();
+        let checkpoints = checkpoints(&store, Duration::from_secs(60));
+        let Claim::Held(mut held) = checkpoints.acquire("in/", "a").await? else {
+            return Err("no lease".into());
+        };
+        let started = held.checkpoint.pass_started;
+        checkpoints
+            .save(
+                &mut held,
+                |c| {
+                    c.status = Status::Finished;
+                    c.last_key = Some("in/z".into());
+                },
+                true,
+            )
+            .await?;
+        let Claim::Held(next) = checkpoints.acquire("in/", "b").await? else {
+            return Err("released lease not free".into());
+        };
+        assert_eq!(next.checkpoint.status, Status::Running);
+        assert_eq!(next.checkpoint.covered_before, Some(started));
+        assert_eq!(next.checkpoint.last_key, None);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_checkpoint_that_is_not_json_is_a_permanent_error_naming_it() -> TestResult {
+        let store = MemoryStore::new();
+        store.insert(
+            "b",
+            ".forward-to-stream/sweep.json",
+            &b"garbage"[..],
+            "text/plain",
+        );
+        let err = checkpoints(&store, Duration::from_secs(60))
+            .acquire("in/", "a")
+            .await
+            .err()
+            .ok_or("accepted")?;
+        assert!(!err.is_retryable());
+        assert!(
+            err.to_string()
+                .contains("checkpoint b/.forward-to-stream/sweep.json is not usable"),
+            "{err}"
+        );
+        Ok(())
+    }
+}

@@ -1,0 +1,343 @@
+//! forward-to-stream's configuration, from environment variables.
+
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use bucketfn::sink::{KafkaSettings, LogIngestSettings};
+use bucketfn::{Env, EventKind, FromEnv};
+
+/// What is published for an object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// A CloudEvent that points at the object (the default).
+    ClaimCheck,
+    /// The object's log records.
+    Content,
+}
+
+impl FromStr for Mode {
+    type Err = &'static str;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "claim-check" => Ok(Self::ClaimCheck),
+            "content" => Ok(Self::Content),
+            _ => Err("expected claim-check or content"),
+        }
+    }
+}
+
+/// How an object's content is split into records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// JSON when the content starts with `[` or `{`, lines otherwise.
+    Auto,
+    /// One record per line.
+    Lines,
+    /// One record per element of the top-level array, or of the array field
+    /// `CONTENT_JSON_FIELD` of the top-level object.
+    Json,
+}
+
+impl FromStr for Format {
+    type Err = &'static str;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "lines" => Ok(Self::Lines),
+            "json" => Ok(Self::Json),
+            _ => Err("expected auto, lines or json"),
+        }
+    }
+}
+
+/// Where messages go.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SinkConfig {
+    Kafka(KafkaSettings),
+    LogIngest(LogIngestSettings),
+    /// JSON lines appended to a file (`-`: standard output).
+    File(PathBuf),
+}
+
+/// Content-mode limits and batching.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContentConfig {
+    /// `CONTENT_FORMAT`.
+    pub format: Format,
+    /// `CONTENT_JSON_FIELD`: the array of records inside a JSON document.
+    pub json_field: String,
+    /// `CONTENT_BATCH_RECORDS`: records per publish, at most.
+    pub batch_records: usize,
+    /// `CONTENT_BATCH_BYTES`: record bytes per publish, at most (one larger record goes alone).
+    pub batch_bytes: usize,
+    /// `CONTENT_MAX_RECORD_BYTES`: a longer record is a permanent error.
+    pub max_record_bytes: usize,
+    /// `CONTENT_MAX_BYTES`: more decompressed content than this is a permanent error.
+    pub max_bytes: u64,
+    /// `CONTENT_MAX_RATIO`: decompressed bytes per compressed byte beyond which gzip content is
+    /// taken for a bomb.
+    pub max_ratio: u64,
+}
+
+impl Default for ContentConfig {
+    fn default() -> Self {
+        Self {
+            format: Format::Auto,
+            json_field: "flow_logs".to_owned(),
+            batch_records: 1000,
+            batch_bytes: 1 << 20,
+            max_record_bytes: 1 << 20,
+            max_bytes: 16 << 30,
+            max_ratio: 200,
+        }
+    }
+}
+
+/// Catch-up sweeps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SweepConfig {
+    /// `FORWARD_BUCKET`: the bucket a schedule sweeps (a CLI `--bucket` wins).
+    pub bucket: Option<String>,
+    /// `CHECKPOINT_PREFIX`: where checkpoints live; keys under it are never forwarded.
+    pub checkpoint_prefix: String,
+    /// `SWEEP_LEASE_SECS`: how long a sweep's claim lasts without renewal.
+    pub lease: Duration,
+    /// `SWEEP_CHECKPOINT_SECS`: how often progress is saved (and the lease renewed).
+    pub checkpoint_every: Duration,
+    /// `SWEEP_MARGIN_SECS`: a sweep stops this long before the invocation deadline.
+    pub margin: Duration,
+    /// `SWEEP_CONCURRENCY`: objects forwarded at once.
+    pub concurrency: usize,
+}
+
+impl Default for SweepConfig {
+    fn default() -> Self {
+        Self {
+            bucket: None,
+            checkpoint_prefix: ".forward-to-stream/".to_owned(),
+            lease: Duration::from_secs(120),
+            checkpoint_every: Duration::from_secs(20),
+            margin: Duration::from_secs(10),
+            concurrency: 4,
+        }
+    }
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// `FORWARD_MODE`.
+    pub mode: Mode,
+    /// `FORWARD_KINDS`: which events are forwarded (`created`, `removed`).
+    pub kinds: Vec<EventKind>,
+    /// `FORWARD_PREFIX`: only keys under it are forwarded; what a sweep walks by default.
+    pub prefix: String,
+    /// `FORWARD_SINK` and the sink's own variables.
+    pub sink: SinkConfig,
+    pub content: ContentConfig,
+    pub sweep: SweepConfig,
+}
+
+impl Config {
+    /// A configuration with defaults and the given sink, for tests and tools.
+    pub fn with_sink(sink: SinkConfig) -> Self {
+        Self {
+            mode: Mode::ClaimCheck,
+            kinds: vec![EventKind::Created],
+            prefix: String::new(),
+            sink,
+            content: ContentConfig::default(),
+            sweep: SweepConfig::default(),
+        }
+    }
+}
+
+fn read_kinds(env: &mut Env) -> Vec<EventKind> {
+    let raw: String = env.or("FORWARD_KINDS", "created".to_owned());
+    let mut kinds = Vec::new();
+    for word in raw.split(',').map(str::trim).filter(|w| !w.is_empty()) {
+        match word {
+            "created" => kinds.push(EventKind::Created),
+            "removed" => kinds.push(EventKind::Removed),
+            other => env.problem(
+                "FORWARD_KINDS",
+                format!("{other:?} is not created or removed"),
+            ),
+        }
+    }
+    if kinds.is_empty() {
+        env.problem("FORWARD_KINDS", "names no kind of event");
+    }
+    kinds
+}
+
+fn read_sink(env: &mut Env) -> Option<SinkConfig> {
+    let sink: String = env.or("FORWARD_SINK", "kafka".to_owned());
+    match sink.as_str() {
+        "kafka" => KafkaSettings::read(env).map(SinkConfig::Kafka),
+        "log-ingest" => LogIngestSettings::read(env).map(SinkConfig::LogIngest),
+        "file" => Some(SinkConfig::File(env.or("FORWARD_FILE", PathBuf::from("-")))),
+        other => {
+            env.problem(
+                "FORWARD_SINK",
+                format!("{other:?} is not kafka, log-ingest or file"),
+            );
+            None
+        }
+    }
+}
+
+fn read_content(env: &mut Env) -> ContentConfig {
+    let defaults = ContentConfig::default();
+    let content = ContentConfig {
+        format: env.or("CONTENT_FORMAT", defaults.format),
+        json_field: env.or("CONTENT_JSON_FIELD", defaults.json_field),
+        batch_records: env.or("CONTENT_BATCH_RECORDS", defaults.batch_records),
+        batch_bytes: env.or("CONTENT_BATCH_BYTES", defaults.batch_bytes),
+        max_record_bytes: env.or("CONTENT_MAX_RECORD_BYTES", defaults.max_record_bytes),
+        max_bytes: env.or("CONTENT_MAX_BYTES", defaults.max_bytes),
+        max_ratio: env.or("CONTENT_MAX_RATIO", defaults.max_ratio),
+    };
+    for (name, value) in [
+        ("CONTENT_BATCH_RECORDS", content.batch_records as u64),
+        ("CONTENT_BATCH_BYTES", content.batch_bytes as u64),
+        ("CONTENT_MAX_RECORD_BYTES", content.max_record_bytes as u64),
+        ("CONTENT_MAX_BYTES", content.max_bytes),
+        ("CONTENT_MAX_RATIO", content.max_ratio),
+    ] {
+        if value == 0 {
+            env.problem(name, "must be at least 1");
+        }
+    }
+    content
+}
+
+fn read_sweep(env: &mut Env) -> SweepConfig {
+    let defaults = SweepConfig::default();
+    let checkpoint_prefix: String = env.or("CHECKPOINT_PREFIX", defaults.checkpoint_prefix);
+    if checkpoint_prefix.is_empty() || !checkpoint_prefix.ends_with('/') {
+        env.problem(
+            "CHECKPOINT_PREFIX",
+            "must be a non-empty prefix ending in `/` (keys under it are never forwarded)",
+        );
+    }
+    let lease: u64 = env.or("SWEEP_LEASE_SECS", defaults.lease.as_secs());
+    let every: u64 = env.or("SWEEP_CHECKPOINT_SECS", defaults.checkpoint_every.as_secs());
+    if lease < 3 {
+        env.problem("SWEEP_LEASE_SECS", "must be at least 3");
+    }
+    if every == 0 || every.saturating_mul(2) > lease {
+        env.problem(
+            "SWEEP_CHECKPOINT_SECS",
+            format!(
+                "must be at least 1 and at most half of SWEEP_LEASE_SECS ({lease}), so that \
+                 the lease is renewed before it runs out"
+            ),
+        );
+    }
+    let concurrency = env.or("SWEEP_CONCURRENCY", defaults.concurrency);
+    if concurrency == 0 {
+        env.problem("SWEEP_CONCURRENCY", "must be at least 1");
+    }
+    SweepConfig {
+        bucket: env.optional("FORWARD_BUCKET"),
+        checkpoint_prefix,
+        lease: Duration::from_secs(lease),
+        checkpoint_every: Duration::from_secs(every),
+        margin: Duration::from_secs(env.or("SWEEP_MARGIN_SECS", defaults.margin.as_secs())),
+        concurrency,
+    }
+}
+
+impl FromEnv for Config {
+    fn read(env: &mut Env) -> Option<Self> {
+        let mode = env.or("FORWARD_MODE", Mode::ClaimCheck);
+        let kinds = read_kinds(env);
+        let prefix = env.raw("FORWARD_PREFIX").unwrap_or_default().to_owned();
+        let sink = read_sink(env);
+        let content = read_content(env);
+        let sweep = read_sweep(env);
+        if mode == Mode::Content && kinds.contains(&EventKind::Removed) {
+            env.problem(
+                "FORWARD_KINDS",
+                "removed objects have no content to forward in FORWARD_MODE=content",
+            );
+        }
+        if !sweep.checkpoint_prefix.is_empty() && prefix.starts_with(&sweep.checkpoint_prefix) {
+            env.problem(
+                "FORWARD_PREFIX",
+                "lies under CHECKPOINT_PREFIX, whose keys are never forwarded",
+            );
+        }
+        Some(Self {
+            mode,
+            kinds,
+            prefix,
+            sink: sink?,
+            content,
+            sweep,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+    #[test]
+    fn defaults_need_only_the_sink() -> TestResult {
+        let config: Config =
+            Env::from_pairs([("KAFKA_BROKERS", "k:9092"), ("KAFKA_TOPIC", "objects")]).load()?;
+        assert_eq!(config.mode, Mode::ClaimCheck);
+        assert_eq!(config.kinds, [EventKind::Created]);
+        assert!(matches!(config.sink, SinkConfig::Kafka(ref k) if k.topic == "objects"));
+        Ok(())
+    }
+
+    #[test]
+    fn every_bad_variable_is_reported_at_once() -> TestResult {
+        let err = Env::from_pairs([
+            ("FORWARD_MODE", "content"),
+            ("FORWARD_KINDS", "created,removed,tagged"),
+            ("FORWARD_SINK", "log-ingest"),
+            ("CONTENT_FORMAT", "xml"),
+            ("SWEEP_LEASE_SECS", "10"),
+            ("SWEEP_CHECKPOINT_SECS", "9"),
+            ("CHECKPOINT_PREFIX", "state"),
+        ])
+        .load::<Config>()
+        .err()
+        .ok_or("accepted")?;
+        let vars: Vec<&str> = err.problems.iter().map(|p| p.variable.as_str()).collect();
+        assert_eq!(
+            vars,
+            [
+                "FORWARD_KINDS",
+                "LOG_INGEST_KEY",
+                "CONTENT_FORMAT",
+                "CHECKPOINT_PREFIX",
+                "SWEEP_CHECKPOINT_SECS",
+                "FORWARD_KINDS"
+            ]
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn the_file_sink_needs_no_broker() -> TestResult {
+        let config: Config = Env::from_pairs([
+            ("FORWARD_SINK", "file"),
+            ("FORWARD_FILE", "/tmp/out.jsonl"),
+            ("FORWARD_KINDS", "created, removed"),
+        ])
+        .load()?;
+        assert_eq!(config.sink, SinkConfig::File("/tmp/out.jsonl".into()));
+        assert_eq!(config.kinds, [EventKind::Created, EventKind::Removed]);
+        Ok(())
+    }
+}

@@ -1,0 +1,301 @@
+//! forward-to-stream: when an object lands, publish a claim-check CloudEvent that points at it
+//! (or, in content mode, its log records) to a Kafka-compatible stream or a log-ingest API;
+//! on a schedule, catch up on every object not forwarded yet, resumably.
+
+mod catch_up;
+pub mod checkpoint;
+pub mod claim;
+mod config;
+pub mod content;
+
+use std::sync::Arc;
+
+use bucketfn::sink::{FilePublisher, KafkaPublisher, LogIngestPublisher, Publisher};
+use bucketfn::storage::{ObjectPath, ensure_readable};
+use bucketfn::{
+    Done, EventKind, Function, Handler, HandlerError, Invocation, ObjectEvent, ObjectStore,
+    Outcome, StartError, StoreError,
+};
+
+pub use config::{Config, ContentConfig, Format, Mode, SinkConfig, SweepConfig};
+
+/// The handler: configuration, the store objects are read from, the sink.
+pub struct Forwarder {
+    config: Config,
+    store: Arc<dyn ObjectStore>,
+    publisher: Arc<dyn Publisher>,
+}
+
+impl Forwarder {
+    pub fn new(config: Config, store: Arc<dyn ObjectStore>, publisher: Arc<dyn Publisher>) -> Self {
+        Self {
+            config,
+            store,
+            publisher,
+        }
+    }
+
+    /// Why a key is not forwarded, if it is not.
+    fn not_input(&self, key: &str) -> Option<String> {
+        if key.starts_with(&self.config.sweep.checkpoint_prefix) {
+            Some(format!(
+                "{key:?} is a checkpoint (under {:?})",
+                self.config.sweep.checkpoint_prefix
+            ))
+        } else if !key.starts_with(&self.config.prefix) {
+            Some(format!(
+                "{key:?} is not under FORWARD_PREFIX {:?}",
+                self.config.prefix
+            ))
+        } else {
+            None
+        }
+    }
+
+    async fn forward_event(&self, event: &ObjectEvent) -> Outcome {
+        if let Some(why) = self.not_input(&event.key) {
+            return Ok(Done::Skipped(why));
+        }
+        match self.config.mode {
+            Mode::ClaimCheck => {
+                let mut claim = claim::Claim::of_event(event);
+                if event.kind == EventKind::Created && claim.etag.is_none() {
+                    // Some notifications (and `sweep --key`) omit size and etag; the claim
+                    // should carry them, and the etag keeps its id stable.
+                    match self.store.head(&event.bucket, &event.key).await {
+                        Ok(info) => {
+                            claim.size = Some(info.size);
+                            claim.etag = info.etag;
+                        }
+                        Err(StoreError::NotFound { .. }) => {
+                            return Ok(Done::Skipped(format!(
+                                "{} no longer exists",
+                                ObjectPath(&event.bucket, &event.key)
+                            )));
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                self.publish_claim(claim, &event.bucket).await
+            }
+            Mode::Content => {
+                self.forward_content(event.source, &event.bucket, &event.key)
+                    .await
+            }
+        }
+    }
+
+    async fn publish_claim(&self, claim: claim::Claim, bucket: &str) -> Outcome {
+        let message = claim.to_message().map_err(|e| {
+            HandlerError::permanent(format!(
+                "cannot describe {}: {e}",
+                ObjectPath(bucket, &claim.key)
+            ))
+        })?;
+        self.publisher.publish(vec![message]).await?;
+        Ok(Done::Completed(format!(
+            "published a claim check for {}",
+            ObjectPath(bucket, &claim.key)
+        )))
+    }
+
+    async fn forward_content(&self, source: bucketfn::Source, bucket: &str, key: &str) -> Outcome {
+        ensure_readable(source, bucket, key)?;
+        let (info, reader) = match self.store.open(bucket, key).await {
+            Ok(opened) => opened,
+            Err(StoreError::NotFound { .. }) => {
+                return Ok(Done::Skipped(format!(
+                    "{} no longer exists",
+                    ObjectPath(bucket, key)
+                )));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        // Without an etag, size and time still tell versions apart for dedupe ids.
+        let etag = info.etag.clone().unwrap_or_else(|| {
+            let time = info.last_modified.map_or(0, |t| t.timestamp_millis());
+            format!("{}-{time}", info.size)
+        });
+        let origin = content::Origin {
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+            etag,
+        };
+        let records = content::forward(
+            reader,
+            &origin,
+            &self.config.content,
+            self.publisher.as_ref(),
+        )
+        .await?;
+        Ok(Done::Completed(format!(
+            "forwarded {records} records of {} ({} bytes)",
+            ObjectPath(bucket, key),
+            info.size
+        )))
+    }
+}
+
+impl Handler for Forwarder {
+    async fn handle(&self, event: &ObjectEvent, invocation: &Invocation) -> Outcome {
+        match event.kind {
+            EventKind::Sweep => catch_up::run(self, event, invocation).await,
+            kind if self.config.kinds.contains(&kind) => self.forward_event(event).await,
+            kind => Ok(Done::Skipped(format!(
+                "{kind:?} events are not forwarded (FORWARD_KINDS)"
+            ))),
+        }
+    }
+}
+
+/// Builds the sink the configuration names.
+pub fn publisher(sink: &SinkConfig) -> Result<Arc<dyn Publisher>, StartError> {
+    Ok(match sink {
+        SinkConfig::Kafka(settings) => {
+            Arc::new(KafkaPublisher::new(settings.clone()).map_err(StartError::Failed)?)
+        }
+        SinkConfig::LogIngest(settings) => {
+            Arc::new(LogIngestPublisher::new(settings.clone()).map_err(StartError::Failed)?)
+        }
+        SinkConfig::File(path) => Arc::new(FilePublisher::open(path).map_err(|e| {
+            StartError::Failed(format!("FORWARD_FILE {}: {e}", path.display()).into())
+        })?),
+    })
+}
+
+impl Function for Forwarder {
+    const NAME: &'static str = "forward-to-stream";
+    const ABOUT: &'static str = "Publishes a claim-check reference (or the log records) of every \
+        object that lands in a bucket to a Kafka-compatible stream or a log-ingest API";
+
+    type Config = Config;
+
+    async fn start(config: Config, store: Arc<dyn ObjectStore>) -> Result<Self, StartError> {
+        let publisher = publisher(&config.sink)?;
+        Ok(Self::new(config, store, publisher))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bucketfn::sink::MemoryPublisher;
+    use bucketfn::storage::MemoryStore;
+
+    type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+    pub(crate) fn event(
+        kind: &str,
+        bucket: &str,
+        key: &str,
+    ) -> Result<ObjectEvent, Box<dyn std::error::Error>> {
+        let notification = serde_json::json!({"Records": [{"eventVersion": "2.1",
+            "eventSource": "aws:s3", "eventName": kind, "eventTime": "2024-11-05T14:22:31.493Z",
+            "s3": {"bucket": {"name": bucket}, "object": {"key": key, "size": 5, "eTag": "e"}}}]});
+        let events = bucketfn::event::decode_value(notification)?.into_events()?;
+        events.into_iter().next().ok_or_else(|| "no event".into())
+    }
+
+    pub(crate) fn forwarder(config: Config) -> (Arc<MemoryStore>, Arc<MemoryPublisher>, Forwarder) {
+        let store = Arc::new(MemoryStore::new());
+        let publisher = Arc::new(MemoryPublisher::new());
+        let forwarder = Forwarder::new(
+            config,
+            Arc::clone(&store) as Arc<dyn ObjectStore>,
+            Arc::clone(&publisher) as Arc<dyn Publisher>,
+        );
+        (store, publisher, forwarder)
+    }
+
+    pub(crate) fn file_config() -> Config {
+        Config::with_sink(SinkConfig::File("-".into()))
+    }
+
+    #[tokio::test]
+    async fn created_objects_are_announced_and_removals_only_when_asked() -> TestResult {
+        let (_store, publisher, handler) = forwarder(file_config());
+        let inv = Invocation::default();
+        let done = handler
+            .handle(&event("ObjectCreated:Put", "b", "a.csv")?, &inv)
+            .await?;
+        assert!(matches!(done, Done::Completed(_)), "{done}");
+        let removed = event("ObjectRemoved:Delete", "b", "a.csv")?;
+        assert!(matches!(
+            handler.handle(&removed, &inv).await?,
+            Done::Skipped(_)
+        ));
+        assert_eq!(publisher.published().len(), 1);
+
+        let mut config = file_config();
+        config.kinds = vec![EventKind::Created, EventKind::Removed];
+        let (_store, publisher, handler) = forwarder(config);
+        handler.handle(&removed, &inv).await?;
+        let published = publisher.published();
+        let ce_type = published[0].headers.iter().find(|(n, _)| n == "ce_type");
+        assert_eq!(
+            ce_type.map(|(_, v)| v.as_str()),
+            Some("io.bucketfn.object.removed")
+        );
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_broker_that_is_down_makes_the_event_retryable() -> TestResult {
+        let (_store, publisher, handler) = forwarder(file_config());
+        publisher.set_unavailable(true);
+        let err = handler
+            .handle(
+                &event("ObjectCreated:Put", "b", "a.csv")?,
+                &Invocation::default(),
+            )
+            .await
+            .err()
+            .ok_or("acknowledged without the broker")?;
+        assert!(err.is_retryable(), "{err}");
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn checkpoints_and_keys_outside_the_prefix_are_never_forwarded() -> TestResult {
+        let mut config = file_config();
+        config.prefix = "logs/".into();
+        let (_store, publisher, handler) = forwarder(config);
+        let inv = Invocation::default();
+        for key in [".forward-to-stream/sweeps/logs.json", "other/x.gz"] {
+            let done = handler
+                .handle(&event("ObjectCreated:Put", "b", key)?, &inv)
+                .await?;
+            assert!(matches!(done, Done::Skipped(_)), "{key}: {done}");
+        }
+        assert!(publisher.published().is_empty());
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn content_mode_forwards_records_and_skips_gone_objects() -> TestResult {
+        let mut config = file_config();
+        config.mode = Mode::Content;
+        let (store, publisher, handler) = forwarder(config);
+        store.insert("b", "vpc/x.log", &b"r1\nr2\n"[..], "text/plain");
+        let inv = Invocation::default();
+        let done = handler
+            .handle(&event("ObjectCreated:Put", "b", "vpc/x.log")?, &inv)
+            .await?;
+        assert_eq!(
+            done,
+            Done::Completed("forwarded 2 records of b/vpc/x.log (6 bytes)".into())
+        );
+        let etag = store.head("b", "vpc/x.log").await?.etag.ok_or("no etag")?;
+        let ids: Vec<String> = publisher
+            .published()
+            .iter()
+            .map(|m| m.headers[0].1.clone())
+            .collect();
+        assert_eq!(ids, [format!("{etag}:0"), format!("{etag}:1")]);
+        let gone = handler
+            .handle(&event("ObjectCreated:Put", "b", "vpc/gone.log")?, &inv)
+            .await?;
+        assert!(matches!(gone, Done::Skipped(_)), "{gone}");
+        Ok(())
+    }
+}

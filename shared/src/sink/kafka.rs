@@ -1,0 +1,613 @@
+//! Kafka-compatible streams (Apache Kafka, Amazon MSK, Confluent, Redpanda, OCI Streaming)
+//! through rskafka, a pure-Rust client: acks from all in-sync replicas, SASL PLAIN / SCRAM,
+//! TLS, optional compression, records partitioned by key as Kafka's own producers do.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::Utc;
+use futures_util::future::try_join_all;
+use rskafka::client::error::{Error as KafkaError, ProtocolError};
+use rskafka::client::partition::{Compression, PartitionClient, UnknownTopicHandling};
+use rskafka::client::{Client, ClientBuilder, Credentials, SaslConfig};
+use rskafka::record::Record;
+use rskafka::{BackoffConfig, ConnectionError, SaslError};
+use tokio::sync::Mutex;
+
+use super::{Message, PublishError, Publisher};
+use crate::config::{Env, FromEnv};
+use crate::outcome::BoxError;
+
+/// How records are compressed on the wire (`KAFKA_COMPRESSION`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KafkaCompression {
+    None,
+    Gzip,
+    Snappy,
+}
+
+impl std::str::FromStr for KafkaCompression {
+    type Err = &'static str;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "none" => Ok(Self::None),
+            "gzip" => Ok(Self::Gzip),
+            "snappy" => Ok(Self::Snappy),
+            _ => Err("expected none, gzip or snappy"),
+        }
+    }
+}
+
+/// SASL mechanism and credentials.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Sasl {
+    /// `PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512`.
+    pub mechanism: String,
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for Sasl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The password never reaches a log line.
+        f.debug_struct("Sasl")
+            .field("mechanism", &self.mechanism)
+            .field("username", &self.username)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where and how to publish, from `KAFKA_*` variables.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KafkaSettings {
+    /// `KAFKA_BROKERS`: bootstrap brokers, `host:port` separated by commas.
+    pub brokers: Vec<String>,
+    /// `KAFKA_TOPIC`.
+    pub topic: String,
+    /// From `KAFKA_SECURITY_PROTOCOL` (`PLAINTEXT`, `SSL`, `SASL_PLAINTEXT`, `SASL_SSL`).
+    pub tls: bool,
+    /// `KAFKA_SASL_MECHANISM`, `KAFKA_SASL_USERNAME`, `KAFKA_SASL_PASSWORD`.
+    pub sasl: Option<Sasl>,
+    /// `KAFKA_TLS_CA_FILE`: PEM certificates trusted besides the system's.
+    pub tls_ca_file: Option<PathBuf>,
+    /// `KAFKA_COMPRESSION`.
+    pub compression: KafkaCompression,
+    /// `KAFKA_TIMEOUT_SECS`: how long one publish may take, connection included, before it
+    /// counts as failed (and the event as retryable).
+    pub timeout: Duration,
+    /// `KAFKA_MAX_REQUEST_BYTES`: records per produce request stay under this (the broker's
+    /// `message.max.bytes` is 1 MiB by default).
+    pub max_request_bytes: usize,
+}
+
+impl FromEnv for KafkaSettings {
+    fn read(env: &mut Env) -> Option<Self> {
+        let brokers: Option<String> = env.required("KAFKA_BROKERS");
+        let topic: Option<String> = env.required("KAFKA_TOPIC");
+        let protocol: String = env.or("KAFKA_SECURITY_PROTOCOL", "PLAINTEXT".to_owned());
+        let (tls, sasl_on) = match protocol.to_ascii_uppercase().as_str() {
+            "PLAINTEXT" => (false, false),
+            "SSL" => (true, false),
+            "SASL_PLAINTEXT" => (false, true),
+            "SASL_SSL" => (true, true),
+            other => {
+                env.problem(
+                    "KAFKA_SECURITY_PROTOCOL",
+                    format!("{other:?} is not PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL"),
+                );
+                (false, false)
+            }
+        };
+        let sasl = if sasl_on {
+            let mechanism: String = env.or("KAFKA_SASL_MECHANISM", "PLAIN".to_owned());
+            let mechanism = mechanism.to_ascii_uppercase();
+            if !["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"].contains(&mechanism.as_str()) {
+                env.problem(
+                    "KAFKA_SASL_MECHANISM",
+                    format!("{mechanism:?} is not PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512"),
+                );
+            }
+            let username = env.required("KAFKA_SASL_USERNAME");
+            let password = env.required("KAFKA_SASL_PASSWORD");
+            Some(Sasl {
+                mechanism,
+                username: username?,
+                password: password?,
+            })
+        } else {
+            None
+        };
+        let compression = env.or("KAFKA_COMPRESSION", KafkaCompression::None);
+        let timeout = env.or("KAFKA_TIMEOUT_SECS", 30u64);
+        let max_request_bytes = env.or("KAFKA_MAX_REQUEST_BYTES", 1_000_000usize);
+        if timeout == 0 {
+            env.problem("KAFKA_TIMEOUT_SECS", "must be at least 1");
+        }
+        if max_request_bytes < 1024 {
+            env.problem("KAFKA_MAX_REQUEST_BYTES", "must be at least 1024");
+        }
+        let brokers: Vec<String> = brokers?
+            .split(',')
+            .map(str::trim)
+            .filter(|b| !b.is_empty())
+            .map(str::to_owned)
+            .collect();
+        if brokers.is_empty() {
+            env.problem("KAFKA_BROKERS", "names no broker");
+        }
+        Some(Self {
+            brokers,
+            topic: topic?,
+            tls,
+            sasl,
+            tls_ca_file: env.optional("KAFKA_TLS_CA_FILE"),
+            compression,
+            timeout: Duration::from_secs(timeout),
+            max_request_bytes,
+        })
+    }
+}
+
+/// A connected client and one partition client per partition of the topic.
+struct Connected {
+    partitions: Vec<PartitionClient>,
+    // Kept alive for the partition clients' shared broker connections.
+    _client: Client,
+}
+
+/// Publishes to one topic. Connects on first use and again after any failure, so a broker
+/// that restarts is picked up by the next event.
+pub struct KafkaPublisher {
+    settings: KafkaSettings,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    connected: Mutex<Option<Arc<Connected>>>,
+    /// Spreads key-less messages over the partitions.
+    next_partition: AtomicUsize,
+    sink: String,
+}
+
+impl std::fmt::Debug for KafkaPublisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaPublisher")
+            .field("sink", &self.sink)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KafkaPublisher {
+    /// Prepares the publisher (TLS trust is read now, so a bad CA file stops the start-up);
+    /// nothing connects until the first publish.
+    pub fn new(settings: KafkaSettings) -> Result<Self, BoxError> {
+        let tls = if settings.tls {
+            Some(tls_config(settings.tls_ca_file.as_deref())?)
+        } else {
+            None
+        };
+        let sink = format!("Kafka topic {:?}", settings.topic);
+        Ok(Self {
+            settings,
+            tls,
+            connected: Mutex::new(None),
+            next_partition: AtomicUsize::new(0),
+            sink,
+        })
+    }
+
+    async fn connection(&self) -> Result<Arc<Connected>, PublishError> {
+        let mut slot = self.connected.lock().await;
+        if let Some(connected) = slot.as_ref() {
+            return Ok(Arc::clone(connected));
+        }
+        let mut builder = ClientBuilder::new(self.settings.brokers.clone())
+            .client_id("bucketfn")
+            .max_message_size(self.settings.max_request_bytes.max(1 << 20) * 2)
+            // rskafka retries with backoff inside each call; the deadline keeps that within
+            // one publish's time budget.
+            .backoff_config(BackoffConfig {
+                init_backoff: Duration::from_millis(100),
+                max_backoff: Duration::from_secs(2),
+                base: 2.0,
+                deadline: Some(self.settings.timeout),
+            });
+        if let Some(tls) = &self.tls {
+            builder = builder.tls_config(Arc::clone(tls));
+        }
+        if let Some(sasl) = &self.settings.sasl {
+            let credentials = Credentials::new(sasl.username.clone(), sasl.password.clone());
+            builder = builder.sasl_config(match sasl.mechanism.as_str() {
+                "SCRAM-SHA-256" => SaslConfig::ScramSha256(credentials),
+                "SCRAM-SHA-512" => SaslConfig::ScramSha512(credentials),
+                _ => SaslConfig::Plain(credentials),
+            });
+        }
+        let client = builder.build().await.map_err(|e| self.classify(e))?;
+        let topics = client.list_topics().await.map_err(|e| self.classify(e))?;
+        let Some(topic) = topics.into_iter().find(|t| t.name == self.settings.topic) else {
+            return Err(PublishError::Rejected {
+                sink: self.sink.clone(),
+                source: "the topic does not exist".into(),
+            });
+        };
+        let mut ids: Vec<i32> = topic.partitions.into_iter().collect();
+        ids.sort_unstable();
+        let mut partitions = Vec::with_capacity(ids.len());
+        for id in ids {
+            let partition = client
+                .partition_client(self.settings.topic.clone(), id, UnknownTopicHandling::Retry)
+                .await
+                .map_err(|e| self.classify(e))?;
+            partitions.push(partition);
+        }
+        if partitions.is_empty() {
+            return Err(PublishError::Rejected {
+                sink: self.sink.clone(),
+                source: "the topic has no partitions".into(),
+            });
+        }
+        let connected = Arc::new(Connected {
+            partitions,
+            _client: client,
+        });
+        *slot = Some(Arc::clone(&connected));
+        Ok(connected)
+    }
+
+    async fn send(&self, messages: Vec<Message>) -> Result<(), PublishError> {
+        let connected = self.connection().await?;
+        let count = connected.partitions.len();
+        let mut by_partition: BTreeMap<usize, Vec<Record>> = BTreeMap::new();
+        for message in messages {
+            let partition = match &message.key {
+                Some(key) => partition_for(key.as_bytes(), count),
+                None => self.next_partition.fetch_add(1, Ordering::Relaxed) % count,
+            };
+            let record = to_record(message);
+            if record.approximate_size() > self.settings.max_request_bytes {
+                return Err(PublishError::Rejected {
+                    sink: self.sink.clone(),
+                    source: format!(
+                        "a message of {} bytes is larger than KAFKA_MAX_REQUEST_BYTES ({})",
+                        record.approximate_size(),
+                        self.settings.max_request_bytes
+                    )
+                    .into(),
+                });
+            }
+            by_partition.entry(partition).or_default().push(record);
+        }
+        let compression = match self.settings.compression {
+            KafkaCompression::None => Compression::NoCompression,
+            KafkaCompression::Gzip => Compression::Gzip,
+            KafkaCompression::Snappy => Compression::Snappy,
+        };
+        // Partitions are written concurrently; within one partition, requests go in order so
+        // that the records of one object keep their order.
+        try_join_all(by_partition.into_iter().map(|(partition, records)| {
+            let client = &connected.partitions[partition];
+            async move {
+                for chunk in chunks_under(records, self.settings.max_request_bytes) {
+                    client
+                        .produce(chunk, compression)
+                        .await
+                        .map_err(|e| self.classify(e))?;
+                }
+                Ok::<(), PublishError>(())
+            }
+        }))
+        .await?;
+        Ok(())
+    }
+
+    fn classify(&self, error: KafkaError) -> PublishError {
+        let permanent = match &error {
+            KafkaError::ServerError { protocol_error, .. } => matches!(
+                protocol_error,
+                ProtocolError::MessageTooLarge
+                    | ProtocolError::RecordListTooLarge
+                    | ProtocolError::InvalidTopicException
+                    | ProtocolError::TopicAuthorizationFailed
+                    | ProtocolError::ClusterAuthorizationFailed
+                    | ProtocolError::SaslAuthenticationFailed
+                    | ProtocolError::InvalidRecord
+                    | ProtocolError::UnsupportedCompressionType
+                    | ProtocolError::PolicyViolation
+                    | ProtocolError::InvalidRequiredAcks
+            ),
+            // Wrong credentials or mechanism: retrying will not change the answer.
+            KafkaError::Connection(ConnectionError::SaslFailed(sasl)) => {
+                !matches!(sasl, SaslError::RequestError(_))
+            }
+            _ => false,
+        };
+        let source = Box::new(error);
+        if permanent {
+            PublishError::Rejected {
+                sink: self.sink.clone(),
+                source,
+            }
+        } else {
+            PublishError::Unavailable {
+                sink: self.sink.clone(),
+                source,
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Publisher for KafkaPublisher {
+    async fn publish(&self, messages: Vec<Message>) -> Result<(), PublishError> {
+        if messages.is_empty() {
+            return Ok(());
+        }
+        let result = tokio::time::timeout(self.settings.timeout, self.send(messages))
+            .await
+            .unwrap_or_else(|_| {
+                Err(PublishError::Unavailable {
+                    sink: self.sink.clone(),
+                    source: format!(
+                        "no acknowledgement within {} s (KAFKA_TIMEOUT_SECS)",
+                        self.settings.timeout.as_secs()
+                    )
+                    .into(),
+                })
+            });
+        if result.is_err() {
+            // A broker that restarted or moved leaves stale connections behind; start afresh.
+            *self.connected.lock().await = None;
+        }
+        result
+    }
+}
+
+fn to_record(message: Message) -> Record {
+    let mut headers: BTreeMap<String, Vec<u8>> = message
+        .headers
+        .into_iter()
+        .map(|(name, value)| (name, value.into_bytes()))
+        .collect();
+    if !message.content_type.is_empty() {
+        headers
+            .entry("content-type".to_owned())
+            .or_insert_with(|| message.content_type.into_bytes());
+    }
+    if let Some(id) = message.correlation_id {
+        headers
+            .entry("correlation_id".to_owned())
+            .or_insert_with(|| id.into_bytes());
+    }
+    Record {
+        key: message.key.map(String::into_bytes),
+        value: Some(message.body.to_vec()),
+        headers,
+        timestamp: Utc::now(),
+    }
+}
+
+/// Splits records, in order, into groups whose approximate size stays under `limit`.
+fn chunks_under(records: Vec<Record>, limit: usize) -> Vec<Vec<Record>> {
+    let mut chunks = Vec::new();
+    let mut current = Vec::new();
+    let mut size = 0;
+    for record in records {
+        // Each record also carries a few dozen bytes of framing.
+        let cost = record.approximate_size() + 64;
+        if !current.is_empty() && size + cost > limit {
+            chunks.push(std::mem::take(&mut current));
+            size = 0;
+        }
+        size += cost;
+        current.push(record);
+    }
+    if !current.is_empty() {
+        chunks.push(current);
+    }
+    chunks
+}
+
+/// The partition Kafka's default partitioner picks for `key` (murmur2, made positive), so
+/// that our records share partitions with those of Java, librdkafka (`murmur2_random`) and
+/// other clients for the same key.
+pub fn partition_for(key: &[u8], partitions: usize) -> usize {
+    (murmur2(key) & 0x7fff_ffff) as usize % partitions.max(1)
+}
+
+/// MurmurHash2 as Kafka's `Utils.murmur2` computes it (seed 0x9747b28c).
+fn murmur2(data: &[u8]) -> u32 {
+    const M: u32 = 0x5bd1_e995;
+    const R: u32 = 24;
+    let mut h: u32 = 0x9747_b28c ^ (data.len() as u32);
+    let mut chunks = data.chunks_exact(4);
+    for chunk in chunks.by_ref() {
+        let mut k = u32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
+        k = k.wrapping_mul(M);
+        k ^= k >> R;
+        k = k.wrapping_mul(M);
+        h = h.wrapping_mul(M);
+        h ^= k;
+    }
+    let rest = chunks.remainder();
+    if rest.len() >= 3 {
+        h ^= u32::from(rest[2]) << 16;
+    }
+    if rest.len() >= 2 {
+        h ^= u32::from(rest[1]) << 8;
+    }
+    if let Some(&first) = rest.first() {
+        h ^= u32::from(first);
+        h = h.wrapping_mul(M);
+    }
+    h ^= h >> 13;
+    h = h.wrapping_mul(M);
+    h ^= h >> 15;
+    h
+}
+
+/// TLS trust: the system's roots plus, when given, the certificates in `ca_file`.
+fn tls_config(ca_file: Option<&std::path::Path>) -> Result<Arc<rustls::ClientConfig>, BoxError> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+
+    let mut roots = rustls::RootCertStore::empty();
+    // Unreadable system certificates are not fatal: a CA file may be all that is needed.
+    for cert in rustls_native_certs::load_native_certs().certs {
+        let _ = roots.add(cert);
+    }
+    if let Some(path) = ca_file {
+        let certs = CertificateDer::pem_file_iter(path)
+            .map_err(|e| format!("KAFKA_TLS_CA_FILE {}: {e}", path.display()))?;
+        for cert in certs {
+            let cert = cert.map_err(|e| format!("KAFKA_TLS_CA_FILE {}: {e}", path.display()))?;
+            roots.add(cert)?;
+        }
+    }
+    if roots.is_empty() {
+        return Err(
+            "TLS is on but no trusted certificate was found (set KAFKA_TLS_CA_FILE)".into(),
+        );
+    }
+    // Named rather than process-wide: other TLS clients in the binary choose their own.
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    type TestResult = Result<(), BoxError>;
+
+    #[test]
+    fn murmur2_matches_kafkas_reference_values() {
+        // From Kafka's UtilsTest.testMurmur2.
+        let cases: [(&str, i32); 6] = [
+            ("21", -973_932_308),
+            ("foobar", -790_332_482),
+            ("a-little-bit-long-string", -985_981_536),
+            ("a-little-bit-longer-string", -1_486_304_829),
+            (
+                "lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8",
+                -58_897_971,
+            ),
+            ("abc", 479_470_107),
+        ];
+        for (key, expected) in cases {
+            assert_eq!(murmur2(key.as_bytes()) as i32, expected, "{key}");
+        }
+    }
+
+    #[test]
+    fn one_key_always_lands_in_one_partition() {
+        let first = partition_for(b"logs/2024/a.gz", 6);
+        assert!(first < 6);
+        for _ in 0..10 {
+            assert_eq!(partition_for(b"logs/2024/a.gz", 6), first);
+        }
+    }
+
+    #[test]
+    fn records_are_chunked_in_order_under_the_limit() {
+        let records: Vec<Record> = (0..10)
+            .map(|n| {
+                to_record(Message {
+                    key: Some(format!("k{n}")),
+                    body: Bytes::from(vec![b'x'; 300]),
+                    ..Message::default()
+                })
+            })
+            .collect();
+        let chunks = chunks_under(records, 1000);
+        assert!(chunks.iter().all(|c| !c.is_empty() && c.len() <= 2));
+        let keys: Vec<Vec<u8>> = chunks.into_iter().flatten().filter_map(|r| r.key).collect();
+        let expected: Vec<Vec<u8>> = (0..10).map(|n| format!("k{n}").into_bytes()).collect();
+        assert_eq!(keys, expected);
+    }
+
+    #[test]
+    fn content_type_becomes_a_header_without_replacing_one() {
+        let record = to_record(Message {
+            key: Some("b/k".into()),
+            headers: vec![("ce_id".into(), "1".into())],
+            content_type: "application/json".into(),
+            ..Message::default()
+        });
+        assert_eq!(
+            record.headers.get("content-type").map(Vec::as_slice),
+            Some(&b"application/json"[..])
+        );
+        assert_eq!(record.key.as_deref(), Some(&b"b/k"[..]));
+    }
+
+    #[test]
+    fn settings_need_brokers_topic_and_complete_sasl() -> TestResult {
+        let err = Env::from_pairs([
+            ("KAFKA_SECURITY_PROTOCOL", "SASL_SSL"),
+            ("KAFKA_SASL_MECHANISM", "GSSAPI"),
+        ])
+        .load::<KafkaSettings>()
+        .err()
+        .ok_or("accepted")?;
+        let vars: Vec<&str> = err.problems.iter().map(|p| p.variable.as_str()).collect();
+        assert_eq!(
+            vars,
+            [
+                "KAFKA_BROKERS",
+                "KAFKA_TOPIC",
+                "KAFKA_SASL_MECHANISM",
+                "KAFKA_SASL_USERNAME",
+                "KAFKA_SASL_PASSWORD"
+            ]
+        );
+        let settings: KafkaSettings = Env::from_pairs([
+            ("KAFKA_BROKERS", "a:9092, b:9092"),
+            ("KAFKA_TOPIC", "t"),
+            ("KAFKA_SECURITY_PROTOCOL", "sasl_ssl"),
+            ("KAFKA_SASL_MECHANISM", "scram-sha-512"),
+            ("KAFKA_SASL_USERNAME", "u"),
+            ("KAFKA_SASL_PASSWORD", "secret"),
+        ])
+        .load()?;
+        assert_eq!(settings.brokers, ["a:9092", "b:9092"]);
+        assert!(settings.tls);
+        let sasl = settings.sasl.ok_or("no sasl")?;
+        assert_eq!(sasl.mechanism, "SCRAM-SHA-512");
+        assert!(!format!("{sasl:?}").contains("secret"));
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_broker_that_is_not_there_is_retryable_within_the_timeout() -> TestResult {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let publisher = KafkaPublisher::new(KafkaSettings {
+            brokers: vec![format!("127.0.0.1:{port}")],
+            topic: "t".into(),
+            tls: false,
+            sasl: None,
+            tls_ca_file: None,
+            compression: KafkaCompression::None,
+            timeout: Duration::from_secs(1),
+            max_request_bytes: 1 << 20,
+        })?;
+        let began = std::time::Instant::now();
+        let err = publisher
+            .publish(vec![Message::default()])
+            .await
+            .err()
+            .ok_or("published to nothing")?;
+        assert!(matches!(err, PublishError::Unavailable { .. }), "{err}");
+        assert!(began.elapsed() < Duration::from_secs(5));
+        Ok(())
+    }
+}

@@ -1,0 +1,248 @@
+//! forward-to-stream against a log-ingest API that follows the Mezmo contract (including 429,
+//! 500 and a stalled server), and the binary as a service and on the command line.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bucketfn::storage::MemoryStore;
+use bucketfn::{Done, Env, Handler, Invocation, ObjectEvent, ObjectStore};
+use forward_to_stream::{Config, Forwarder};
+use serde_json::{Value, json};
+
+use crate::support::function::{
+    FORWARD_TO_STREAM, FunctionProcess, free_port, request, wait_ready,
+};
+use crate::support::log_ingest::LogIngestApi;
+use crate::support::{BoxError, TestResult};
+
+const LINES: usize = 60;
+
+fn flow_logs() -> String {
+    (0..LINES)
+        .map(|n| format!("2 123456789010 eni-{n} 10.0.1.5 10.0.0.220 39812 80 6 20 4249 1418530010 1418530070 ACCEPT OK\n"))
+        .collect()
+}
+
+fn created(key: &str) -> Result<ObjectEvent, BoxError> {
+    let notification = json!({"Records": [{"eventVersion": "2.1", "eventSource": "aws:s3",
+        "eventName": "ObjectCreated:Put", "eventTime": "2024-11-05T14:22:31.493Z",
+        "s3": {"bucket": {"name": "logs"}, "object": {"key": key, "size": 1}}}]});
+    let events = bucketfn::event::decode_value(notification)?.into_events()?;
+    events.into_iter().next().ok_or_else(|| "no event".into())
+}
+
+async fn content_forwarder(
+    api: &LogIngestApi,
+    extra: &[(&str, &str)],
+) -> Result<(Arc<MemoryStore>, Forwarder), BoxError> {
+    let mut env = api.env();
+    env.push(("FORWARD_MODE", "content".to_owned()));
+    env.push(("LOG_INGEST_MAX_BATCH_BYTES", "4096".to_owned()));
+    env.extend(extra.iter().map(|(k, v)| (*k, (*v).to_owned())));
+    let config: Config = Env::from_pairs(env).load()?;
+    let store = Arc::new(MemoryStore::new());
+    store.insert("logs", "vpc/a.log", flow_logs(), "text/plain");
+    let publisher = forward_to_stream::publisher(&config.sink)?;
+    let forwarder = Forwarder::new(
+        config,
+        Arc::clone(&store) as Arc<dyn ObjectStore>,
+        publisher,
+    );
+    Ok((store, forwarder))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn log_lines_arrive_in_order_with_dedupe_ids_through_429_and_500() -> TestResult {
+    let api = LogIngestApi::start().await?;
+    let (store, forwarder) = content_forwarder(&api, &[]).await?;
+    api.fail_with(&[429, 500, 503]);
+    let done = forwarder
+        .handle(&created("vpc/a.log")?, &Invocation::default())
+        .await?;
+    assert!(matches!(done, Done::Completed(_)), "{done}");
+    let lines = api.lines();
+    assert_eq!(lines.len(), LINES);
+    let etag = store
+        .head("logs", "vpc/a.log")
+        .await?
+        .etag
+        .ok_or("no etag")?;
+    for (n, line) in lines.iter().enumerate() {
+        assert_eq!(line["meta"]["dedupe_id"], format!("{etag}:{n}"));
+        assert!(
+            line["line"]
+                .as_str()
+                .is_some_and(|l| l.contains(&format!("eni-{n} "))),
+            "{line}"
+        );
+        assert_eq!(line["meta"]["key"], "logs/vpc/a.log");
+        assert_eq!(line["app"], "bucketfn");
+    }
+    // Three refused, then several requests under the 4096-byte limit.
+    assert!(api.requests() > 3 + 2, "{}", api.requests());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_that_keeps_failing_makes_the_event_retryable() -> TestResult {
+    let api = LogIngestApi::start().await?;
+    let (_store, forwarder) = content_forwarder(&api, &[("LOG_INGEST_MAX_ATTEMPTS", "3")]).await?;
+    api.fail_with(&[500; 10]);
+    let err = forwarder
+        .handle(&created("vpc/a.log")?, &Invocation::default())
+        .await
+        .err()
+        .ok_or("500s reported as success")?;
+    assert!(err.is_retryable(), "{err}");
+    assert!(err.to_string().contains("3 attempts"), "{err}");
+    assert!(err.to_string().contains("HTTP 500"), "{err}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_error_is_permanent_and_not_retried() -> TestResult {
+    let api = LogIngestApi::start().await?;
+    let (_store, forwarder) = content_forwarder(&api, &[]).await?;
+    api.fail_with(&[400]);
+    let err = forwarder
+        .handle(&created("vpc/a.log")?, &Invocation::default())
+        .await
+        .err()
+        .ok_or("400 reported as success")?;
+    assert!(!err.is_retryable(), "{err}");
+    assert!(err.to_string().contains("HTTP 400"), "{err}");
+    assert_eq!(api.requests(), 1);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stalled_server_is_a_retryable_timeout() -> TestResult {
+    let api = LogIngestApi::start().await?;
+    let (_store, forwarder) = content_forwarder(
+        &api,
+        &[
+            ("LOG_INGEST_TIMEOUT_SECS", "1"),
+            ("LOG_INGEST_MAX_ATTEMPTS", "2"),
+        ],
+    )
+    .await?;
+    api.stall(Duration::from_secs(3));
+    let err = forwarder
+        .handle(&created("vpc/a.log")?, &Invocation::default())
+        .await
+        .err()
+        .ok_or("a stalled server reported as success")?;
+    assert!(err.is_retryable(), "{err}");
+    assert!(err.to_string().contains("no answer within 1 s"), "{err}");
+    Ok(())
+}
+
+fn read_jsonl(path: &std::path::Path) -> Result<Vec<Value>, BoxError> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    Ok(text
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()?)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_service_publishes_a_claim_for_a_binary_mode_cloudevent() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let out = dir.path().join("out.jsonl");
+    let port = free_port()?;
+    let env = [
+        ("PORT", port.to_string()),
+        ("FORWARD_SINK", "file".to_owned()),
+        ("FORWARD_FILE", out.to_string_lossy().into_owned()),
+    ];
+    let process = FunctionProcess::spawn(FORWARD_TO_STREAM, &["serve"], &env)?;
+    let url = format!("http://127.0.0.1:{port}");
+    wait_ready(&format!("{url}/healthz"), &process, Duration::from_secs(20)).await?;
+    let body = json!({"bucket": "cos-logs", "endpoint": "", "key": "flows/a b.json.gz",
+        "notification": {"bucket_name": "cos-logs", "event_type": "Object:Write", "format": "2.0",
+            "object_length": "1000", "object_name": "flows/a b.json.gz", "object_etag": "abc",
+            "request_id": "r-1", "request_time": "2024-11-05T14:22:36.610Z"},
+        "operation": "Object:Write"});
+    let headers = [
+        ("ce-specversion", "1.0"),
+        ("ce-type", "com.ibm.cloud.cos.document.write"),
+        (
+            "ce-source",
+            "https://cloud.ibm.com/catalog/services/cloud-object-storage/cos-logs",
+        ),
+        ("ce-id", "6abc7123"),
+        ("content-type", "application/json"),
+    ];
+    let reply = request("POST", &url, &headers, body.to_string()).await?;
+    assert_eq!(reply.status, 202, "logs:\n{}", process.logs());
+    let messages = read_jsonl(&out)?;
+    assert_eq!(messages.len(), 1, "logs:\n{}", process.logs());
+    let message = &messages[0];
+    assert_eq!(message["key"], "cos-logs/flows/a b.json.gz");
+    assert_eq!(message["headers"]["ce_type"], "io.bucketfn.object.created");
+    assert_eq!(message["headers"]["ce_subject"], "flows/a b.json.gz");
+    let data: Value = serde_json::from_str(message["body"].as_str().ok_or("no body")?)?;
+    assert_eq!(data["uri"], "s3://cos-logs/flows/a b.json.gz");
+    assert_eq!(data["source"], "ibm-cos");
+    Ok(())
+}
+
+#[test]
+fn the_command_line_sweeps_a_bucket_once_and_forwards_one_object_by_key() -> TestResult {
+    let storage = tempfile::tempdir()?;
+    let bucket = storage.path().join("logs");
+    std::fs::create_dir_all(bucket.join("vpc"))?;
+    // Written an hour ago: well before the first sweep, beyond any clock-skew allowance.
+    let hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
+    for n in 0..5 {
+        let path = bucket.join(format!("vpc/{n}.log"));
+        std::fs::write(&path, format!("line {n}\n"))?;
+        std::fs::File::options()
+            .write(true)
+            .open(&path)?
+            .set_modified(hour_ago)?;
+    }
+    let out = storage.path().join("out.jsonl");
+    let dir = storage.path().to_string_lossy().into_owned();
+    let run = |args: &[&str]| {
+        std::process::Command::new(FORWARD_TO_STREAM)
+            .args(args)
+            .env_clear()
+            .env("FORWARD_SINK", "file")
+            .env("FORWARD_FILE", &out)
+            .env("FORWARD_MODE", "content")
+            .output()
+    };
+    let first = run(&["sweep", "--bucket", "logs", "--storage", &dir])?;
+    let stdout = String::from_utf8_lossy(&first.stdout);
+    assert_eq!(
+        first.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    assert!(
+        stdout.contains("5 done") && stdout.contains("finished"),
+        "{stdout}"
+    );
+    assert_eq!(read_jsonl(&out)?.len(), 5);
+    // A second sweep finds nothing new to forward.
+    let again = run(&["sweep", "--bucket", "logs", "--storage", &dir])?;
+    assert!(String::from_utf8_lossy(&again.stdout).contains("0 done, 5 skipped"));
+    assert_eq!(read_jsonl(&out)?.len(), 5);
+    // One object, on demand.
+    let one = run(&[
+        "sweep",
+        "--bucket",
+        "logs",
+        "--key",
+        "vpc/3.log",
+        "--storage",
+        &dir,
+    ])?;
+    assert_eq!(one.status.code(), Some(0));
+    let messages = read_jsonl(&out)?;
+    assert_eq!(messages.len(), 6);
+    assert_eq!(messages[5]["body"], "line 3");
+    Ok(())
+}
