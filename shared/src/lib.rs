@@ -6,6 +6,7 @@
 pub mod api;
 pub mod config;
 pub mod event;
+pub mod ledger;
 #[cfg(feature = "mediahaven")]
 pub mod mediahaven;
 pub mod outcome;

@@ -45,7 +45,7 @@ pub(crate) async fn run(
         ("", Some(configured)) => configured.clone(),
         ("", None) => {
             return Err(HandlerError::permanent(
-                "a sweep needs a bucket: set FORWARD_BUCKET (or pass --bucket)",
+                "a sweep needs a bucket: set SOURCE_BUCKET (or pass --bucket)",
             ));
         }
         (given, _) => given.to_owned(),
@@ -419,7 +419,7 @@ mod tests {
             .await
             .err()
             .ok_or("accepted")?;
-        assert!(err.to_string().contains("FORWARD_BUCKET"), "{err}");
+        assert!(err.to_string().contains("SOURCE_BUCKET"), "{err}");
 
         let mut config = file_config();
         config.sweep.bucket = Some("b".into());

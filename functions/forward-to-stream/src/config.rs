@@ -99,7 +99,7 @@ impl Default for ContentConfig {
 /// Catch-up sweeps.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SweepConfig {
-    /// `FORWARD_BUCKET`: the bucket a schedule sweeps (a CLI `--bucket` wins).
+    /// `SOURCE_BUCKET`: the bucket a schedule sweeps (a CLI `--bucket` wins).
     pub bucket: Option<String>,
     /// `CHECKPOINT_PREFIX`: where checkpoints live; keys under it are never forwarded.
     pub checkpoint_prefix: String,
@@ -133,7 +133,7 @@ pub struct Config {
     pub mode: Mode,
     /// `FORWARD_KINDS`: which events are forwarded (`created`, `removed`).
     pub kinds: Vec<EventKind>,
-    /// `FORWARD_PREFIX`: only keys under it are forwarded; what a sweep walks by default.
+    /// `SOURCE_PREFIX`: only keys under it are forwarded; what a sweep walks by default.
     pub prefix: String,
     /// `FORWARD_SINK` and the sink's own variables.
     pub sink: SinkConfig,
@@ -243,7 +243,7 @@ fn read_sweep(env: &mut Env) -> SweepConfig {
         env.problem("SWEEP_CONCURRENCY", "must be at least 1");
     }
     SweepConfig {
-        bucket: env.optional("FORWARD_BUCKET"),
+        bucket: env.optional("SOURCE_BUCKET"),
         checkpoint_prefix,
         lease: Duration::from_secs(lease),
         checkpoint_every: Duration::from_secs(every),
@@ -256,7 +256,7 @@ impl FromEnv for Config {
     fn read(env: &mut Env) -> Option<Self> {
         let mode = env.or("FORWARD_MODE", Mode::ClaimCheck);
         let kinds = read_kinds(env);
-        let prefix = env.raw("FORWARD_PREFIX").unwrap_or_default().to_owned();
+        let prefix = env.raw("SOURCE_PREFIX").unwrap_or_default().to_owned();
         let sink = read_sink(env);
         let content = read_content(env);
         let sweep = read_sweep(env);
@@ -268,7 +268,7 @@ impl FromEnv for Config {
         }
         if !sweep.checkpoint_prefix.is_empty() && prefix.starts_with(&sweep.checkpoint_prefix) {
             env.problem(
-                "FORWARD_PREFIX",
+                "SOURCE_PREFIX",
                 "lies under CHECKPOINT_PREFIX, whose keys are never forwarded",
             );
         }

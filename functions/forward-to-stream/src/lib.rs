@@ -10,6 +10,7 @@ pub mod content;
 
 use std::sync::Arc;
 
+use bucketfn::runtime::Location;
 use bucketfn::sink::{FilePublisher, KafkaPublisher, LogIngestPublisher, Publisher};
 use bucketfn::storage::{ObjectPath, ensure_readable};
 use bucketfn::{
@@ -44,7 +45,7 @@ impl Forwarder {
             ))
         } else if !key.starts_with(&self.config.prefix) {
             Some(format!(
-                "{key:?} is not under FORWARD_PREFIX {:?}",
+                "{key:?} is not under SOURCE_PREFIX {:?}",
                 self.config.prefix
             ))
         } else {
@@ -137,6 +138,14 @@ impl Forwarder {
 }
 
 impl Handler for Forwarder {
+    fn inputs(&self) -> Option<Location> {
+        Some(Location {
+            bucket: self.config.sweep.bucket.clone()?,
+            prefix: self.config.prefix.clone(),
+            exclude_prefix: Some(self.config.sweep.checkpoint_prefix.clone()),
+        })
+    }
+
     async fn handle(&self, event: &ObjectEvent, invocation: &Invocation) -> Outcome {
         match event.kind {
             EventKind::Sweep => catch_up::run(self, event, invocation).await,

@@ -9,6 +9,7 @@ pub mod pipeline;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use bucketfn::runtime::{Derived, Location};
 use bucketfn::storage::{ObjectPath, ensure_readable};
 use bucketfn::sweep::{Scope, sweep};
 use bucketfn::{
@@ -285,6 +286,40 @@ fn gone(bucket: &str, key: &str) -> Done {
 }
 
 impl Handler for Thumbnailer {
+    fn inputs(&self) -> Option<Location> {
+        let bucket = self.config.source_bucket.clone()?;
+        let destination = self.config.bucket.as_deref().unwrap_or(&bucket);
+        Some(Location {
+            exclude_prefix: (destination == bucket).then(|| self.config.prefix.clone()),
+            bucket,
+            prefix: self.config.source_prefix.clone(),
+        })
+    }
+
+    fn outputs_of(&self, key: &str) -> Vec<Derived> {
+        let Some(bucket) = self.config.source_bucket.as_deref() else {
+            return Vec::new();
+        };
+        if !keys::is_image_key(key) {
+            return Vec::new();
+        }
+        let destination = self.config.bucket.as_deref().unwrap_or(bucket);
+        self.outputs(destination, key)
+            .map(|outputs| {
+                outputs
+                    .keys
+                    .into_iter()
+                    .map(|(size, key)| Derived {
+                        label: format!("{size} px"),
+                        bucket: outputs.bucket.clone(),
+                        key,
+                        image: true,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     async fn handle(&self, event: &ObjectEvent, invocation: &Invocation) -> Outcome {
         match event.kind {
             EventKind::Created => {

@@ -202,7 +202,8 @@ pub struct Delivery {
 }
 
 impl Delivery {
-    fn single(id: Option<String>, events: Vec<ObjectEvent>) -> Self {
+    /// One record holding `events`, reported as a whole.
+    pub(crate) fn single(id: Option<String>, events: Vec<ObjectEvent>) -> Self {
         Self {
             envelope: Envelope::Single,
             records: vec![Record {

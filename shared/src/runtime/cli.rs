@@ -10,9 +10,8 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 
 use std::time::{Duration, Instant};
 
-use super::{Function, Invocation, http as http_runtime, process, start};
+use super::{Function, Invocation, Report, http as http_runtime, process, start};
 use crate::event::{Delivery, EventKind, ObjectEvent, Source, decode};
-use crate::outcome::RecordStatus;
 use crate::progress::Progress;
 
 /// Exit code for input or usage that is rejected (bad event, bad header, bad configuration).
@@ -187,8 +186,14 @@ async fn invoke<F: Function>(input: &Input, storage: Option<PathBuf>) -> ExitCod
         delivery,
         Invocation::default(),
         started.settings.concurrency,
+        &started.observer,
     )
     .await;
+    print_report(&report)
+}
+
+/// One line per record: status, id (or position), what happened; exit 1 if any failed.
+fn print_report(report: &Report) -> ExitCode {
     let mut failed = false;
     for (n, record) in report.records.iter().enumerate() {
         let label = record
@@ -227,19 +232,17 @@ async fn sweep<F: Function>(
         deadline: budget.map(|secs| Instant::now() + Duration::from_secs(secs)),
         progress: Progress::on_terminal(F::NAME),
     };
-    let outcome = started.function.handle(&event, &invocation).await;
-    invocation.progress.finish("");
-    match outcome {
-        Ok(done) => {
-            println!("{done}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            let status = RecordStatus::of(&Err(e));
-            println!("{}: {}", status.label(), status.message());
-            ExitCode::FAILURE
-        }
-    }
+    let progress = invocation.progress.clone();
+    let report = process(
+        &started.function,
+        Delivery::single(None, vec![event]),
+        invocation,
+        1,
+        &started.observer,
+    )
+    .await;
+    progress.finish("");
+    print_report(&report)
 }
 
 async fn serve<F: Function>(storage: Option<PathBuf>) -> ExitCode {
@@ -247,7 +250,13 @@ async fn serve<F: Function>(storage: Option<PathBuf>) -> ExitCode {
         Ok(started) => started,
         Err(e) => return fail(e),
     };
-    match http_runtime::serve(started.function, &started.settings).await {
+    let service = http_runtime::Service {
+        name: F::NAME,
+        handler: started.function,
+        store: started.store,
+        observer: started.observer,
+    };
+    match http_runtime::serve(service, &started.settings).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "HTTP service stopped.");

@@ -9,8 +9,10 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tracing::{Instrument, error, info, info_span, warn};
 
-use super::{Handler, Invocation};
+use super::{Handler, Invocation, Observer};
+use crate::event::EventKind;
 use crate::event::{Delivery, Envelope, ObjectEvent};
+use crate::ledger::{EventEntry, FileLog, collecting};
 use crate::outcome::{Done, HandlerError, Outcome, RecordStatus};
 
 /// One event and how it ended.
@@ -75,6 +77,7 @@ pub async fn process<H: Handler>(
     delivery: Delivery,
     invocation: Invocation,
     concurrency: usize,
+    observer: &Observer,
 ) -> Report {
     let permits = Arc::new(Semaphore::new(concurrency.max(1)));
     // Start everything first, then collect in order: the report waits for the slowest event,
@@ -92,6 +95,7 @@ pub async fn process<H: Handler>(
                             event.clone(),
                             invocation.clone(),
                             Arc::clone(&permits),
+                            observer.clone(),
                         ));
                         (event, task)
                     })
@@ -136,6 +140,7 @@ async fn run_one<H: Handler>(
     event: ObjectEvent,
     invocation: Invocation,
     permits: Arc<Semaphore>,
+    observer: Observer,
 ) -> Outcome {
     let span = info_span!(
         "event",
@@ -148,8 +153,11 @@ async fn run_one<H: Handler>(
     async move {
         // The semaphore is never closed, so acquiring only waits.
         let _permit = permits.acquire_owned().await.ok();
+        let _in_flight = observer.metrics.started();
+        let received = chrono::Utc::now();
         let began = Instant::now();
-        let work = handler.handle(&event, &invocation);
+        let files = FileLog::default();
+        let work = collecting(files.clone(), handler.handle(&event, &invocation));
         let outcome = match invocation.deadline {
             Some(deadline) => tokio::time::timeout_at(deadline.into(), work)
                 .await
@@ -160,7 +168,9 @@ async fn run_one<H: Handler>(
                 }),
             None => work.await,
         };
-        let elapsed_ms = began.elapsed().as_millis() as u64;
+        let took = began.elapsed();
+        let elapsed_ms = took.as_millis() as u64;
+        account(&observer, &event, &outcome, received, took, files);
         match &outcome {
             Ok(Done::Completed(what)) => info!(elapsed_ms, outcome = %what, "Event handled."),
             Ok(Done::Skipped(why)) => info!(elapsed_ms, reason = %why, "Event skipped."),
@@ -175,4 +185,46 @@ async fn run_one<H: Handler>(
     }
     .instrument(span)
     .await
+}
+
+/// Counts the event in the metrics and queues its ledger entry.
+fn account(
+    observer: &Observer,
+    event: &ObjectEvent,
+    outcome: &Outcome,
+    received: chrono::DateTime<chrono::Utc>,
+    took: std::time::Duration,
+    files: FileLog,
+) {
+    let class = if event.kind == EventKind::Sweep {
+        "sweep"
+    } else {
+        "object"
+    };
+    let (label, detail) = match outcome {
+        Ok(Done::Completed(what)) => ("completed", what.clone()),
+        Ok(Done::Skipped(why)) => ("skipped", why.clone()),
+        Err(e @ HandlerError::Retryable(_)) => ("retryable", e.to_string()),
+        Err(e @ HandlerError::Permanent(_)) => ("permanent", e.to_string()),
+    };
+    observer
+        .metrics
+        .finished(class, label, event.source.as_str(), took);
+    let (files, more_files) = files.take();
+    observer.recorder.record(EventEntry {
+        received,
+        class: class.to_owned(),
+        source: event.source.as_str().to_owned(),
+        kind: format!("{:?}", event.kind).to_ascii_lowercase(),
+        event_name: event.event_name.clone(),
+        bucket: event.bucket.clone(),
+        key: event.key.clone(),
+        id: event.id.clone(),
+        outcome: label.to_owned(),
+        detail,
+        duration_ms: u64::try_from(took.as_millis()).unwrap_or(u64::MAX),
+        files,
+        more_files,
+        instance: observer.instance.to_string(),
+    });
 }

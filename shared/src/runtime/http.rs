@@ -1,25 +1,42 @@
 //! The HTTP service for Knative and IBM Code Engine: CloudEvents (binary and structured mode)
 //! and raw JSON notifications on `POST /`, status codes by the Knative data-plane contract,
-//! graceful shutdown on SIGTERM so in-flight events finish.
+//! graceful shutdown on SIGTERM so in-flight events finish; and the operations surface:
+//! `/healthz`, `/metrics`, `/events/stats`, `/events/history` and `/files`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
+use futures_util::StreamExt;
+use serde::Deserialize;
 use serde_json::json;
 use tokio::net::TcpListener;
 
-use super::{Handler, Invocation, RuntimeSettings, process};
+use super::pages::{self, FileRow};
+use super::{Handler, Invocation, Observer, RuntimeSettings, process};
 use crate::event::decode;
 use crate::outcome::RecordStatus;
+use crate::storage::{ObjectStore, StoreError};
+
+/// Events to a page of `/events/history`.
+const HISTORY_PAGE: u64 = 25;
+/// Source objects to a page of `/files`.
+const FILES_PAGE: usize = 25;
+/// Derived objects served by `/files/object` are thumbnails, not archives.
+const SERVED_MAX_BYTES: u64 = 16 * 1024 * 1024;
+/// How long a page waits for the ledger before saying it is unavailable.
+const LEDGER_READ_TIMEOUT: Duration = Duration::from_secs(3);
 
 struct AppState<H> {
+    name: &'static str,
     handler: Arc<H>,
+    store: Arc<dyn ObjectStore>,
+    observer: Observer,
     concurrency: usize,
     request_timeout: Duration,
 }
@@ -27,20 +44,40 @@ struct AppState<H> {
 impl<H> Clone for AppState<H> {
     fn clone(&self) -> Self {
         Self {
+            name: self.name,
             handler: Arc::clone(&self.handler),
+            store: Arc::clone(&self.store),
+            observer: self.observer.clone(),
             concurrency: self.concurrency,
             request_timeout: self.request_timeout,
         }
     }
 }
 
+/// Everything the service needs, as the runtime started it.
+pub struct Service<H> {
+    pub name: &'static str,
+    pub handler: Arc<H>,
+    /// The store the pages read (the function got the same one).
+    pub store: Arc<dyn ObjectStore>,
+    pub observer: Observer,
+}
+
 /// The service's routes, usable without a socket.
-pub fn app<H: Handler>(handler: Arc<H>, settings: &RuntimeSettings) -> Router {
+pub fn app<H: Handler>(service: Service<H>, settings: &RuntimeSettings) -> Router {
     Router::new()
         .route("/", post(receive::<H>))
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics::<H>))
+        .route("/events/stats", get(stats::<H>))
+        .route("/events/history", get(history::<H>))
+        .route("/files", get(files::<H>))
+        .route("/files/object", get(derived_object::<H>))
         .with_state(AppState {
-            handler,
+            name: service.name,
+            handler: service.handler,
+            store: service.store,
+            observer: service.observer,
             concurrency: settings.concurrency,
             request_timeout: settings.request_timeout,
         })
@@ -48,10 +85,13 @@ pub fn app<H: Handler>(handler: Arc<H>, settings: &RuntimeSettings) -> Router {
 
 /// Listens on `settings.port` on all interfaces until SIGTERM or Ctrl-C, then lets in-flight
 /// requests finish.
-pub async fn serve<H: Handler>(handler: Arc<H>, settings: &RuntimeSettings) -> std::io::Result<()> {
+pub async fn serve<H: Handler>(
+    service: Service<H>,
+    settings: &RuntimeSettings,
+) -> std::io::Result<()> {
     let listener = TcpListener::bind(("0.0.0.0", settings.port)).await?;
     tracing::info!(port = settings.port, "Listening.");
-    axum::serve(listener, app(handler, settings))
+    axum::serve(listener, app(service, settings))
         .with_graceful_shutdown(shutdown_signal())
         .await
 }
@@ -96,7 +136,14 @@ async fn receive<H: Handler>(
         deadline: Some(Instant::now() + state.request_timeout),
         ..Invocation::default()
     };
-    let report = process(&state.handler, delivery, invocation, state.concurrency).await;
+    let report = process(
+        &state.handler,
+        delivery,
+        invocation,
+        state.concurrency,
+        &state.observer,
+    )
+    .await;
     // Knative retries 5xx (and 429, 408, 404) and sends other 4xx to the dead-letter sink. A
     // success carries no body: Knative's broker answers 502 to a non-empty 2xx body that is not
     // a CloudEvent, which would turn every success into a redelivery.
@@ -111,4 +158,415 @@ async fn receive<H: Handler>(
         .map(|r| json!({ "id": r.id, "status": r.status.label(), "detail": r.summary() }))
         .collect();
     (status, axum::Json(json!({ "records": records }))).into_response()
+}
+
+async fn metrics<H: Handler>(State(state): State<AppState<H>>) -> Response {
+    let text = state
+        .observer
+        .metrics
+        .render(state.observer.recorder.errors());
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
+}
+
+/// A ledger read with a time limit; failures are counted like failed writes.
+async fn read_ledger<T, F>(state_observer: &Observer, read: F) -> Result<T, String>
+where
+    F: std::future::Future<Output = Result<T, crate::ledger::LedgerError>>,
+{
+    match tokio::time::timeout(LEDGER_READ_TIMEOUT, read).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(e)) => {
+            state_observer.recorder.count_error();
+            Err(crate::outcome::chain(&e))
+        }
+        Err(_) => {
+            state_observer.recorder.count_error();
+            Err(format!(
+                "the event ledger did not answer within {LEDGER_READ_TIMEOUT:?}"
+            ))
+        }
+    }
+}
+
+async fn stats<H: Handler>(State(state): State<AppState<H>>) -> Response {
+    let ledger = state.observer.recorder.ledger();
+    match read_ledger(&state.observer, ledger.stats()).await {
+        Ok(stats) => axum::Json(json!({
+            "function": state.name,
+            "object_events": stats.object_events,
+            "sweep_events": stats.sweep_events,
+            "by_outcome": stats.by_outcome,
+            "by_source": stats.by_source,
+            "ledger_errors": state.observer.recorder.errors(),
+        }))
+        .into_response(),
+        Err(error) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({ "error": error })),
+        )
+            .into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+struct HistoryQuery {
+    #[serde(default)]
+    page: u64,
+}
+
+async fn history<H: Handler>(
+    State(state): State<AppState<H>>,
+    Query(query): Query<HistoryQuery>,
+) -> Response {
+    let ledger = state.observer.recorder.ledger();
+    let offset = query.page.saturating_mul(HISTORY_PAGE);
+    let page = read_ledger(&state.observer, ledger.history(offset, HISTORY_PAGE)).await;
+    let stats = read_ledger(&state.observer, ledger.stats()).await.ok();
+    match page {
+        Ok(page) => Html(pages::history(
+            state.name,
+            stats.as_ref(),
+            &page,
+            query.page,
+            HISTORY_PAGE,
+        ))
+        .into_response(),
+        Err(error) => (StatusCode::SERVICE_UNAVAILABLE, error).into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+struct FilesQuery {
+    after: Option<String>,
+}
+
+async fn files<H: Handler>(
+    State(state): State<AppState<H>>,
+    Query(query): Query<FilesQuery>,
+) -> Response {
+    let Some(location) = state.handler.inputs() else {
+        return Html(pages::files(state.name, None, &[], None)).into_response();
+    };
+    let listed = state
+        .store
+        .list(
+            &location.bucket,
+            &location.prefix,
+            query.after.as_deref(),
+            FILES_PAGE,
+        )
+        .await;
+    let page = match listed {
+        Ok(page) => page,
+        Err(e) => {
+            let status = match e {
+                StoreError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+                _ => StatusCode::BAD_GATEWAY,
+            };
+            return (status, crate::outcome::chain(&e)).into_response();
+        }
+    };
+    let next_after = page
+        .more
+        .then(|| page.objects.last().map(|o| o.key.clone()))
+        .flatten();
+    let inputs: Vec<_> = page
+        .objects
+        .into_iter()
+        .filter(|o| {
+            location
+                .exclude_prefix
+                .as_deref()
+                .is_none_or(|p| !o.key.starts_with(p))
+        })
+        .collect();
+    // HEAD each derived object, a few at a time, keeping the rows in listing order.
+    let rows: Vec<FileRow> = futures_util::stream::iter(inputs)
+        .map(|object| {
+            let (store, handler) = (Arc::clone(&state.store), Arc::clone(&state.handler));
+            async move {
+                let mut outputs = Vec::new();
+                for derived in handler.outputs_of(&object.key) {
+                    let size = store
+                        .head(&derived.bucket, &derived.key)
+                        .await
+                        .ok()
+                        .map(|i| i.size);
+                    outputs.push((derived, size));
+                }
+                FileRow {
+                    key: object.key,
+                    size: object.size,
+                    modified: object.last_modified,
+                    outputs,
+                }
+            }
+        })
+        .buffered(8)
+        .collect()
+        .await;
+    Html(pages::files(
+        state.name,
+        Some(&location),
+        &rows,
+        next_after.as_deref(),
+    ))
+    .into_response()
+}
+
+#[derive(Deserialize)]
+struct ObjectQuery {
+    input: String,
+    label: String,
+}
+
+/// Serves one derived object (a thumbnail on the files page). Only objects the function
+/// derives from an input key can be asked for, so the route reads nothing else.
+async fn derived_object<H: Handler>(
+    State(state): State<AppState<H>>,
+    Query(query): Query<ObjectQuery>,
+) -> Response {
+    let Some(derived) = state
+        .handler
+        .outputs_of(&query.input)
+        .into_iter()
+        .find(|d| d.label == query.label)
+    else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    match state
+        .store
+        .get(&derived.bucket, &derived.key, SERVED_MAX_BYTES)
+        .await
+    {
+        Ok(object) => {
+            let content_type = object
+                .info
+                .content_type
+                .unwrap_or_else(|| "application/octet-stream".to_owned());
+            (
+                [
+                    (header::CONTENT_TYPE, content_type),
+                    (header::CACHE_CONTROL, "no-cache".to_owned()),
+                ],
+                object.body,
+            )
+                .into_response()
+        }
+        Err(StoreError::NotFound { .. }) => StatusCode::NOT_FOUND.into_response(),
+        Err(e) => (StatusCode::BAD_GATEWAY, crate::outcome::chain(&e)).into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::ObjectEvent;
+    use crate::ledger::{LedgerSettings, Recorder};
+    use crate::outcome::{Done, HandlerError, Outcome};
+    use crate::runtime::metrics::Metrics;
+    use crate::runtime::{Derived, Location};
+    use crate::storage::{MemoryStore, RecordingStore};
+    use axum::body::Body;
+    use axum::http::Request;
+    use tower::ServiceExt;
+
+    type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+    /// Copies `b/<key>` to `b/copies/<key>`; keys starting with `bad` fail permanently.
+    struct Copier(Arc<dyn ObjectStore>);
+
+    impl Handler for Copier {
+        async fn handle(&self, event: &ObjectEvent, _invocation: &Invocation) -> Outcome {
+            if event.key.starts_with("bad") {
+                return Err(HandlerError::permanent(format!("{} is bad", event.key)));
+            }
+            let object = self.0.get(&event.bucket, &event.key, 1024).await?;
+            let copy = crate::storage::NewObject {
+                body: object.body,
+                content_type: "text/plain".into(),
+                metadata: Default::default(),
+            };
+            self.0
+                .put(&event.bucket, &format!("copies/{}", event.key), copy)
+                .await?;
+            Ok(Done::Completed("copied".into()))
+        }
+
+        fn inputs(&self) -> Option<Location> {
+            Some(Location {
+                bucket: "b".into(),
+                prefix: String::new(),
+                exclude_prefix: Some("copies/".into()),
+            })
+        }
+
+        fn outputs_of(&self, key: &str) -> Vec<Derived> {
+            vec![Derived {
+                label: "copy".into(),
+                bucket: "b".into(),
+                key: format!("copies/{key}"),
+                image: false,
+            }]
+        }
+    }
+
+    fn router() -> Result<(Router, Arc<MemoryStore>), Box<dyn std::error::Error>> {
+        let store = Arc::new(MemoryStore::new());
+        let raw: Arc<dyn ObjectStore> = Arc::clone(&store) as Arc<dyn ObjectStore>;
+        let recording: Arc<dyn ObjectStore> = Arc::new(RecordingStore(Arc::clone(&raw)));
+        let settings =
+            RuntimeSettings::read(&mut crate::config::Env::from_pairs(
+                Vec::<(String, String)>::new(),
+            ));
+        let ledger = LedgerSettings {
+            url: None,
+            capacity: 100,
+            prefix: None,
+        }
+        .open("copier")?;
+        let service = Service {
+            name: "copier",
+            handler: Arc::new(Copier(recording)),
+            store: raw,
+            observer: Observer {
+                metrics: Arc::new(Metrics::default()),
+                recorder: Recorder::start(ledger),
+                instance: "test/1".into(),
+            },
+        };
+        Ok((app(service, &settings), store))
+    }
+
+    fn notification(key: &str) -> String {
+        json!({"Records": [{"eventSource": "minio:s3", "eventName": "s3:ObjectCreated:Put",
+            "s3": {"bucket": {"name": "b"}, "object": {"key": key, "size": 5}}}]})
+        .to_string()
+    }
+
+    async fn call(
+        router: &Router,
+        method: &str,
+        uri: &str,
+        body: String,
+    ) -> Result<(StatusCode, String), Box<dyn std::error::Error>> {
+        let request = Request::builder()
+            .method(method)
+            .uri(uri)
+            .body(Body::from(body))?;
+        let response = router.clone().oneshot(request).await?;
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await?;
+        Ok((status, String::from_utf8(bytes.to_vec())?))
+    }
+
+    /// Stats as the service reports them, once `expected` events are in.
+    async fn stats_after(
+        router: &Router,
+        expected: u64,
+    ) -> Result<serde_json::Value, Box<dyn std::error::Error>> {
+        for _ in 0..100 {
+            let (_, body) = call(router, "GET", "/events/stats", String::new()).await?;
+            let stats: serde_json::Value = serde_json::from_str(&body)?;
+            let seen = stats["object_events"]["succeeded"].as_u64().unwrap_or(0)
+                + stats["object_events"]["failed"].as_u64().unwrap_or(0);
+            if seen >= expected {
+                return Ok(stats);
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Err("the ledger never caught up".into())
+    }
+
+    #[tokio::test]
+    async fn stats_metrics_and_history_describe_what_happened() -> TestResult {
+        let (router, store) = router()?;
+        store.insert(
+            "b",
+            "<script>alert(1)</script>.txt",
+            &b"hello"[..],
+            "text/plain",
+        );
+        for key in ["%3Cscript%3Ealert%281%29%3C%2Fscript%3E.txt", "bad.txt"] {
+            call(&router, "POST", "/", notification(key)).await?;
+        }
+        let stats = stats_after(&router, 2).await?;
+        assert_eq!(stats["object_events"], json!({"succeeded": 1, "failed": 1}));
+        assert_eq!(stats["by_outcome"], json!({"completed": 1, "permanent": 1}));
+        assert_eq!(stats["by_source"], json!({"minio": 2}));
+
+        let (status, metrics) = call(&router, "GET", "/metrics", String::new()).await?;
+        assert_eq!(status, StatusCode::OK);
+        assert!(
+            metrics.contains(
+                "bucketfn_events_total{class=\"object\",outcome=\"completed\",source=\"minio\"} 1"
+            ),
+            "{metrics}"
+        );
+        assert!(
+            metrics.contains("bucketfn_event_duration_seconds_count 2"),
+            "{metrics}"
+        );
+
+        let (_, history) = call(&router, "GET", "/events/history", String::new()).await?;
+        assert!(
+            !history.contains("<script>alert"),
+            "unescaped key in the page"
+        );
+        assert!(
+            history.contains("b/&lt;script&gt;alert(1)&lt;/script&gt;.txt"),
+            "{history}"
+        );
+        assert!(
+            history.contains("written"),
+            "the copy is not listed: {history}"
+        );
+        assert!(history.contains("b/copies/&lt;script&gt;"), "{history}");
+        assert!(history.contains("bad.txt is bad"), "{history}");
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn files_shows_each_input_beside_its_outputs() -> TestResult {
+        let (router, store) = router()?;
+        store.insert("b", "a.txt", &b"a"[..], "text/plain");
+        store.insert("b", "b \"q\".txt", &b"b"[..], "text/plain");
+        store.insert("b", "copies/a.txt", &b"a"[..], "text/plain");
+        let (status, page) = call(&router, "GET", "/files", String::new()).await?;
+        assert_eq!(status, StatusCode::OK);
+        assert!(page.contains("<th>copy</th>"), "{page}");
+        assert!(page.contains("b &quot;q&quot;.txt"), "{page}");
+        let present = page.find("a.txt").and_then(|at| page[at..].find("present"));
+        assert!(present.is_some(), "{page}");
+        assert!(page.contains("missing"), "{page}");
+        assert!(
+            !page.contains(">copies/a.txt<"),
+            "an output listed as an input: {page}"
+        );
+
+        let (status, body) = call(
+            &router,
+            "GET",
+            "/files/object?input=a.txt&label=copy",
+            String::new(),
+        )
+        .await?;
+        assert_eq!((status, body.as_str()), (StatusCode::OK, "a"));
+        let (status, _) = call(
+            &router,
+            "GET",
+            "/files/object?input=a.txt&label=other",
+            String::new(),
+        )
+        .await?;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        Ok(())
+    }
 }

@@ -10,7 +10,7 @@ use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse};
 use lambda_runtime::{Diagnostic, LambdaEvent, service_fn};
 use serde_json::{Value, json};
 
-use super::{Function, Handler, Invocation, Report, process, start};
+use super::{Function, Handler, Invocation, Observer, Report, process, start};
 use crate::event::{Envelope, S3BatchJob, decode_value};
 use crate::outcome::RecordStatus;
 
@@ -28,9 +28,10 @@ pub(crate) async fn run<F: Function>() -> ExitCode {
     };
     let function = started.function;
     let concurrency = started.settings.concurrency;
+    let observer = started.observer;
     let service = service_fn(move |event: LambdaEvent<Value>| {
-        let function = Arc::clone(&function);
-        async move { respond(&function, concurrency, event).await }
+        let (function, observer) = (Arc::clone(&function), observer.clone());
+        async move { respond(&function, concurrency, &observer, event).await }
     });
     match lambda_runtime::run(service).await {
         Ok(()) => ExitCode::SUCCESS,
@@ -44,6 +45,7 @@ pub(crate) async fn run<F: Function>() -> ExitCode {
 async fn respond<H: Handler>(
     handler: &Arc<H>,
     concurrency: usize,
+    observer: &Observer,
     event: LambdaEvent<Value>,
 ) -> Result<Value, Diagnostic> {
     let invocation = Invocation {
@@ -54,7 +56,7 @@ async fn respond<H: Handler>(
         error_type: "bucketfn.InvalidEvent".to_owned(),
         error_message: e.to_string(),
     })?;
-    let report = process(handler, delivery, invocation, concurrency).await;
+    let report = process(handler, delivery, invocation, concurrency, observer).await;
     answer(report)
 }
 

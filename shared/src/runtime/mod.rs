@@ -6,6 +6,8 @@ mod cli;
 mod dispatch;
 pub mod http;
 mod lambda;
+pub mod metrics;
+mod pages;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -15,10 +17,12 @@ use std::time::{Duration, Instant};
 
 use crate::config::{ConfigError, Env, FromEnv};
 use crate::event::ObjectEvent;
+use crate::ledger::{LedgerSettings, Recorder, instance_name};
 use crate::outcome::{BoxError, Outcome};
 use crate::progress::Progress;
-use crate::storage::{LocalStore, ObjectStore, S3Settings, S3Store};
+use crate::storage::{LocalStore, ObjectStore, RecordingStore, S3Settings, S3Store};
 use crate::telemetry;
+use metrics::Metrics;
 
 pub use cli::parse_headers;
 pub use dispatch::{EventReport, RecordReport, Report, process};
@@ -41,6 +45,46 @@ pub trait Handler: Send + Sync + 'static {
         event: &ObjectEvent,
         invocation: &Invocation,
     ) -> impl Future<Output = Outcome> + Send;
+
+    /// Where the objects the function works on are, for the `/files` page; `None` for a
+    /// function that keeps no files.
+    fn inputs(&self) -> Option<Location> {
+        None
+    }
+
+    /// What the function makes of the input object `key`, labelled, for the `/files` page.
+    fn outputs_of(&self, _key: &str) -> Vec<Derived> {
+        Vec::new()
+    }
+}
+
+/// A part of a bucket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Location {
+    pub bucket: String,
+    pub prefix: String,
+    /// Keys under this prefix are not inputs (the function's own outputs or state).
+    pub exclude_prefix: Option<String>,
+}
+
+/// An object a function derives from an input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Derived {
+    /// Column heading, e.g. `256 px`.
+    pub label: String,
+    pub bucket: String,
+    pub key: String,
+    /// Whether the page may show it as an image.
+    pub image: bool,
+}
+
+/// What the runtime keeps about the events it handles: metrics and the ledger.
+#[derive(Clone)]
+pub struct Observer {
+    pub metrics: Arc<Metrics>,
+    pub recorder: Recorder,
+    /// This instance's name in the history.
+    pub instance: Arc<str>,
 }
 
 /// A deployable function: a handler plus how to build it from configuration.
@@ -79,6 +123,7 @@ pub struct RuntimeSettings {
     /// reported retryable (below Knative's default 300 s request timeout).
     pub request_timeout: Duration,
     pub s3: S3Settings,
+    pub ledger: LedgerSettings,
 }
 
 impl RuntimeSettings {
@@ -93,6 +138,7 @@ impl RuntimeSettings {
             concurrency: concurrency.max(1),
             request_timeout: Duration::from_secs(env.or("REQUEST_TIMEOUT_SECS", 280)),
             s3: S3Settings::read(env),
+            ledger: LedgerSettings::read(env),
         }
     }
 }
@@ -101,6 +147,9 @@ impl RuntimeSettings {
 pub(crate) struct Started<F> {
     pub(crate) function: Arc<F>,
     pub(crate) settings: RuntimeSettings,
+    pub(crate) observer: Observer,
+    /// The store as configured (without the ledger's recording), for the pages.
+    pub(crate) store: Arc<dyn ObjectStore>,
 }
 
 /// Reads all configuration (reporting every problem at once), picks the store and starts the
@@ -116,12 +165,27 @@ pub(crate) async fn start<F: Function>(storage: Option<PathBuf>) -> Result<Start
         Some(dir) => Arc::new(LocalStore::new(dir)),
         None => Arc::new(S3Store::connect(&settings.s3).await),
     };
-    let function = Arc::new(F::start(config, store).await?);
+    let ledger = settings
+        .ledger
+        .open(F::NAME)
+        .map_err(|e| StartError::Failed(Box::new(e)))?;
+    let observer = Observer {
+        metrics: Arc::new(Metrics::default()),
+        recorder: Recorder::start(ledger),
+        instance: instance_name().into(),
+    };
+    let recording: Arc<dyn ObjectStore> = Arc::new(RecordingStore(Arc::clone(&store)));
+    let function = Arc::new(F::start(config, recording).await?);
     tracing::info!(
         startup_us = began.elapsed().as_micros() as u64,
         "Function started."
     );
-    Ok(Started { function, settings })
+    Ok(Started {
+        function,
+        settings,
+        observer,
+        store,
+    })
 }
 
 /// The whole of a function binary's `main`.

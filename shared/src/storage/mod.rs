@@ -4,6 +4,7 @@
 mod local;
 #[cfg(any(test, feature = "testing"))]
 mod memory;
+mod recording;
 mod s3;
 
 use std::collections::BTreeMap;
@@ -21,6 +22,7 @@ use crate::outcome::{BoxError, HandlerError};
 pub use local::LocalStore;
 #[cfg(any(test, feature = "testing"))]
 pub use memory::MemoryStore;
+pub use recording::RecordingStore;
 pub use s3::{S3Settings, S3Store};
 
 /// What a store is asked to write.

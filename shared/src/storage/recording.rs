@@ -1,0 +1,96 @@
+//! A store that notes every object an event reads, writes or deletes in the event's ledger
+//! entry, so functions get the "files touched" of the history without saying so themselves.
+
+use async_trait::async_trait;
+use std::sync::Arc;
+
+use super::{
+    Condition, ListPage, NewObject, ObjectInfo, ObjectPath, ObjectReader, ObjectStore, StoreError,
+    StoredObject,
+};
+use crate::ledger::note;
+
+pub struct RecordingStore(pub Arc<dyn ObjectStore>);
+
+fn noted<T>(
+    bucket: &str,
+    key: &str,
+    action: &str,
+    result: Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    let status = match &result {
+        Ok(_) => "ok".to_owned(),
+        Err(StoreError::NotFound { .. }) => "missing".to_owned(),
+        Err(e) => crate::outcome::chain(e),
+    };
+    note(ObjectPath(bucket, key).to_string(), action, status);
+    result
+}
+
+#[async_trait]
+impl ObjectStore for RecordingStore {
+    async fn get(
+        &self,
+        bucket: &str,
+        key: &str,
+        max_bytes: u64,
+    ) -> Result<StoredObject, StoreError> {
+        noted(
+            bucket,
+            key,
+            "read",
+            self.0.get(bucket, key, max_bytes).await,
+        )
+    }
+
+    async fn open(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> Result<(ObjectInfo, ObjectReader), StoreError> {
+        noted(bucket, key, "read", self.0.open(bucket, key).await)
+    }
+
+    async fn head(&self, bucket: &str, key: &str) -> Result<ObjectInfo, StoreError> {
+        // Lookups are bookkeeping, not work on the file.
+        self.0.head(bucket, key).await
+    }
+
+    async fn put(&self, bucket: &str, key: &str, object: NewObject) -> Result<(), StoreError> {
+        noted(
+            bucket,
+            key,
+            "written",
+            self.0.put(bucket, key, object).await,
+        )
+    }
+
+    async fn put_if(
+        &self,
+        bucket: &str,
+        key: &str,
+        object: NewObject,
+        condition: Condition,
+    ) -> Result<(), StoreError> {
+        noted(
+            bucket,
+            key,
+            "written",
+            self.0.put_if(bucket, key, object, condition).await,
+        )
+    }
+
+    async fn delete(&self, bucket: &str, key: &str) -> Result<(), StoreError> {
+        noted(bucket, key, "deleted", self.0.delete(bucket, key).await)
+    }
+
+    async fn list(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> Result<ListPage, StoreError> {
+        self.0.list(bucket, prefix, start_after, limit).await
+    }
+}
