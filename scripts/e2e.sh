@@ -3,6 +3,7 @@
 # cargo-lambda, a browser). Each part in scripts/e2e.d/ installs what it needs (idempotently,
 # into a cache outside the repo), starts it, runs its checks against the function binaries,
 # and stops what it started. Ends with the line `e2e: N passed, M failed`.
+# Arguments, if any, pick parts by name: `scripts/e2e.sh lambda kafka`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib/e2e.sh
@@ -13,6 +14,9 @@ export BUCKETFN_BIN="$PWD/target/debug"
 
 shopt -s nullglob
 for part in scripts/e2e.d/*.sh; do
+  wanted=$(($# == 0))
+  for name in "$@"; do [[ $part == *"$name"* ]] && wanted=1; done
+  [ "$wanted" = 1 ] || continue
   log "--- ${part#scripts/e2e.d/}"
   # Each part runs in this shell so that its checks are counted and its clean-ups run.
   source "$part"

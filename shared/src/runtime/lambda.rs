@@ -49,7 +49,7 @@ async fn respond<H: Handler>(
     event: LambdaEvent<Value>,
 ) -> Result<Value, Diagnostic> {
     let invocation = Invocation {
-        deadline: Some(stop_by(event.context.deadline)),
+        deadline: stop_by(event.context.deadline, SystemTime::now()),
         ..Invocation::default()
     };
     let delivery = decode_value(event.payload).map_err(|e| Diagnostic {
@@ -61,12 +61,23 @@ async fn respond<H: Handler>(
 }
 
 /// Converts the Lambda deadline (milliseconds since the epoch) into the instant work must stop.
-fn stop_by(deadline_ms: u64) -> Instant {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    let remaining = Duration::from_millis(deadline_ms).saturating_sub(now);
-    Instant::now() + remaining.saturating_sub(REPORT_MARGIN)
+///
+/// Local emulators do not all follow the contract: `cargo lambda watch` sends a fixed
+/// `600000`, ten minutes after 1970. A deadline more than a day gone cannot be a real
+/// one, so the invocation runs without a deadline rather than failing every record at once.
+fn stop_by(deadline_ms: u64, now: SystemTime) -> Option<Instant> {
+    const IMPLAUSIBLY_PAST: Duration = Duration::from_secs(24 * 3600);
+    let now = now.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let deadline = Duration::from_millis(deadline_ms);
+    if deadline + IMPLAUSIBLY_PAST < now {
+        tracing::warn!(
+            deadline_ms,
+            "The runtime's deadline is not a time since the epoch; running without a deadline."
+        );
+        return None;
+    }
+    let remaining = deadline.saturating_sub(now);
+    Some(Instant::now() + remaining.saturating_sub(REPORT_MARGIN))
 }
 
 /// The platform's view of a report.
@@ -125,4 +136,34 @@ fn to_value(response: &impl serde::Serialize) -> Result<Value, Diagnostic> {
         error_type: "bucketfn.Internal".to_owned(),
         error_message: format!("cannot serialize the response: {e}"),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW_MS: u64 = 1_795_000_000_000;
+
+    fn at(ms: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_millis(ms)
+    }
+
+    #[test]
+    fn a_real_deadline_keeps_the_report_margin() {
+        let stop = stop_by(NOW_MS + 3_000, at(NOW_MS)).expect("a deadline");
+        let left = stop.saturating_duration_since(Instant::now());
+        assert!(left <= Duration::from_millis(2_500), "{left:?}");
+        assert!(left > Duration::from_millis(2_000), "{left:?}");
+    }
+
+    #[test]
+    fn a_deadline_just_past_stops_at_once() {
+        let stop = stop_by(NOW_MS - 1_000, at(NOW_MS)).expect("a deadline");
+        assert!(stop <= Instant::now());
+    }
+
+    #[test]
+    fn an_emulators_relative_deadline_is_no_deadline() {
+        assert_eq!(stop_by(600_000, at(NOW_MS)), None);
+    }
 }
