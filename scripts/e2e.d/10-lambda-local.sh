@@ -79,6 +79,15 @@ lam_invoke() {
   printf '%s\n' "$answer"
 }
 
+# Whether S3 answers GETs of the sample image's two thumbnails with HTTP $1.
+lam_thumbnails_answer() {
+  local size code
+  for size in 128 256; do
+    code=$(lam_s3_call GET "media-uploads/$(lam_url "thumbnails/$lam_image_key/$size.jpg")")
+    [ "$code" = "$1" ] || { log "the $size px thumbnail: HTTP $code, expected $1"; return 1; }
+  done
+}
+
 # Every JSON sample, as thumbnail-on-create sees it under Lambda. The rejected ones must be
 # reported as invalid events, the Azure creation as a permanent error (no Azure store), the
 # SQS batch with a garbage message as a partial batch failure; everything else succeeds.
@@ -100,10 +109,7 @@ lam_every_sample_under_lambda() {
   done < <(find "$E2E_REPO/events" -name '*.json' | sort)
   [ "$failed" = 0 ] || return 1
   # The created sample's image now has both thumbnails in the store.
-  for size in 128 256; do
-    [ "$(lam_s3_call GET "media-uploads/$(lam_url "thumbnails/$lam_image_key/$size.jpg")")" = 200 ] ||
-      { log "no $size px thumbnail in S3"; return 1; }
-  done
+  lam_thumbnails_answer 200
 }
 
 # The object is deleted, then its removal event arrives: the derivatives go too.
@@ -114,10 +120,7 @@ lam_cleanup_removes_the_thumbnails() {
   local response
   response=$(lam_invoke cleanup-on-remove "$E2E_REPO/events/aws-s3/removed.json") || return 1
   ! grep -q errorType <<<"$response" || { log "cleanup: $response"; return 1; }
-  for size in 128 256; do
-    [ "$(lam_s3_call GET "media-uploads/$(lam_url "thumbnails/$lam_image_key/$size.jpg")")" = 404 ] ||
-      { log "the $size px thumbnail is still there"; return 1; }
-  done
+  lam_thumbnails_answer 404
 }
 
 # Claim checks for created objects, one line each in the file sink.

@@ -243,17 +243,8 @@ mod tests {
 
     type TestResult = Result<(), Box<dyn std::error::Error>>;
 
-    fn sweep_event(bucket: &str) -> Result<ObjectEvent, Box<dyn std::error::Error>> {
-        let ping = serde_json::json!({"version": "0", "id": "s-1", "detail-type": "Scheduled Event",
-            "source": "aws.events", "time": "2024-11-05T14:00:00Z", "region": "eu-west-1",
-            "resources": [], "detail": {}});
-        let mut event = bucketfn::event::decode_value(ping)?
-            .into_events()?
-            .into_iter()
-            .next()
-            .ok_or("no event")?;
-        event.bucket = bucket.to_owned();
-        Ok(event)
+    fn sweep_event(bucket: &str) -> ObjectEvent {
+        ObjectEvent::requested(bucketfn::event::EventKind::Sweep, bucket, String::new())
     }
 
     fn keys(n: usize) -> Vec<String> {
@@ -274,7 +265,7 @@ mod tests {
             store.insert("b", &key, &b"x"[..], "text/plain");
         }
         let done = handler
-            .handle(&sweep_event("b")?, &Invocation::default())
+            .handle(&sweep_event("b"), &Invocation::default())
             .await?;
         assert!(done.to_string().contains("30 done"), "{done}");
         assert!(done.to_string().contains("finished"), "{done}");
@@ -306,7 +297,7 @@ mod tests {
             deadline: Some(Instant::now()),
             ..Invocation::default()
         };
-        let done = handler.handle(&sweep_event("b")?, &spent).await?;
+        let done = handler.handle(&sweep_event("b"), &spent).await?;
         assert!(
             done.to_string().contains("stopped at the time budget"),
             "{done}"
@@ -317,7 +308,7 @@ mod tests {
         assert_eq!(saved.status, Status::Running);
 
         let done = handler
-            .handle(&sweep_event("b")?, &Invocation::default())
+            .handle(&sweep_event("b"), &Invocation::default())
             .await?;
         assert!(done.to_string().contains("finished"), "{done}");
         assert_eq!(publisher.published().len(), 40);
@@ -335,7 +326,7 @@ mod tests {
             deadline: Some(Instant::now() + Duration::from_secs(3)),
             ..Invocation::default()
         };
-        let done = handler.handle(&sweep_event("b")?, &short).await?;
+        let done = handler.handle(&sweep_event("b"), &short).await?;
         assert!(done.to_string().contains("finished"), "{done}");
         assert_eq!(publisher.published().len(), 5);
         Ok(())
@@ -370,7 +361,7 @@ mod tests {
             "application/json",
         );
         let busy = handler
-            .handle(&sweep_event("b")?, &Invocation::default())
+            .handle(&sweep_event("b"), &Invocation::default())
             .await?;
         assert!(
             matches!(&busy, Done::Skipped(why) if why.contains("crashed")),
@@ -380,7 +371,7 @@ mod tests {
 
         tokio::time::sleep(Duration::from_millis(400)).await;
         let done = handler
-            .handle(&sweep_event("b")?, &Invocation::default())
+            .handle(&sweep_event("b"), &Invocation::default())
             .await?;
         assert!(done.to_string().contains("10 done"), "{done}");
         let first = publisher.published().first().and_then(|m| m.key.clone());
@@ -397,7 +388,7 @@ mod tests {
         }
         publisher.set_unavailable(true);
         let err = handler
-            .handle(&sweep_event("b")?, &Invocation::default())
+            .handle(&sweep_event("b"), &Invocation::default())
             .await
             .err()
             .ok_or("outage reported as success")?;
@@ -405,7 +396,7 @@ mod tests {
         assert!(checkpoint(store.as_ref()).await?.lease.is_none());
         publisher.set_unavailable(false);
         handler
-            .handle(&sweep_event("b")?, &Invocation::default())
+            .handle(&sweep_event("b"), &Invocation::default())
             .await?;
         assert_eq!(publisher.published().len(), 5);
         Ok(())
@@ -415,7 +406,7 @@ mod tests {
     async fn a_schedule_without_a_bucket_needs_forward_bucket() -> TestResult {
         let (store, publisher, handler) = forwarder(file_config());
         let err = handler
-            .handle(&sweep_event("")?, &Invocation::default())
+            .handle(&sweep_event(""), &Invocation::default())
             .await
             .err()
             .ok_or("accepted")?;
@@ -426,7 +417,7 @@ mod tests {
         let (store2, publisher2, handler2) = forwarder(config);
         store2.insert("b", "x.log", &b"x"[..], "text/plain");
         handler2
-            .handle(&sweep_event("")?, &Invocation::default())
+            .handle(&sweep_event(""), &Invocation::default())
             .await?;
         assert_eq!(publisher2.published().len(), 1);
         drop((store, publisher, handler));

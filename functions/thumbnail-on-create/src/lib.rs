@@ -397,17 +397,8 @@ mod tests {
         Ok(store.head(bucket, key).await?.etag.ok_or("no etag")?)
     }
 
-    /// An EventBridge schedule, aimed at `bucket` as `sweep --bucket` would aim it.
-    fn sweep_event(bucket: &str) -> Result<ObjectEvent, Box<dyn std::error::Error>> {
-        let schedule = serde_json::json!({"version": "0", "id": "s-1",
-            "detail-type": "Scheduled Event", "source": "aws.events", "detail": {}});
-        let mut event = bucketfn::event::decode_value(schedule)?
-            .into_events()?
-            .into_iter()
-            .next()
-            .ok_or("no event")?;
-        event.bucket = bucket.to_owned();
-        Ok(event)
+    fn sweep_event(bucket: &str) -> ObjectEvent {
+        ObjectEvent::requested(bucketfn::event::EventKind::Sweep, bucket, String::new())
     }
 
     #[tokio::test]
@@ -585,7 +576,7 @@ mod tests {
         store.insert("b", "notes.txt", &b"hello"[..], "text/plain");
 
         let outcome = handler
-            .handle(&sweep_event("b")?, &Invocation::default())
+            .handle(&sweep_event("b"), &Invocation::default())
             .await?;
         let Done::Completed(summary) = outcome else {
             return Err(format!("sweep outcome {outcome}").into());
@@ -615,7 +606,7 @@ mod tests {
             deadline: Some(Instant::now() + Duration::from_millis(30)),
             ..Invocation::default()
         };
-        let first = handler.handle(&sweep_event("b")?, &hurried).await?;
+        let first = handler.handle(&sweep_event("b"), &hurried).await?;
         assert!(
             first.to_string().contains("the next run continues after"),
             "{first}"
@@ -627,7 +618,7 @@ mod tests {
         );
 
         let second = handler
-            .handle(&sweep_event("b")?, &Invocation::default())
+            .handle(&sweep_event("b"), &Invocation::default())
             .await?;
         assert!(second.to_string().contains("finished"), "{second}");
         assert!(
@@ -654,7 +645,7 @@ mod tests {
     async fn a_scheduled_sweep_needs_a_bucket() -> TestResult {
         let (_store, handler) = thumbnailer(Config::default());
         let err = handler
-            .handle(&sweep_event("")?, &Invocation::default())
+            .handle(&sweep_event(""), &Invocation::default())
             .await
             .err()
             .ok_or("no bucket accepted")?;
@@ -666,7 +657,7 @@ mod tests {
         let (_store, handler) = thumbnailer(configured);
         assert!(
             handler
-                .handle(&sweep_event("")?, &Invocation::default())
+                .handle(&sweep_event(""), &Invocation::default())
                 .await
                 .is_ok()
         );

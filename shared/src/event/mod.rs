@@ -127,6 +127,12 @@ fn empty_as_null<S: Serializer>(value: &str, serializer: S) -> Result<S::Ok, S::
 }
 
 impl ObjectEvent {
+    /// What an operator asks for rather than what a store reports: a catch-up
+    /// [`EventKind::Sweep`] over `bucket` below the prefix `key`, or one object to redo.
+    pub fn requested(kind: EventKind, bucket: &str, key: String) -> Self {
+        Self::new(kind, Source::Schedule, bucket, key, "requested")
+    }
+
     /// An event with only the identifying fields set; decoders fill in the rest.
     pub(crate) fn new(
         kind: EventKind,

@@ -11,7 +11,7 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use std::time::{Duration, Instant};
 
 use super::{Function, Invocation, Report, http as http_runtime, process, start};
-use crate::event::{Delivery, EventKind, ObjectEvent, Source, decode};
+use crate::event::{Delivery, EventKind, ObjectEvent, decode};
 use crate::progress::Progress;
 
 /// Exit code for input or usage that is rejected (bad event, bad header, bad configuration).
@@ -221,13 +221,7 @@ async fn sweep<F: Function>(
         Ok(started) => started,
         Err(e) => return fail(e),
     };
-    let event = ObjectEvent::new(
-        kind,
-        Source::Schedule,
-        bucket.as_deref().unwrap_or_default(),
-        key,
-        "cli sweep",
-    );
+    let event = ObjectEvent::requested(kind, bucket.as_deref().unwrap_or_default(), key);
     let invocation = Invocation {
         deadline: budget.map(|secs| Instant::now() + Duration::from_secs(secs)),
         progress: Progress::on_terminal(F::NAME),
