@@ -7,6 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib/e2e.sh
+log() { printf '[lint-template] %s\n' "$*" >&2; }
 need_venv cfn-lint==1.58.0 aws-sam-translator==1.115.0
 
 cfn-lint template.yaml
