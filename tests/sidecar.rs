@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bucketfn::sink::MemoryPublisher;
 use bucketfn::storage::{LocalStore, MemoryStore, S3Store};
-use bucketfn::{Done, Env, Handler, HandlerError, Invocation, ObjectEvent, ObjectStore};
+use bucketfn::{Done, Env, Handler, HandlerError, Invocation, NewObject, ObjectEvent, ObjectStore};
 use serde_json::{Value, json};
 use sidecar_on_create::{Config, SidecarOnCreate};
 
@@ -29,6 +29,8 @@ struct Rig {
     ftp_port: u16,
     ftp: Option<FtpServer>,
     publisher: Arc<MemoryPublisher>,
+    /// The source buckets: an event is only archived while its object exists.
+    media: Arc<MemoryStore>,
 }
 
 impl Rig {
@@ -52,6 +54,7 @@ impl Rig {
             ftp_port: free_port()?,
             ftp: None,
             publisher: Arc::new(MemoryPublisher::new()),
+            media: Arc::new(MemoryStore::new()),
         })
     }
 
@@ -111,6 +114,22 @@ impl Rig {
         let publisher = Arc::clone(&self.publisher) as Arc<dyn bucketfn::sink::Publisher>;
         SidecarOnCreate::new(self.config(extra)?, store, publisher)
     }
+
+    fn media(&self) -> Arc<dyn ObjectStore> {
+        Arc::clone(&self.media) as Arc<dyn ObjectStore>
+    }
+
+    /// Puts an object in the source buckets and returns the gateway's event for it.
+    fn upload(&self, bucket: &str, key: &str, tenant: &str) -> Result<ObjectEvent, BoxError> {
+        let event = gateway_event(bucket, key, tenant)?;
+        self.media.insert(
+            &event.bucket,
+            &event.key,
+            b"essence".to_vec(),
+            "application/mxf",
+        );
+        Ok(event)
+    }
 }
 
 /// A created event as meemoo's gateway sends it: domain, tenant in the bucket metadata, md5
@@ -140,10 +159,6 @@ fn first(notification: Value) -> Result<ObjectEvent, BoxError> {
     events.into_iter().next().ok_or_else(|| "no event".into())
 }
 
-fn memory() -> Arc<dyn ObjectStore> {
-    Arc::new(MemoryStore::new())
-}
-
 async fn expect_err(
     handler: &SidecarOnCreate,
     event: &ObjectEvent,
@@ -157,8 +172,8 @@ async fn expect_err(
 #[tokio::test(flavor = "multi_thread")]
 async fn archives_an_essence_once_however_often_it_is_delivered() -> TestResult {
     let rig = Rig::start().await?;
-    let handler = rig.handler(memory(), &[])?;
-    let event = gateway_event("MAM_HighresVideo", "191213-VAN+statement.MXF", "or-rf5kf25")?;
+    let handler = rig.handler(rig.media(), &[])?;
+    let event = rig.upload("MAM_HighresVideo", "191213-VAN+statement.MXF", "or-rf5kf25")?;
 
     let outcome = handler.handle(&event, &Invocation::default()).await?;
     assert!(
@@ -215,12 +230,36 @@ async fn archives_an_essence_once_however_often_it_is_delivered() -> TestResult 
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn an_object_deleted_before_its_event_arrives_is_not_archived() -> TestResult {
+    let rig = Rig::start().await?;
+    let handler = rig.handler(rig.media(), &[])?;
+    // The gateway's event carries metadata and an etag, so only the store can tell.
+    let event = gateway_event("MAM_HighresVideo", "gone.mxf", "OR-rf5kf25")?;
+    let outcome = handler.handle(&event, &Invocation::default()).await?;
+    assert!(
+        matches!(&outcome, Done::Skipped(why) if why.contains("no longer exists")),
+        "{outcome}"
+    );
+    let seen = rig.apis.seen();
+    assert!(seen.pids.is_empty(), "{:?}", seen.pids);
+    assert!(rig.ftp()?.files().is_empty());
+    assert!(rig.publisher.published().is_empty());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn concurrent_duplicates_archive_once() -> TestResult {
     let rig = Rig::start().await?;
     let dir = tempfile::tempdir()?;
     let store: Arc<dyn ObjectStore> = Arc::new(LocalStore::new(dir.path().to_path_buf()));
-    let handler = Arc::new(rig.handler(store, &[])?);
     let event = gateway_event("MAM_HighresVideo", "clip.mxf", "OR-rf5kf25")?;
+    let essence = NewObject {
+        body: b"essence".to_vec().into(),
+        content_type: "application/mxf".to_owned(),
+        metadata: Default::default(),
+    };
+    store.put(&event.bucket, &event.key, essence).await?;
+    let handler = Arc::new(rig.handler(store, &[])?);
     // A slow PID service keeps the first delivery inside its claim while the second arrives.
     rig.apis
         .fail_next(Route::Pid, &[Failure::Stall(Duration::from_millis(400))]);
@@ -291,8 +330,8 @@ async fn a_duplicate_on_s3_reads_metadata_by_head_and_archives_once() -> TestRes
 #[tokio::test(flavor = "multi_thread")]
 async fn ftp_down_then_up_completes_with_the_same_pid() -> TestResult {
     let mut rig = Rig::without_ftp().await?;
-    let handler = rig.handler(memory(), &[])?;
-    let event = gateway_event("MAM_HighresVideo", "clip.mxf", "OR-rf5kf25")?;
+    let handler = rig.handler(rig.media(), &[])?;
+    let event = rig.upload("MAM_HighresVideo", "clip.mxf", "OR-rf5kf25")?;
     let err = expect_err(&handler, &event).await?;
     assert!(err.is_retryable(), "{err}");
     assert!(
@@ -316,8 +355,8 @@ async fn ftp_down_then_up_completes_with_the_same_pid() -> TestResult {
 #[tokio::test(flavor = "multi_thread")]
 async fn broker_down_then_up_publishes_once_with_the_same_pid() -> TestResult {
     let rig = Rig::start().await?;
-    let handler = rig.handler(memory(), &[])?;
-    let event = gateway_event("MAM_HighresVideo", "clip.mxf", "OR-rf5kf25")?;
+    let handler = rig.handler(rig.media(), &[])?;
+    let event = rig.upload("MAM_HighresVideo", "clip.mxf", "OR-rf5kf25")?;
     rig.publisher.set_unavailable(true);
     let err = expect_err(&handler, &event).await?;
     assert!(err.is_retryable(), "{err}");
@@ -346,11 +385,11 @@ async fn broker_down_then_up_publishes_once_with_the_same_pid() -> TestResult {
 #[tokio::test(flavor = "multi_thread")]
 async fn items_already_in_mediahaven_are_skipped_with_quoted_keys() -> TestResult {
     let rig = Rig::start().await?;
-    let handler = rig.handler(memory(), &[])?;
+    let handler = rig.handler(rig.media(), &[])?;
     let hostile = "a \"quoted\" key: with colon.mxf";
     rig.apis
         .add_record(StubRecord::new("F1", false, &[("s3_object_key", hostile)]));
-    let event = gateway_event(
+    let event = rig.upload(
         "MAM_HighresVideo",
         "a+%22quoted%22+key%3A+with+colon.mxf",
         "OR-rf5kf25",
@@ -361,7 +400,7 @@ async fn items_already_in_mediahaven_are_skipped_with_quoted_keys() -> TestResul
         "{outcome}"
     );
     // A key that differs only by what escaping protects does not match.
-    let near = gateway_event("MAM_HighresVideo", "a+%22quoted%22+key.mxf", "OR-rf5kf25")?;
+    let near = rig.upload("MAM_HighresVideo", "a+%22quoted%22+key.mxf", "OR-rf5kf25")?;
     assert!(matches!(
         handler.handle(&near, &Invocation::default()).await?,
         Done::Completed(_)
@@ -375,13 +414,13 @@ async fn md5_matches_unless_the_tenant_is_md5_exempt() -> TestResult {
     let rig = Rig::start().await?;
     rig.apis
         .add_record(StubRecord::new("F1", false, &[("md5", MD5)]));
-    let event = gateway_event("MAM_HighresVideo", "renamed.mxf", "OR-rf5kf25")?;
-    let strict = rig.handler(memory(), &[])?;
+    let event = rig.upload("MAM_HighresVideo", "renamed.mxf", "OR-rf5kf25")?;
+    let strict = rig.handler(rig.media(), &[])?;
     assert!(matches!(
         strict.handle(&event, &Invocation::default()).await?,
         Done::Skipped(_)
     ));
-    let exempt = rig.handler(memory(), &[("MD5_EXEMPT_TENANT", "vrt")])?;
+    let exempt = rig.handler(rig.media(), &[("MD5_EXEMPT_TENANT", "vrt")])?;
     assert!(matches!(
         exempt.handle(&event, &Invocation::default()).await?,
         Done::Completed(_)
@@ -392,13 +431,13 @@ async fn md5_matches_unless_the_tenant_is_md5_exempt() -> TestResult {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_collateral_is_linked_to_its_essence() -> TestResult {
     let rig = Rig::start().await?;
-    let handler = rig.handler(memory(), &[])?;
+    let handler = rig.handler(rig.media(), &[])?;
     rig.apis.add_record(StubRecord::new(
         "ESSENCE-F",
         false,
         &[("dc_identifier_localid", "MEDIA1"), ("PID", "abcdefghij")],
     ));
-    let event = gateway_event("mam-collaterals", "openOt/MEDIA1/subs.srt", "OR-rf5kf25")?;
+    let event = rig.upload("mam-collaterals", "openOt/MEDIA1/subs.srt", "OR-rf5kf25")?;
     let outcome = handler.handle(&event, &Invocation::default()).await?;
     assert!(matches!(outcome, Done::Completed(_)), "{outcome}");
     assert!(rig.apis.seen().pids.is_empty());
@@ -418,7 +457,7 @@ async fn a_collateral_is_linked_to_its_essence() -> TestResult {
             .contains("<is_verwant_aan>abcdefghij_openOt</is_verwant_aan>")
     );
 
-    let orphan = gateway_event("mam-collaterals", "closedOt/NOPE/subs.srt", "OR-rf5kf25")?;
+    let orphan = rig.upload("mam-collaterals", "closedOt/NOPE/subs.srt", "OR-rf5kf25")?;
     let err = expect_err(&handler, &orphan).await?;
     assert!(!err.is_retryable(), "{err}");
     assert!(
@@ -432,8 +471,8 @@ async fn a_collateral_is_linked_to_its_essence() -> TestResult {
 #[tokio::test(flavor = "multi_thread")]
 async fn busy_or_failing_services_are_retryable_and_refusals_permanent() -> TestResult {
     let rig = Rig::start().await?;
-    let handler = rig.handler(memory(), &[])?;
-    let event = gateway_event("MAM_HighresVideo", "clip.mxf", "OR-rf5kf25")?;
+    let handler = rig.handler(rig.media(), &[])?;
+    let event = rig.upload("MAM_HighresVideo", "clip.mxf", "OR-rf5kf25")?;
     // The MAM label and the token first: later events reuse them.
     for (route, failure, service) in [
         (
@@ -480,11 +519,7 @@ async fn busy_or_failing_services_are_retryable_and_refusals_permanent() -> Test
         ("OR-nolabel", "tenant OR-nolabel has no MAM label"),
         ("OR-12", "tenant \"OR-12\" is not an OR-id"),
     ] {
-        let err = expect_err(
-            &handler,
-            &gateway_event("MAM_HighresVideo", "x.mxf", tenant)?,
-        )
-        .await?;
+        let err = expect_err(&handler, &rig.upload("MAM_HighresVideo", "x.mxf", tenant)?).await?;
         assert!(!err.is_retryable(), "{err}");
         assert!(err.to_string().contains(why), "{err}");
     }
@@ -500,11 +535,11 @@ async fn busy_or_failing_services_are_retryable_and_refusals_permanent() -> Test
 #[tokio::test(flavor = "multi_thread")]
 async fn the_token_is_reused_renewed_before_expiry_and_after_a_401() -> TestResult {
     let rig = Rig::start().await?;
-    let handler = rig.handler(memory(), &[])?;
+    let handler = rig.handler(rig.media(), &[])?;
     for key in ["a.mxf", "b.mxf"] {
         handler
             .handle(
-                &gateway_event("MAM_HighresVideo", key, "OR-rf5kf25")?,
+                &rig.upload("MAM_HighresVideo", key, "OR-rf5kf25")?,
                 &Invocation::default(),
             )
             .await?;
@@ -514,19 +549,19 @@ async fn the_token_is_reused_renewed_before_expiry_and_after_a_401() -> TestResu
     rig.apis.revoke_tokens();
     handler
         .handle(
-            &gateway_event("MAM_HighresVideo", "c.mxf", "OR-rf5kf25")?,
+            &rig.upload("MAM_HighresVideo", "c.mxf", "OR-rf5kf25")?,
             &Invocation::default(),
         )
         .await?;
     assert_eq!(rig.apis.seen().tokens_issued, 2);
 
     // A token that expires within the safety margin is renewed before each use.
-    let fresh = rig.handler(memory(), &[])?;
+    let fresh = rig.handler(rig.media(), &[])?;
     rig.apis.set_token_lifetime(20);
     for key in ["d.mxf", "e.mxf"] {
         fresh
             .handle(
-                &gateway_event("MAM_HighresVideo", key, "OR-rf5kf25")?,
+                &rig.upload("MAM_HighresVideo", key, "OR-rf5kf25")?,
                 &Invocation::default(),
             )
             .await?;
@@ -545,7 +580,7 @@ async fn uploads_over_explicit_tls_to_a_server_that_requires_it() -> TestResult 
     std::fs::write(&key, certified.signing_key.serialize_pem())?;
     rig.ftp = Some(FtpServer::start_tls_on(rig.ftp_root.path(), rig.ftp_port, &cert, &key).await?);
     let host = format!("localhost:{}", rig.ftp_port);
-    let event = gateway_event("MAM_HighresVideo", "clip.mxf", "OR-rf5kf25")?;
+    let event = rig.upload("MAM_HighresVideo", "clip.mxf", "OR-rf5kf25")?;
 
     // Plain FTP is refused by the server (a 5xx: permanent), an untrusted certificate by the
     // client.
@@ -557,7 +592,7 @@ async fn uploads_over_explicit_tls_to_a_server_that_requires_it() -> TestResult 
             "UnknownIssuer",
         ),
     ] {
-        let handler = rig.handler(memory(), &settings)?;
+        let handler = rig.handler(rig.media(), &settings)?;
         let err = expect_err(&handler, &event).await?;
         let text = err.to_string();
         assert!(
@@ -569,7 +604,7 @@ async fn uploads_over_explicit_tls_to_a_server_that_requires_it() -> TestResult 
     assert!(rig.ftp()?.files().is_empty());
 
     let handler = rig.handler(
-        memory(),
+        rig.media(),
         &[
             ("FTP_HOST", host.as_str()),
             ("FTP_TLS", "true"),

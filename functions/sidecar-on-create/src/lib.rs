@@ -175,19 +175,6 @@ impl SidecarOnCreate {
         event: &'a ObjectEvent,
     ) -> Result<Option<Subject<'a>>, HandlerError> {
         let (bucket, key) = (event.bucket.as_str(), event.key.as_str());
-        let mut metadata = event.metadata.clone();
-        let mut etag = event.etag.clone();
-        // AWS S3 notifications carry no user metadata: read it from the object.
-        if metadata.is_empty() || etag.is_none() {
-            match self.store.head(bucket, key).await {
-                Ok(info) => {
-                    metadata = merged(info.metadata, metadata);
-                    etag = etag.or(info.etag);
-                }
-                Err(StoreError::NotFound { .. }) => return Ok(None),
-                Err(e) => return Err(e.into()),
-            }
-        }
         let fail = |problem| unfit(bucket, key, problem);
         let raw_tenant = event
             .bucket_metadata
@@ -209,6 +196,19 @@ impl SidecarOnCreate {
             Some(Collateral::from_key(key).map_err(fail)?)
         } else {
             None
+        };
+        // The event is judged before the store is asked, so an unfit one is refused even
+        // when its object is gone. Even a notification that carries metadata and etag is
+        // then checked against the store: archiving an object deleted since would mint a
+        // PID and request a transfer of nothing. AWS S3 notifications carry no user
+        // metadata: it comes from the object.
+        let (metadata, etag) = match self.store.head(bucket, key).await {
+            Ok(info) => (
+                merged(info.metadata, event.metadata.clone()),
+                event.etag.clone().or(info.etag),
+            ),
+            Err(StoreError::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(e.into()),
         };
         Ok(Some(Subject {
             bucket,
