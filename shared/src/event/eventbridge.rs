@@ -41,13 +41,7 @@ pub(crate) fn decode(value: &Value) -> Result<Vec<ObjectEvent>, DecodeError> {
     let bucket = detail.obj("bucket", "detail.bucket")?.non_empty("name")?;
     let object = detail.obj("object", "detail.object")?;
     let raw_key = object.non_empty("key")?;
-    let key = KEYS
-        .decode(raw_key)
-        .map_err(|problem| DecodeError::BadKey {
-            format: FORMAT,
-            key: raw_key.to_owned(),
-            problem,
-        })?;
+    let key = KEYS.decode_in(FORMAT, raw_key)?;
     let kind = match detail_type {
         "Object Created" => EventKind::Created,
         "Object Deleted" => EventKind::Removed,

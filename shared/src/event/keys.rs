@@ -1,6 +1,8 @@
 //! Object-key decoding by the rules of each source, applied exactly once: a key decoded twice
 //! turns a literal `%2B` into `+`, and one not decoded at all leaves `+` where a space was.
 
+use super::DecodeError;
+
 /// How a source escapes object keys in its notifications.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum KeyEncoding {
@@ -26,6 +28,15 @@ impl KeyEncoding {
             Self::Raw => Ok(key.to_owned()),
             Self::Form => form_decode(key),
         }
+    }
+
+    /// [`Self::decode`] for a key read from an event of `format`, failing as that event.
+    pub(crate) fn decode_in(self, format: &'static str, key: &str) -> Result<String, DecodeError> {
+        self.decode(key).map_err(|problem| DecodeError::BadKey {
+            format,
+            key: key.to_owned(),
+            problem,
+        })
     }
 }
 

@@ -75,13 +75,7 @@ fn decode_task(task: &Fields<'_>) -> Result<ObjectEvent, DecodeError> {
         }
     };
     let raw_key = task.non_empty("s3Key")?;
-    let key = KEYS
-        .decode(raw_key)
-        .map_err(|problem| DecodeError::BadKey {
-            format: FORMAT,
-            key: raw_key.to_owned(),
-            problem,
-        })?;
+    let key = KEYS.decode_in(FORMAT, raw_key)?;
     let mut event = ObjectEvent::new(
         EventKind::Created,
         Source::S3Batch,

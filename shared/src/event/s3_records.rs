@@ -96,14 +96,7 @@ fn decode_record(
     let object = s3.obj("object", &object_path)?;
 
     let raw_key = object.non_empty("key")?;
-    let key = flavour
-        .keys
-        .decode(raw_key)
-        .map_err(|problem| DecodeError::BadKey {
-            format: flavour.format,
-            key: raw_key.to_owned(),
-            problem,
-        })?;
+    let key = flavour.keys.decode_in(flavour.format, raw_key)?;
     let event_name = rec.non_empty("eventName")?;
     let mut event = ObjectEvent::new(kind_of(event_name), flavour.source, bucket, key, event_name)
         .with_metadata(object.string_map("userMetadata"))
