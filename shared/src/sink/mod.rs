@@ -5,6 +5,8 @@
 #[cfg(feature = "amqp")]
 pub mod amqp;
 mod file;
+#[cfg(feature = "http-api")]
+pub mod http;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 #[cfg(feature = "log-ingest")]
