@@ -343,7 +343,10 @@ mod tests {
     fn the_knative_sink_reports_its_missing_url_with_every_other_problem() -> TestResult {
         let err = Env::from_pairs([
             ("FORWARD_SINK", "k-sink"),
-            ("K_CE_OVERRIDES", r#"{"extensions": {"source": "elsewhere"}}"#),
+            (
+                "K_CE_OVERRIDES",
+                r#"{"extensions": {"source": "elsewhere"}}"#,
+            ),
             ("K_SINK_MAX_ATTEMPTS", "0"),
             ("FORWARD_KINDS", "tagged"),
             ("SWEEP_CONCURRENCY", "0"),
@@ -365,7 +368,10 @@ mod tests {
         );
         let config: Config = Env::from_pairs([
             ("FORWARD_SINK", "k-sink"),
-            ("K_SINK", "http://broker-ingress.knative-eventing.svc/ns/default"),
+            (
+                "K_SINK",
+                "http://broker-ingress.knative-eventing.svc/ns/default",
+            ),
             ("FORWARD_MODE", "content"),
         ])
         .load()?;

@@ -329,7 +329,11 @@ mod tests {
                 &Invocation::default(),
             )
             .await?;
-        let etag = store.head("b", "vpc/été #1.log").await?.etag.ok_or("no etag")?;
+        let etag = store
+            .head("b", "vpc/été #1.log")
+            .await?
+            .etag
+            .ok_or("no etag")?;
         let published = publisher.published();
         assert_eq!(published.len(), 2);
         for (n, message) in published.iter().enumerate() {
@@ -344,7 +348,10 @@ mod tests {
             assert_eq!(header("dedupe_id"), Some(id.as_str()));
             assert_eq!(header("ce_id"), Some(id.as_str()));
             assert_eq!(header("ce_specversion"), Some("1.0"));
-            assert_eq!(header("ce_source"), Some("s3://b/vpc/%C3%A9t%C3%A9%20%231.log"));
+            assert_eq!(
+                header("ce_source"),
+                Some("s3://b/vpc/%C3%A9t%C3%A9%20%231.log")
+            );
             assert_eq!(header("ce_type"), Some(content::RECORD_TYPE));
             assert_eq!(header("ce_subject"), Some("vpc/été #1.log"));
             assert_eq!(message.content_type, "text/plain");

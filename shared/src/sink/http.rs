@@ -125,7 +125,10 @@ impl Sender {
 
     /// Sends the request `build` makes (once per attempt, so that it can carry the time of
     /// the attempt), retrying what may clear.
-    pub async fn send(&self, build: impl Fn(&Client) -> RequestBuilder) -> Result<(), PublishError> {
+    pub async fn send(
+        &self,
+        build: impl Fn(&Client) -> RequestBuilder,
+    ) -> Result<(), PublishError> {
         let mut wait = self.policy.backoff;
         let mut attempt = 1;
         loop {

@@ -43,6 +43,7 @@ const HEADER_VALUE: &AsciiSet = &CONTROLS.add(b' ').add(b'"').add(b'%');
 /// extension attributes set on every event sent (replacing a message's own).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CeOverrides {
+    /// Extension name (lower-case letters and digits) to value.
     pub extensions: BTreeMap<String, String>,
 }
 
@@ -112,6 +113,7 @@ pub struct KSinkPublisher {
 }
 
 impl KSinkPublisher {
+    /// Fails only if the HTTP client cannot be built: the settings were checked when read.
     pub fn new(settings: KSinkSettings) -> Result<Self, BoxError> {
         let overrides = settings
             .overrides
@@ -308,7 +310,10 @@ mod tests {
         let headers = publisher.headers(&claim())?;
         assert_eq!(header(&headers, "ce-id"), Some("abc"));
         assert_eq!(header(&headers, "ce-specversion"), Some("1.0"));
-        assert_eq!(header(&headers, "ce-subject"), Some("%C3%A9t%C3%A9/a%20b.log"));
+        assert_eq!(
+            header(&headers, "ce-subject"),
+            Some("%C3%A9t%C3%A9/a%20b.log")
+        );
         assert_eq!(header(&headers, "ce-traceparent"), Some("override"));
         assert_eq!(header(&headers, "ce-cluster"), Some("eu%201"));
         assert_eq!(header(&headers, "content-type"), Some("application/json"));
@@ -318,8 +323,8 @@ mod tests {
     }
 
     #[test]
-    fn a_message_without_the_required_attributes_is_rejected_before_anything_is_sent()
-    -> TestResult {
+    fn a_message_without_the_required_attributes_is_rejected_before_anything_is_sent() -> TestResult
+    {
         let publisher = KSinkPublisher::new(settings("")?)?;
         let mut message = claim();
         message
@@ -355,13 +360,11 @@ mod tests {
             (r#"{"extensions": {"n": 1}}"#, "expected {\"extensions\""),
             ("extensions=x", "expected {\"extensions\""),
         ] {
-            let err = Env::from_pairs([
-                ("K_CE_OVERRIDES", overrides),
-                ("K_SINK_MAX_ATTEMPTS", "0"),
-            ])
-            .load::<KSinkSettings>()
-            .err()
-            .ok_or("accepted")?;
+            let err =
+                Env::from_pairs([("K_CE_OVERRIDES", overrides), ("K_SINK_MAX_ATTEMPTS", "0")])
+                    .load::<KSinkSettings>()
+                    .err()
+                    .ok_or("accepted")?;
             let vars: Vec<&str> = err.problems.iter().map(|p| p.variable.as_str()).collect();
             assert_eq!(
                 vars,
