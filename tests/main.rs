@@ -4,6 +4,7 @@
 mod cleanup;
 mod cli;
 mod events;
+mod forward_to_k_sink;
 mod forward_to_stream;
 mod http_service;
 mod lambda;

@@ -1,5 +1,6 @@
 //! HTTP APIs the functions call (MediaHaven, the PID service, the organisations API): one
-//! error type that names the service and classifies the failure once for retry decisions.
+//! error type that names the service and classifies the failure once for retry decisions. The
+//! HTTP sinks ([`crate::sink::http`]) judge statuses and quote bodies by the same rules.
 
 use std::time::Duration;
 
@@ -50,11 +51,7 @@ impl ApiError {
     pub fn is_retryable(&self) -> bool {
         match self {
             Self::Unreachable { .. } | Self::Malformed { .. } => true,
-            Self::Status { status, .. } => {
-                status.is_server_error()
-                    || *status == StatusCode::TOO_MANY_REQUESTS
-                    || *status == StatusCode::REQUEST_TIMEOUT
-            }
+            Self::Status { status, .. } => transient_status(*status),
             Self::Refused { .. } => false,
         }
     }
@@ -113,6 +110,25 @@ impl From<ObjectApiError> for HandlerError {
     }
 }
 
+/// Whether an error status may pass on its own: 5xx (the server's trouble), 429 and 408 (it
+/// asks the client to slow down or come back). Any other 4xx will be the same next time.
+pub fn transient_status(status: StatusCode) -> bool {
+    status.is_server_error()
+        || status == StatusCode::TOO_MANY_REQUESTS
+        || status == StatusCode::REQUEST_TIMEOUT
+}
+
+/// The start of an error answer's body, for messages: enough to read the service's reason.
+pub async fn excerpt(response: Response) -> String {
+    let body = response.text().await.unwrap_or_default();
+    let body: String = body.chars().take(BODY_EXCERPT).collect();
+    if body.trim().is_empty() {
+        "(empty body)".to_owned()
+    } else {
+        body
+    }
+}
+
 /// An HTTP client with a time limit on every request (connect, send and read together).
 pub fn client(timeout: Duration) -> Result<reqwest::Client, BoxError> {
     Ok(reqwest::Client::builder()
@@ -128,15 +144,10 @@ pub async fn send(service: &'static str, request: RequestBuilder) -> Result<Resp
     if status.is_success() {
         return Ok(response);
     }
-    let body = response.text().await.unwrap_or_default();
-    let mut body: String = body.chars().take(BODY_EXCERPT).collect();
-    if body.trim().is_empty() {
-        body = "(empty body)".to_owned();
-    }
     Err(ApiError::Status {
         service,
         status,
-        body,
+        body: excerpt(response).await,
     })
 }
 

@@ -2,7 +2,7 @@
 //! every function shares: the event model and its decoders, outcomes, the Lambda / HTTP / CLI
 //! runtimes, storage and configuration.
 
-#[cfg(feature = "mediahaven")]
+#[cfg(feature = "http-api")]
 pub mod api;
 pub mod config;
 pub mod event;

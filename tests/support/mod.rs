@@ -4,6 +4,7 @@ pub mod archive_apis;
 pub mod ftp_server;
 pub mod function;
 pub mod images;
+pub mod knative_sink;
 pub mod lambda_api;
 pub mod log_ingest;
 pub mod s3_server;

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
-use bucketfn::sink::{KafkaSettings, LogIngestSettings};
+use bucketfn::sink::{KSinkSettings, KafkaSettings, LogIngestSettings};
 use bucketfn::{Env, EventKind, FromEnv};
 
 /// What is published for an object.
@@ -58,8 +58,18 @@ impl FromStr for Format {
 pub enum SinkConfig {
     Kafka(KafkaSettings),
     LogIngest(LogIngestSettings),
+    /// CloudEvents over HTTP to `K_SINK` (Knative SinkBinding, ContainerSource).
+    KSink(KSinkSettings),
     /// JSON lines appended to a file (`-`: standard output).
     File(PathBuf),
+}
+
+impl SinkConfig {
+    /// The sink carries nothing but CloudEvents, so content-mode records must be CloudEvents
+    /// too.
+    pub fn carries_only_cloudevents(&self) -> bool {
+        matches!(self, Self::KSink(_))
+    }
 }
 
 /// Content-mode limits and batching.
@@ -179,11 +189,12 @@ fn read_sink(env: &mut Env) -> Option<SinkConfig> {
     match sink.as_str() {
         "kafka" => KafkaSettings::read(env).map(SinkConfig::Kafka),
         "log-ingest" => LogIngestSettings::read(env).map(SinkConfig::LogIngest),
+        "k-sink" => KSinkSettings::read(env).map(SinkConfig::KSink),
         "file" => Some(SinkConfig::File(env.or("FORWARD_FILE", PathBuf::from("-")))),
         other => {
             env.problem(
                 "FORWARD_SINK",
-                format!("{other:?} is not kafka, log-ingest or file"),
+                format!("{other:?} is not kafka, log-ingest, k-sink or file"),
             );
             None
         }
@@ -325,6 +336,47 @@ mod tests {
                 "FORWARD_KINDS"
             ]
         );
+        Ok(())
+    }
+
+    #[test]
+    fn the_knative_sink_reports_its_missing_url_with_every_other_problem() -> TestResult {
+        let err = Env::from_pairs([
+            ("FORWARD_SINK", "k-sink"),
+            (
+                "K_CE_OVERRIDES",
+                r#"{"extensions": {"source": "elsewhere"}}"#,
+            ),
+            ("K_SINK_MAX_ATTEMPTS", "0"),
+            ("FORWARD_KINDS", "tagged"),
+            ("SWEEP_CONCURRENCY", "0"),
+        ])
+        .load::<Config>()
+        .err()
+        .ok_or("accepted")?;
+        let vars: Vec<&str> = err.problems.iter().map(|p| p.variable.as_str()).collect();
+        assert_eq!(
+            vars,
+            [
+                "FORWARD_KINDS",
+                "FORWARD_KINDS",
+                "K_SINK",
+                "K_CE_OVERRIDES",
+                "K_SINK_MAX_ATTEMPTS",
+                "SWEEP_CONCURRENCY"
+            ]
+        );
+        let config: Config = Env::from_pairs([
+            ("FORWARD_SINK", "k-sink"),
+            (
+                "K_SINK",
+                "http://broker-ingress.knative-eventing.svc/ns/default",
+            ),
+            ("FORWARD_MODE", "content"),
+        ])
+        .load()?;
+        assert!(config.sink.carries_only_cloudevents());
+        assert!(matches!(config.sink, SinkConfig::KSink(ref k) if k.url.ends_with("/default")));
         Ok(())
     }
 

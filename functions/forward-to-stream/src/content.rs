@@ -1,7 +1,8 @@
 //! Content mode: an object's records streamed to the sink in batches, in bounded memory
 //! whatever the object's size. Gzip is recognised by its magic bytes; records are lines, or
 //! the elements of a JSON array (the top-level one, or a field such as IBM's `flow_logs`),
-//! read element by element; each record carries the dedupe id `<etag>:<index>`.
+//! read element by element; each record carries the dedupe id `<etag>:<index>`, and, for sinks
+//! that carry only CloudEvents, the attributes that make it one.
 
 use std::cell::Cell;
 use std::fmt;
@@ -13,6 +14,7 @@ use bucketfn::sink::{Message, Publisher};
 use bucketfn::storage::{ObjectPath, ObjectReader};
 use bytes::Bytes;
 use flate2::read::MultiGzDecoder;
+use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 use serde::de::{
     DeserializeSeed, Deserializer, Error as _, IgnoredAny, MapAccess, SeqAccess, Visitor,
 };
@@ -35,6 +37,64 @@ pub struct Origin {
     pub key: String,
     /// The object version's etag: with the record index, the dedupe id.
     pub etag: String,
+    /// Each record is also a CloudEvent in Kafka binary mode (`ce_*` headers), for a sink that
+    /// carries nothing else (K_SINK).
+    pub cloudevents: bool,
+}
+
+/// The type of a record's CloudEvent.
+pub const RECORD_TYPE: &str = "io.bucketfn.object.record";
+
+/// What keys keep as they are in a record's `ce_source` (`s3://<bucket>/<key>`): the URL path
+/// percent-encode set, plus `%` so that a key's own percent signs stay apart from escapes.
+const SOURCE_PATH: &AsciiSet = &CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'%')
+    .add(b'<')
+    .add(b'>')
+    .add(b'?')
+    .add(b'`')
+    .add(b'{')
+    .add(b'}');
+
+/// The CloudEvent attributes all records of one object share. Each record is its own event,
+/// not each batch: the record's dedupe id is the event id, so a consumer drops what a
+/// redelivery or a catch-up pass sends again exactly as on the other sinks, and a Trigger can
+/// filter single records. A batch's bounds move with `CONTENT_BATCH_*`, so its id could not be
+/// stable.
+#[derive(Debug, Clone)]
+struct RecordEvent {
+    /// `s3://<bucket>/<key>`: ids (`<etag>:<index>`) are unique only within one object, and
+    /// CloudEvents ids are unique within their source.
+    source: String,
+    subject: String,
+}
+
+impl RecordEvent {
+    fn of(origin: &Origin) -> Option<Self> {
+        origin.cloudevents.then(|| Self {
+            source: format!(
+                "s3://{}/{}",
+                origin.bucket,
+                utf8_percent_encode(&origin.key, SOURCE_PATH)
+            ),
+            subject: origin.key.clone(),
+        })
+    }
+
+    /// A record's headers: its dedupe id, which is also its CloudEvent id, and the attributes.
+    fn headers(&self, id: String) -> Vec<(String, String)> {
+        vec![
+            ("dedupe_id".to_owned(), id.clone()),
+            ("ce_specversion".to_owned(), "1.0".to_owned()),
+            ("ce_id".to_owned(), id),
+            ("ce_source".to_owned(), self.source.clone()),
+            ("ce_type".to_owned(), RECORD_TYPE.to_owned()),
+            ("ce_subject".to_owned(), self.subject.clone()),
+        ]
+    }
 }
 
 /// Why an object's content could not be forwarded.
@@ -212,6 +272,7 @@ struct Batcher {
     index: Rc<Cell<u64>>,
     message_key: String,
     etag: String,
+    cloudevent: Option<RecordEvent>,
     content_type: &'static str,
     meter: Rc<Meter>,
     config: ContentConfig,
@@ -226,9 +287,14 @@ impl Batcher {
                 after: index,
             }));
         }
+        let id = format!("{}:{index}", self.etag);
+        let headers = match &self.cloudevent {
+            None => vec![("dedupe_id".to_owned(), id)],
+            Some(event) => event.headers(id),
+        };
         self.batch.push(Message {
             key: Some(self.message_key.clone()),
-            headers: vec![("dedupe_id".to_owned(), format!("{}:{index}", self.etag))],
+            headers,
             content_type: self.content_type.to_owned(),
             correlation_id: None,
             body: Bytes::copy_from_slice(record),
@@ -378,6 +444,7 @@ fn split(
         index,
         message_key: format!("{}/{}", origin.bucket, origin.key),
         etag: origin.etag.clone(),
+        cloudevent: RecordEvent::of(origin),
         content_type: if json {
             "application/json"
         } else {
@@ -586,6 +653,7 @@ mod tests {
             bucket: "logs".into(),
             key: "vpc/a.log.gz".into(),
             etag: "e1".into(),
+            cloudevents: false,
         }
     }
 

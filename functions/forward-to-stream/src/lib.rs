@@ -1,5 +1,6 @@
 //! forward-to-stream: when an object lands, publish a claim-check CloudEvent that points at it
-//! (or, in content mode, its log records) to a Kafka-compatible stream or a log-ingest API;
+//! (or, in content mode, its log records) to a Kafka-compatible stream, a log-ingest API or a
+//! Knative sink;
 //! on a schedule, catch up on every object not forwarded yet, resumably.
 
 mod catch_up;
@@ -11,7 +12,9 @@ pub mod content;
 use std::sync::Arc;
 
 use bucketfn::runtime::Location;
-use bucketfn::sink::{FilePublisher, KafkaPublisher, LogIngestPublisher, Publisher};
+use bucketfn::sink::{
+    FilePublisher, KSinkPublisher, KafkaPublisher, LogIngestPublisher, Publisher,
+};
 use bucketfn::storage::{ObjectPath, ensure_readable};
 use bucketfn::{
     Done, EventKind, Function, Handler, HandlerError, Invocation, ObjectEvent, ObjectStore,
@@ -121,6 +124,7 @@ impl Forwarder {
             bucket: bucket.to_owned(),
             key: key.to_owned(),
             etag,
+            cloudevents: self.config.sink.carries_only_cloudevents(),
         };
         let records = content::forward(
             reader,
@@ -166,6 +170,9 @@ pub fn publisher(sink: &SinkConfig) -> Result<Arc<dyn Publisher>, StartError> {
         SinkConfig::LogIngest(settings) => {
             Arc::new(LogIngestPublisher::new(settings.clone()).map_err(StartError::Failed)?)
         }
+        SinkConfig::KSink(settings) => {
+            Arc::new(KSinkPublisher::new(settings.clone()).map_err(StartError::Failed)?)
+        }
         SinkConfig::File(path) => Arc::new(FilePublisher::open(path).map_err(|e| {
             StartError::Failed(format!("FORWARD_FILE {}: {e}", path.display()).into())
         })?),
@@ -175,7 +182,8 @@ pub fn publisher(sink: &SinkConfig) -> Result<Arc<dyn Publisher>, StartError> {
 impl Function for Forwarder {
     const NAME: &'static str = "forward-to-stream";
     const ABOUT: &'static str = "Publishes a claim-check reference (or the log records) of every \
-        object that lands in a bucket to a Kafka-compatible stream or a log-ingest API";
+        object that lands in a bucket to a Kafka-compatible stream, a log-ingest API or a Knative \
+        sink (CloudEvents over HTTP)";
 
     type Config = Config;
 
@@ -305,6 +313,49 @@ mod tests {
             .handle(&event("ObjectCreated:Put", "b", "vpc/gone.log")?, &inv)
             .await?;
         assert!(matches!(gone, Done::Skipped(_)), "{gone}");
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn content_records_are_cloudevents_when_the_sink_carries_nothing_else() -> TestResult {
+        let settings = bucketfn::Env::from_pairs([("K_SINK", "http://127.0.0.1:9/")]).load()?;
+        let mut config = Config::with_sink(SinkConfig::KSink(settings));
+        config.mode = Mode::Content;
+        let (store, publisher, handler) = forwarder(config);
+        store.insert("b", "vpc/été #1.log", &b"r1\nr2\n"[..], "text/plain");
+        handler
+            .handle(
+                &event("ObjectCreated:Put", "b", "vpc/été #1.log")?,
+                &Invocation::default(),
+            )
+            .await?;
+        let etag = store
+            .head("b", "vpc/été #1.log")
+            .await?
+            .etag
+            .ok_or("no etag")?;
+        let published = publisher.published();
+        assert_eq!(published.len(), 2);
+        for (n, message) in published.iter().enumerate() {
+            let header = |name: &str| {
+                message
+                    .headers
+                    .iter()
+                    .find(|(h, _)| h == name)
+                    .map(|(_, v)| v.as_str())
+            };
+            let id = format!("{etag}:{n}");
+            assert_eq!(header("dedupe_id"), Some(id.as_str()));
+            assert_eq!(header("ce_id"), Some(id.as_str()));
+            assert_eq!(header("ce_specversion"), Some("1.0"));
+            assert_eq!(
+                header("ce_source"),
+                Some("s3://b/vpc/%C3%A9t%C3%A9%20%231.log")
+            );
+            assert_eq!(header("ce_type"), Some(content::RECORD_TYPE));
+            assert_eq!(header("ce_subject"), Some("vpc/été #1.log"));
+            assert_eq!(message.content_type, "text/plain");
+        }
         Ok(())
     }
 }

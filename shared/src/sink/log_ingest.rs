@@ -1,14 +1,13 @@
 //! A log-ingest HTTP API in the Mezmo (LogDNA) format: `POST /logs/ingest?hostname=...&now=...`
 //! with the ingestion key as basic-auth user and `{"lines": [{timestamp, line, app, level,
 //! meta}]}`, in requests under the API's 10 MB limit; 429, 5xx and timeouts are retried with
-//! backoff, other 4xx refused for good.
-
-use std::time::Duration;
+//! backoff, other 4xx refused for good ([`super::http`]).
 
 use async_trait::async_trait;
 use chrono::Utc;
 use serde_json::{Map, Value, json};
 
+use super::http::{RetryPolicy, Sender, check_url};
 use super::{Message, PublishError, Publisher};
 use crate::config::{Env, FromEnv};
 use crate::outcome::BoxError;
@@ -33,12 +32,8 @@ pub struct LogIngestSettings {
     pub tags: Option<String>,
     /// `LOG_INGEST_MAX_BATCH_BYTES`: request bodies stay under this.
     pub max_batch_bytes: usize,
-    /// `LOG_INGEST_MAX_ATTEMPTS`: tries per request before the publish counts as failed.
-    pub max_attempts: u32,
-    /// `LOG_INGEST_TIMEOUT_SECS`: time limit of one request.
-    pub timeout: Duration,
-    /// `LOG_INGEST_BACKOFF_MS`: the first wait before a retry; it doubles each time.
-    pub backoff: Duration,
+    /// `LOG_INGEST_MAX_ATTEMPTS`, `LOG_INGEST_TIMEOUT_SECS`, `LOG_INGEST_BACKOFF_MS`.
+    pub retry: RetryPolicy,
 }
 
 impl std::fmt::Debug for LogIngestSettings {
@@ -58,9 +53,7 @@ impl FromEnv for LogIngestSettings {
             "LOG_INGEST_URL",
             "https://logs.mezmo.com/logs/ingest".to_owned(),
         );
-        if !(url.starts_with("https://") || url.starts_with("http://")) {
-            env.problem("LOG_INGEST_URL", "must be an http:// or https:// URL");
-        }
+        check_url(env, "LOG_INGEST_URL", &url);
         let key = env.required("LOG_INGEST_KEY");
         let max_batch_bytes = env.or("LOG_INGEST_MAX_BATCH_BYTES", 2_000_000usize);
         if !(1024..=API_MAX_REQUEST_BYTES).contains(&max_batch_bytes) {
@@ -69,10 +62,7 @@ impl FromEnv for LogIngestSettings {
                 format!("must be within 1024..={API_MAX_REQUEST_BYTES} (the API's limit)"),
             );
         }
-        let max_attempts = env.or("LOG_INGEST_MAX_ATTEMPTS", 4u32);
-        if max_attempts == 0 {
-            env.problem("LOG_INGEST_MAX_ATTEMPTS", "must be at least 1");
-        }
+        let retry = RetryPolicy::read(env, "LOG_INGEST");
         Some(Self {
             url,
             key: key?,
@@ -81,62 +71,30 @@ impl FromEnv for LogIngestSettings {
             level: env.or("LOG_INGEST_LEVEL", "INFO".to_owned()),
             tags: env.optional("LOG_INGEST_TAGS"),
             max_batch_bytes,
-            max_attempts: max_attempts.max(1),
-            timeout: Duration::from_secs(env.or("LOG_INGEST_TIMEOUT_SECS", 30u64).max(1)),
-            backoff: Duration::from_millis(env.or("LOG_INGEST_BACKOFF_MS", 500u64)),
+            retry,
         })
-    }
-}
-
-/// What one request attempt ended with.
-#[derive(Debug, thiserror::Error)]
-enum AttemptError {
-    #[error("HTTP {status}: {body}")]
-    Status { status: u16, body: String },
-    #[error("no answer within {0} s (LOG_INGEST_TIMEOUT_SECS)")]
-    Timeout(u64),
-    #[error(transparent)]
-    Http(reqwest::Error),
-}
-
-impl AttemptError {
-    fn retryable(&self) -> bool {
-        match self {
-            Self::Status { status, .. } => *status == 429 || *status == 408 || *status >= 500,
-            Self::Timeout(_) => true,
-            // Connection refused, reset, DNS: the service may come back.
-            Self::Http(e) => !e.is_builder(),
-        }
     }
 }
 
 /// Sends messages as log lines.
 pub struct LogIngestPublisher {
     settings: LogIngestSettings,
-    client: reqwest::Client,
-    sink: String,
+    sender: Sender,
 }
 
 impl std::fmt::Debug for LogIngestPublisher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LogIngestPublisher")
-            .field("sink", &self.sink)
+            .field("sink", &self.sender.sink())
             .finish_non_exhaustive()
     }
 }
 
 impl LogIngestPublisher {
     pub fn new(settings: LogIngestSettings) -> Result<Self, BoxError> {
-        let client = reqwest::Client::builder()
-            .timeout(settings.timeout)
-            .user_agent("bucketfn")
-            .build()?;
         let sink = format!("log ingest {}", settings.url);
-        Ok(Self {
-            settings,
-            client,
-            sink,
-        })
+        let sender = Sender::new(sink, settings.retry.clone())?;
+        Ok(Self { settings, sender })
     }
 
     /// The API's line for a message: the body is the text, headers and key go to `meta`.
@@ -171,7 +129,7 @@ impl LogIngestPublisher {
             let line = self.line(message, now_ms).to_string();
             if OPEN.len() + line.len() + CLOSE.len() > limit {
                 return Err(PublishError::Rejected {
-                    sink: self.sink.clone(),
+                    sink: self.sender.sink().to_owned(),
                     source: format!(
                         "a line of {} bytes does not fit in a request of LOG_INGEST_MAX_BATCH_BYTES ({limit})",
                         line.len()
@@ -195,77 +153,26 @@ impl LogIngestPublisher {
         Ok(bodies)
     }
 
-    async fn attempt(&self, body: &str) -> Result<(), (AttemptError, Option<Duration>)> {
-        let mut query = vec![
-            ("hostname", self.settings.hostname.clone()),
-            ("now", Utc::now().timestamp_millis().to_string()),
-        ];
-        if let Some(tags) = &self.settings.tags {
-            query.push(("tags", tags.clone()));
-        }
-        let request = self
-            .client
-            .post(&self.settings.url)
-            .query(&query)
-            .basic_auth(&self.settings.key, None::<&str>)
-            .header("content-type", "application/json; charset=UTF-8")
-            .body(body.to_owned());
-        let response = match request.send().await {
-            Ok(response) => response,
-            Err(e) if e.is_timeout() => {
-                return Err((AttemptError::Timeout(self.settings.timeout.as_secs()), None));
-            }
-            Err(e) => return Err((AttemptError::Http(e), None)),
-        };
-        let status = response.status();
-        if status.is_success() {
-            return Ok(());
-        }
-        let retry_after = response
-            .headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
-        let text = response.text().await.unwrap_or_default();
-        let body: String = text.chars().take(300).collect();
-        Err((
-            AttemptError::Status {
-                status: status.as_u16(),
-                body,
-            },
-            retry_after,
-        ))
-    }
-
-    /// Sends one body, retrying what may clear with exponential backoff (or the server's
-    /// `Retry-After`, capped at 30 s).
+    /// Sends one body; `now` is the time of each attempt.
     async fn send(&self, body: &str) -> Result<(), PublishError> {
-        let mut wait = self.settings.backoff;
-        let mut attempt = 1;
-        loop {
-            let (error, retry_after) = match self.attempt(body).await {
-                Ok(()) => return Ok(()),
-                Err(failure) => failure,
-            };
-            if !error.retryable() {
-                return Err(PublishError::Rejected {
-                    sink: self.sink.clone(),
-                    source: Box::new(error),
-                });
-            }
-            if attempt >= self.settings.max_attempts {
-                return Err(PublishError::Unavailable {
-                    sink: self.sink.clone(),
-                    source: format!("{attempt} attempts; the last: {error}").into(),
-                });
-            }
-            let pause = retry_after.unwrap_or(wait).min(Duration::from_secs(30));
-            tracing::warn!(attempt, error = %error, wait_ms = pause.as_millis() as u64, "Log ingest failed; retrying.");
-            tokio::time::sleep(pause).await;
-            wait = wait.saturating_mul(2);
-            attempt += 1;
-        }
+        let settings = &self.settings;
+        self.sender
+            .send(|client| {
+                let mut query = vec![
+                    ("hostname", settings.hostname.clone()),
+                    ("now", Utc::now().timestamp_millis().to_string()),
+                ];
+                if let Some(tags) = &settings.tags {
+                    query.push(("tags", tags.clone()));
+                }
+                client
+                    .post(&settings.url)
+                    .query(&query)
+                    .basic_auth(&settings.key, None::<&str>)
+                    .header("content-type", "application/json; charset=UTF-8")
+                    .body(body.to_owned())
+            })
+            .await
     }
 }
 
@@ -284,6 +191,7 @@ impl Publisher for LogIngestPublisher {
 mod tests {
     use super::*;
     use bytes::Bytes;
+    use std::time::Duration;
 
     type TestResult = Result<(), BoxError>;
 
@@ -296,9 +204,12 @@ mod tests {
             level: "INFO".into(),
             tags: None,
             max_batch_bytes,
-            max_attempts: 1,
-            timeout: Duration::from_secs(1),
-            backoff: Duration::from_millis(1),
+            retry: RetryPolicy {
+                prefix: "LOG_INGEST",
+                max_attempts: 1,
+                timeout: Duration::from_secs(1),
+                backoff: Duration::from_millis(1),
+            },
         })
     }
 

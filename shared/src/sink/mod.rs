@@ -1,10 +1,15 @@
 //! Where functions send messages: one trait for brokers and ingest APIs, with errors already
 //! classified for retry decisions: Kafka (feature `kafka`), a log-ingest API (feature
-//! `log-ingest`), a local file, and (feature `testing`) memory.
+//! `log-ingest`), a Knative sink of CloudEvents over HTTP (feature `k-sink`), a local file, and
+//! (feature `testing`) memory.
 
 #[cfg(feature = "amqp")]
 pub mod amqp;
 mod file;
+#[cfg(feature = "http-api")]
+pub mod http;
+#[cfg(feature = "k-sink")]
+pub mod k_sink;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 #[cfg(feature = "log-ingest")]
@@ -18,6 +23,8 @@ use bytes::Bytes;
 use crate::outcome::{BoxError, HandlerError};
 
 pub use file::FilePublisher;
+#[cfg(feature = "k-sink")]
+pub use k_sink::{KSinkPublisher, KSinkSettings};
 #[cfg(feature = "kafka")]
 pub use kafka::{KafkaPublisher, KafkaSettings};
 #[cfg(feature = "log-ingest")]
