@@ -7,7 +7,7 @@
 # RabbitMQ, claim checks in the sink, clean-ups; last, all four as HTTP services (`serve`, as
 # Knative runs them) get every CloudEvent sample from curl, binary mode with the samples'
 # headers and structured mode, and one object announced both ways is made, archived and
-# claimed once.
+# claimed once; and forward-to-stream publishes into Knative Eventing through K_SINK.
 # Sourced by scripts/e2e.sh. Cold: cargo-lambda, zig and pika from PyPI (under a minute),
 # RabbitMQ and Erlang from apt (about 25 s), s3s-fs from crates.io (about 3 min, once, cached).
 
@@ -440,3 +440,59 @@ assert ids and all(len(i) == 1 for i in ids.values()), f"claim ids of the adapte
 PY
 }
 check "over HTTP: thumbnails, one sidecar, one file-transfer request, one claim id" lam_http_outputs
+
+# --- forward-to-stream publishing into Knative Eventing: K_SINK (as a SinkBinding injects it)
+# points at a CloudEvents receiver that answers 503 to the first delivery, as a Broker that is
+# not ready yet does, then records what arrives.
+lam_ksink_port=$(free_port)
+python3 - "$lam_ksink_port" "$lam_dir/k-sink.jsonl" >"$lam_dir/k-sink.log" 2>&1 <<'PY' &
+import http.server, json, sys
+port, out = int(sys.argv[1]), sys.argv[2]
+refused = []
+class Receiver(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("content-length", 0)))
+        if not refused:
+            refused.append(True)
+            self.send_response(503); self.end_headers(); return
+        with open(out, "a") as f:
+            f.write(json.dumps({"headers": {k.lower(): v for k, v in self.headers.items()},
+                                "body": body.decode()}) + "\n")
+        self.send_response(202); self.end_headers()
+http.server.HTTPServer(("127.0.0.1", port), Receiver).serve_forever()
+PY
+on_exit "kill $!"
+wait_port "$lam_ksink_port"
+lam_ksink_service=$(free_port)
+(
+  set -a
+  # shellcheck disable=SC1091
+  source "$lam_dir/lambda.env"
+  PORT=$lam_ksink_service FORWARD_SINK=k-sink K_SINK="http://127.0.0.1:$lam_ksink_port/"
+  K_CE_OVERRIDES='{"extensions": {"cluster": "e2e"}}' K_SINK_BACKOFF_MS=50
+  exec "$BUCKETFN_BIN/forward-to-stream" serve
+) >"$lam_dir/serve-k-sink.log" 2>&1 &
+on_exit "kill $!"
+wait_port "$lam_ksink_service"
+
+lam_forwarded_to_k_sink() {
+  local code
+  code=$(curl -s -o "$lam_dir/http-response" -w '%{http_code}' -X POST "http://127.0.0.1:$lam_ksink_service/" \
+    -H 'content-type: application/cloudevents+json' \
+    --data-binary @"$E2E_REPO/events/cloudevents/aws-s3-adapter-structured.json")
+  [ "$code" = 202 ] || { log "forward-to-stream answered $code: $(cat "$lam_dir/http-response")"; return 1; }
+  python3 - "$lam_dir/k-sink.jsonl" <<'PY'
+import json, sys, urllib.parse
+events = [json.loads(line) for line in open(sys.argv[1])]
+assert len(events) == 1, events
+headers, claim = events[0]["headers"], json.loads(events[0]["body"])
+assert headers["ce-specversion"] == "1.0" and headers["ce-type"] == "io.bucketfn.object.created", headers
+assert headers["ce-source"] == "s3://media-uploads" and headers["ce-cluster"] == "e2e", headers
+# The key travels percent-encoded in the header (HTTP binding) and as it is in the data.
+assert headers["ce-subject"] == "photos/adapter%20&%20co.jpg", headers["ce-subject"]
+assert urllib.parse.unquote(headers["ce-subject"]) == claim["key"] == "photos/adapter & co.jpg", claim
+assert headers["content-type"] == "application/json", headers
+PY
+}
+check "forward-to-stream into Knative: K_SINK gets the claim as a binary-mode CloudEvent after a 503" \
+  lam_forwarded_to_k_sink
