@@ -12,6 +12,7 @@ use serde_json::json;
 use crate::support::archive_apis::{
     ArchiveApis, CLIENT_ID, CLIENT_SECRET, Failure, PASSWORD, Route, StubRecord, USERNAME,
 };
+use crate::support::notifications::only_event;
 use crate::support::s3_server::S3Server;
 use crate::support::{BoxError, TestResult};
 
@@ -34,8 +35,7 @@ fn removed(bucket: &str, encoded_key: &str) -> Result<ObjectEvent, BoxError> {
         "eventTime": "2024-11-05T14:22:31.493Z", "eventName": "ObjectRemoved:Delete",
         "s3": {"bucket": {"name": bucket}, "object": {"key": encoded_key,
             "sequencer": "0055AED6DCD90281E5"}}}]});
-    let events = bucketfn::event::decode_value(notification)?.into_events()?;
-    events.into_iter().next().ok_or_else(|| "no event".into())
+    only_event(notification)
 }
 
 /// An essence of `media/clip.mxf` with one real fragment, a collateral linked to that

@@ -6,13 +6,15 @@ use std::sync::Arc;
 
 use bucketfn::event::EventKind;
 use bucketfn::storage::MemoryStore;
-use bucketfn::{Done, Env, Handler, Invocation, ObjectEvent, ObjectStore};
-use forward_to_stream::{Config, Forwarder, content};
+use bucketfn::{Done, Handler, Invocation, ObjectEvent, ObjectStore};
+use forward_to_stream::{Forwarder, content};
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
-use serde_json::{Value, json};
+use serde_json::Value;
 
+use crate::support::forwarder::forwarder_over;
 use crate::support::function::FORWARD_TO_STREAM;
 use crate::support::knative_sink::{KnativeSink, ReceivedEvent};
+use crate::support::notifications::s3_created;
 use crate::support::{BoxError, TestResult};
 
 /// Unicode, spaces, a double quote and a percent sign: everything the HTTP binding encodes.
@@ -25,30 +27,19 @@ fn lines() -> String {
 
 /// An S3 notification for `key`, which S3 sends URL-encoded.
 fn created(key: &str) -> Result<ObjectEvent, BoxError> {
-    let encoded = utf8_percent_encode(key, NON_ALPHANUMERIC).to_string();
-    let notification = json!({"Records": [{"eventVersion": "2.1", "eventSource": "aws:s3",
-        "eventName": "ObjectCreated:Put", "eventTime": "2024-11-05T14:22:31.493Z",
-        "s3": {"bucket": {"name": "logs"}, "object": {"key": encoded, "size": 1}}}]});
-    let events = bucketfn::event::decode_value(notification)?.into_events()?;
-    events.into_iter().next().ok_or_else(|| "no event".into())
+    s3_created(
+        "logs",
+        &utf8_percent_encode(key, NON_ALPHANUMERIC).to_string(),
+    )
 }
 
-async fn forwarder(
+fn forwarder(
     sink: &KnativeSink,
     extra: &[(&str, &str)],
 ) -> Result<(Arc<MemoryStore>, Forwarder), BoxError> {
     let mut env = sink.env();
     env.extend(extra.iter().map(|(k, v)| (*k, (*v).to_owned())));
-    let config: Config = Env::from_pairs(env).load()?;
-    let store = Arc::new(MemoryStore::new());
-    store.insert("logs", HOSTILE_KEY, lines(), "text/plain");
-    let publisher = forward_to_stream::publisher(&config.sink)?;
-    let forwarder = Forwarder::new(
-        config,
-        Arc::clone(&store) as Arc<dyn ObjectStore>,
-        publisher,
-    );
-    Ok((store, forwarder))
+    forwarder_over(env, HOSTILE_KEY, lines())
 }
 
 fn attribute<'a>(event: &'a ReceivedEvent, name: &str) -> Option<&'a str> {
@@ -77,8 +68,7 @@ async fn log_lines_arrive_as_binary_mode_cloudevents_with_overrides_through_a_50
                 r#"{"extensions": {"cluster": "eu 1 \"é\"", "team": "logs"}}"#,
             ),
         ],
-    )
-    .await?;
+    )?;
     sink.fail_with(&[(503, Some(0))]);
     let done = forwarder
         .handle(&created(HOSTILE_KEY)?, &Invocation::default())
@@ -124,7 +114,7 @@ async fn log_lines_arrive_as_binary_mode_cloudevents_with_overrides_through_a_50
 #[tokio::test(flavor = "multi_thread")]
 async fn a_claim_check_is_one_cloudevent_after_a_throttled_attempt() -> TestResult {
     let sink = KnativeSink::start().await?;
-    let (_store, forwarder) = forwarder(&sink, &[]).await?;
+    let (_store, forwarder) = forwarder(&sink, &[])?;
     sink.fail_with(&[(429, Some(0))]);
     forwarder
         .handle(&created(HOSTILE_KEY)?, &Invocation::default())
@@ -146,7 +136,7 @@ async fn a_claim_check_is_one_cloudevent_after_a_throttled_attempt() -> TestResu
 #[tokio::test(flavor = "multi_thread")]
 async fn a_client_error_is_permanent_and_not_retried() -> TestResult {
     let sink = KnativeSink::start().await?;
-    let (_store, forwarder) = forwarder(&sink, &[("FORWARD_MODE", "content")]).await?;
+    let (_store, forwarder) = forwarder(&sink, &[("FORWARD_MODE", "content")])?;
     sink.fail_with(&[(400, None)]);
     let err = forwarder
         .handle(&created(HOSTILE_KEY)?, &Invocation::default())
@@ -163,7 +153,7 @@ async fn a_client_error_is_permanent_and_not_retried() -> TestResult {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_broker_not_found_yet_is_retried_then_retryable() -> TestResult {
     let sink = KnativeSink::start().await?;
-    let (_store, forwarder) = forwarder(&sink, &[("K_SINK_MAX_ATTEMPTS", "3")]).await?;
+    let (_store, forwarder) = forwarder(&sink, &[("K_SINK_MAX_ATTEMPTS", "3")])?;
     sink.fail_with(&[(404, None); 5]);
     let err = forwarder
         .handle(&created(HOSTILE_KEY)?, &Invocation::default())
@@ -183,8 +173,7 @@ async fn redeliveries_and_catch_up_send_the_same_events_again() -> TestResult {
     let (_store, forwarder) = forwarder(
         &sink,
         &[("FORWARD_MODE", "content"), ("SOURCE_BUCKET", "logs")],
-    )
-    .await?;
+    )?;
     let invocation = Invocation::default();
     forwarder
         .handle(&created(HOSTILE_KEY)?, &invocation)

@@ -5,14 +5,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bucketfn::storage::MemoryStore;
-use bucketfn::{Done, Env, Handler, Invocation, ObjectEvent, ObjectStore};
-use forward_to_stream::{Config, Forwarder};
+use bucketfn::{Done, Handler, Invocation, ObjectEvent, ObjectStore};
+use forward_to_stream::Forwarder;
 use serde_json::{Value, json};
 
+use crate::support::forwarder::forwarder_over;
 use crate::support::function::{
     FORWARD_TO_STREAM, FunctionProcess, free_port, request, wait_ready,
 };
 use crate::support::log_ingest::LogIngestApi;
+use crate::support::notifications::s3_created;
 use crate::support::{BoxError, TestResult};
 
 const LINES: usize = 60;
@@ -24,14 +26,10 @@ fn flow_logs() -> String {
 }
 
 fn created(key: &str) -> Result<ObjectEvent, BoxError> {
-    let notification = json!({"Records": [{"eventVersion": "2.1", "eventSource": "aws:s3",
-        "eventName": "ObjectCreated:Put", "eventTime": "2024-11-05T14:22:31.493Z",
-        "s3": {"bucket": {"name": "logs"}, "object": {"key": key, "size": 1}}}]});
-    let events = bucketfn::event::decode_value(notification)?.into_events()?;
-    events.into_iter().next().ok_or_else(|| "no event".into())
+    s3_created("logs", key)
 }
 
-async fn content_forwarder(
+fn content_forwarder(
     api: &LogIngestApi,
     extra: &[(&str, &str)],
 ) -> Result<(Arc<MemoryStore>, Forwarder), BoxError> {
@@ -39,22 +37,13 @@ async fn content_forwarder(
     env.push(("FORWARD_MODE", "content".to_owned()));
     env.push(("LOG_INGEST_MAX_BATCH_BYTES", "4096".to_owned()));
     env.extend(extra.iter().map(|(k, v)| (*k, (*v).to_owned())));
-    let config: Config = Env::from_pairs(env).load()?;
-    let store = Arc::new(MemoryStore::new());
-    store.insert("logs", "vpc/a.log", flow_logs(), "text/plain");
-    let publisher = forward_to_stream::publisher(&config.sink)?;
-    let forwarder = Forwarder::new(
-        config,
-        Arc::clone(&store) as Arc<dyn ObjectStore>,
-        publisher,
-    );
-    Ok((store, forwarder))
+    forwarder_over(env, "vpc/a.log", flow_logs())
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn log_lines_arrive_in_order_with_dedupe_ids_through_429_and_500() -> TestResult {
     let api = LogIngestApi::start().await?;
-    let (store, forwarder) = content_forwarder(&api, &[]).await?;
+    let (store, forwarder) = content_forwarder(&api, &[])?;
     api.fail_with(&[429, 500, 503]);
     let done = forwarder
         .handle(&created("vpc/a.log")?, &Invocation::default())
@@ -86,7 +75,7 @@ async fn log_lines_arrive_in_order_with_dedupe_ids_through_429_and_500() -> Test
 #[tokio::test(flavor = "multi_thread")]
 async fn a_server_that_keeps_failing_makes_the_event_retryable() -> TestResult {
     let api = LogIngestApi::start().await?;
-    let (_store, forwarder) = content_forwarder(&api, &[("LOG_INGEST_MAX_ATTEMPTS", "3")]).await?;
+    let (_store, forwarder) = content_forwarder(&api, &[("LOG_INGEST_MAX_ATTEMPTS", "3")])?;
     api.fail_with(&[500; 10]);
     let err = forwarder
         .handle(&created("vpc/a.log")?, &Invocation::default())
@@ -102,7 +91,7 @@ async fn a_server_that_keeps_failing_makes_the_event_retryable() -> TestResult {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_client_error_is_permanent_and_not_retried() -> TestResult {
     let api = LogIngestApi::start().await?;
-    let (_store, forwarder) = content_forwarder(&api, &[]).await?;
+    let (_store, forwarder) = content_forwarder(&api, &[])?;
     api.fail_with(&[400]);
     let err = forwarder
         .handle(&created("vpc/a.log")?, &Invocation::default())
@@ -124,8 +113,7 @@ async fn a_stalled_server_is_a_retryable_timeout() -> TestResult {
             ("LOG_INGEST_TIMEOUT_SECS", "1"),
             ("LOG_INGEST_MAX_ATTEMPTS", "2"),
         ],
-    )
-    .await?;
+    )?;
     api.stall(Duration::from_secs(3));
     let err = forwarder
         .handle(&created("vpc/a.log")?, &Invocation::default())

@@ -16,6 +16,7 @@ use crate::support::archive_apis::{
 };
 use crate::support::ftp_server::FtpServer;
 use crate::support::function::free_port;
+use crate::support::notifications::only_event;
 use crate::support::s3_server::S3Server;
 use crate::support::{BoxError, TestResult};
 
@@ -142,7 +143,7 @@ fn gateway_event(bucket: &str, key: &str, tenant: &str) -> Result<ObjectEvent, B
             "bucket": {"name": bucket, "metadata": {"tenant": tenant}},
             "object": {"key": key, "size": 4248725, "eTag": "77930bf06b236e089a22a255e6b28377",
                 "metadata": {"md5sum": MD5}}}}]});
-    first(notification)
+    only_event(notification)
 }
 
 /// A created event as AWS S3 sends it: no domain, no metadata.
@@ -151,12 +152,7 @@ fn aws_event(bucket: &str, key: &str) -> Result<ObjectEvent, BoxError> {
         "eventTime": "2024-11-05T14:22:31.493Z", "eventName": "ObjectCreated:Put",
         "userIdentity": {"principalId": "AWS:AIDAEXAMPLE"},
         "s3": {"bucket": {"name": bucket}, "object": {"key": key, "size": 5}}}]});
-    first(notification)
-}
-
-fn first(notification: Value) -> Result<ObjectEvent, BoxError> {
-    let events = bucketfn::event::decode_value(notification)?.into_events()?;
-    events.into_iter().next().ok_or_else(|| "no event".into())
+    only_event(notification)
 }
 
 async fn expect_err(

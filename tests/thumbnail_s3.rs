@@ -4,23 +4,14 @@
 use std::sync::Arc;
 
 use bucketfn::storage::S3Store;
-use bucketfn::{Done, Handler, Invocation, ObjectEvent, ObjectStore};
+use bucketfn::{Done, Handler, Invocation, ObjectStore};
 use image::ImageFormat;
-use serde_json::json;
 use thumbnail_on_create::{Config, Thumbnailer};
 
+use crate::support::TestResult;
 use crate::support::images::{dimensions, gradient};
+use crate::support::notifications::s3_created;
 use crate::support::s3_server::S3Server;
-use crate::support::{BoxError, TestResult};
-
-/// An AWS S3 notification for `key` as S3 would send it (form-encoded key).
-fn created(bucket: &str, encoded_key: &str) -> Result<ObjectEvent, BoxError> {
-    let notification = json!({"Records": [{"eventVersion": "2.1", "eventSource": "aws:s3",
-        "eventName": "ObjectCreated:Put", "eventTime": "2024-11-05T14:22:31.493Z",
-        "s3": {"bucket": {"name": bucket}, "object": {"key": encoded_key, "size": 1}}}]});
-    let events = bucketfn::event::decode_value(notification)?.into_events()?;
-    events.into_iter().next().ok_or_else(|| "no event".into())
-}
 
 fn thumbnailer(server: &S3Server, max_attempts: u32) -> Thumbnailer {
     let store: Arc<dyn ObjectStore> = Arc::new(S3Store::new(server.client(max_attempts)));
@@ -46,7 +37,7 @@ async fn writes_thumbnails_for_hostile_keys() -> TestResult {
     ] {
         server.put("photos", stored, jpeg.clone()).await?;
         let outcome = handler
-            .handle(&created("photos", encoded)?, &Invocation::default())
+            .handle(&s3_created("photos", encoded)?, &Invocation::default())
             .await?;
         assert!(matches!(outcome, Done::Completed(_)), "{stored}: {outcome}");
         let output = format!("thumbnails/{stored}/256.jpg");
@@ -62,7 +53,7 @@ async fn a_missing_object_is_skipped() -> TestResult {
     let server = S3Server::start().await?;
     server.create_bucket("photos").await?;
     let outcome = thumbnailer(&server, 1)
-        .handle(&created("photos", "gone.jpg")?, &Invocation::default())
+        .handle(&s3_created("photos", "gone.jpg")?, &Invocation::default())
         .await?;
     assert!(
         matches!(&outcome, Done::Skipped(why) if why.contains("no longer exists")),
@@ -79,7 +70,7 @@ async fn a_corrupt_image_is_permanent() -> TestResult {
     jpeg.truncate(600);
     server.put("photos", "broken.jpg", jpeg).await?;
     let err = thumbnailer(&server, 1)
-        .handle(&created("photos", "broken.jpg")?, &Invocation::default())
+        .handle(&s3_created("photos", "broken.jpg")?, &Invocation::default())
         .await
         .err()
         .ok_or("corrupt image accepted")?;
@@ -107,7 +98,7 @@ async fn a_store_answering_503_is_retryable() -> TestResult {
         .await?;
     server.fail_next(100);
     let err = thumbnailer(&server, 2)
-        .handle(&created("photos", "a.png")?, &Invocation::default())
+        .handle(&s3_created("photos", "a.png")?, &Invocation::default())
         .await
         .err()
         .ok_or("503 reported as success")?;
@@ -130,7 +121,7 @@ async fn one_slow_down_is_absorbed_by_sdk_retries() -> TestResult {
     let before = server.requests();
     server.fail_next(1);
     let outcome = thumbnailer(&server, 3)
-        .handle(&created("photos", "a.png")?, &Invocation::default())
+        .handle(&s3_created("photos", "a.png")?, &Invocation::default())
         .await?;
     assert!(matches!(outcome, Done::Completed(_)), "{outcome}");
     // The source's HEAD (refused, then retried), the thumbnail's HEAD, the GET, the PUT.
@@ -159,7 +150,10 @@ async fn moving_keeps_the_source_when_a_thumbnail_cannot_be_written() -> TestRes
 
     server.fail_next_of(http::Method::PUT, 1);
     let err = mover
-        .handle(&created("photos", "move+me.jpg")?, &Invocation::default())
+        .handle(
+            &s3_created("photos", "move+me.jpg")?,
+            &Invocation::default(),
+        )
         .await
         .err()
         .ok_or("a failed write reported as success")?;
@@ -171,7 +165,10 @@ async fn moving_keeps_the_source_when_a_thumbnail_cannot_be_written() -> TestRes
 
     // The redelivery completes the move.
     let outcome = mover
-        .handle(&created("photos", "move+me.jpg")?, &Invocation::default())
+        .handle(
+            &s3_created("photos", "move+me.jpg")?,
+            &Invocation::default(),
+        )
         .await?;
     assert!(
         matches!(&outcome, Done::Completed(what) if what.contains("deleted the source")),

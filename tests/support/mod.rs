@@ -1,12 +1,14 @@
 //! Servers and helpers the integration tests share.
 
 pub mod archive_apis;
+pub mod forwarder;
 pub mod ftp_server;
 pub mod function;
 pub mod images;
 pub mod knative_sink;
 pub mod lambda_api;
 pub mod log_ingest;
+pub mod notifications;
 pub mod s3_server;
 
 pub type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
