@@ -4,6 +4,8 @@
 use std::error::Error as StdError;
 use std::fmt;
 
+use crate::event::EventKind;
+
 /// Any error, boxed, as it travels inside a [`HandlerError`].
 pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
 
@@ -14,6 +16,13 @@ pub enum Done {
     Completed(String),
     /// The event is not this function's business (wrong kind, its own output, gone object).
     Skipped(String),
+}
+
+impl Done {
+    /// Skipped: events of `kind` are not what `function` handles.
+    pub fn not_handled(function: &str, kind: EventKind) -> Self {
+        Self::Skipped(format!("{kind:?} events are not {function}'s business"))
+    }
 }
 
 impl fmt::Display for Done {

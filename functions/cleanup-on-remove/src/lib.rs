@@ -110,10 +110,9 @@ impl Handler for CleanupOnRemove {
     async fn handle(&self, event: &ObjectEvent, _invocation: &Invocation) -> Outcome {
         match event.kind {
             EventKind::Removed => self.clean(event).await,
-            EventKind::Created | EventKind::Sweep | EventKind::Other => Ok(Done::Skipped(format!(
-                "{:?} events are not cleanup-on-remove's business",
-                event.kind
-            ))),
+            EventKind::Created | EventKind::Sweep | EventKind::Other => {
+                Ok(Done::not_handled(Self::NAME, event.kind))
+            }
         }
     }
 }

@@ -406,10 +406,9 @@ impl Handler for SidecarOnCreate {
     async fn handle(&self, event: &ObjectEvent, _invocation: &Invocation) -> Outcome {
         match event.kind {
             EventKind::Created => self.archive(event).await,
-            EventKind::Removed | EventKind::Sweep | EventKind::Other => Ok(Done::Skipped(format!(
-                "{:?} events are not sidecar-on-create's business",
-                event.kind
-            ))),
+            EventKind::Removed | EventKind::Sweep | EventKind::Other => {
+                Ok(Done::not_handled(Self::NAME, event.kind))
+            }
         }
     }
 }

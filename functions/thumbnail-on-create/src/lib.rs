@@ -328,10 +328,7 @@ impl Handler for Thumbnailer {
                     .await
             }
             EventKind::Sweep => self.sweep(event, invocation).await,
-            EventKind::Removed | EventKind::Other => Ok(Done::Skipped(format!(
-                "{:?} events are not thumbnail-on-create's business",
-                event.kind
-            ))),
+            EventKind::Removed | EventKind::Other => Ok(Done::not_handled(Self::NAME, event.kind)),
         }
     }
 }
