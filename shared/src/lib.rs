@@ -4,6 +4,7 @@
 
 #[cfg(feature = "http-api")]
 pub mod api;
+pub mod budget;
 pub mod config;
 pub mod event;
 pub mod ledger;

@@ -102,6 +102,7 @@ pub(crate) async fn run(
         let slice = Invocation {
             deadline: Some(slice_end),
             progress: invocation.progress.clone(),
+            ..invocation.clone()
         };
         let covered_before = held.checkpoint.covered_before;
         let scope = Scope {

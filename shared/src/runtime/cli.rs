@@ -225,6 +225,7 @@ async fn sweep<F: Function>(
     let invocation = Invocation {
         deadline: budget.map(|secs| Instant::now() + Duration::from_secs(secs)),
         progress: Progress::on_terminal(F::NAME),
+        ..Invocation::default()
     };
     let progress = invocation.progress.clone();
     let report = process(

@@ -15,6 +15,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::budget::{MemoryBudget, Stop};
 use crate::config::{ConfigError, Env, FromEnv};
 use crate::event::ObjectEvent;
 use crate::ledger::{LedgerSettings, Recorder, instance_name};
@@ -36,6 +37,11 @@ pub struct Invocation {
     pub deadline: Option<Instant>,
     /// Where long work reports progress (a terminal progress bar for `sweep`, else nothing).
     pub progress: Progress,
+    /// Tells this event's CPU work to stop: at the deadline, or when the runtime stops
+    /// waiting for it.
+    pub stop: Stop,
+    /// The process-wide memory budget that memory-heavy work reserves its share of.
+    pub memory: MemoryBudget,
 }
 
 /// Handles one event. Decides the outcome; never how the platform hears of it.
