@@ -43,18 +43,10 @@ impl Reservation {
 pub enum BudgetError {
     /// More than the whole budget: waiting cannot help.
     #[error("{what} needs {} MiB, over the memory budget of {} MiB (MAX_DECODE_BYTES)", mib(*.need), mib(*.limit))]
-    OverBudget {
-        what: String,
-        need: u64,
-        limit: u64,
-    },
+    OverBudget { what: String, need: u64, limit: u64 },
     /// The budget is taken by other work running in this process; the same work may fit later.
     #[error("{what} needs {} MiB and the memory budget of {} MiB is taken by other work; try again later", mib(*.need), mib(*.limit))]
-    Busy {
-        what: String,
-        need: u64,
-        limit: u64,
-    },
+    Busy { what: String, need: u64, limit: u64 },
 }
 
 impl From<BudgetError> for HandlerError {
@@ -115,8 +107,7 @@ impl MemoryBudget {
                 _permit: None,
             });
         }
-        match tokio::time::timeout(wait, Arc::clone(&self.units).acquire_many_owned(units)).await
-        {
+        match tokio::time::timeout(wait, Arc::clone(&self.units).acquire_many_owned(units)).await {
             Ok(Ok(permit)) => Ok(Reservation {
                 bytes: need,
                 _permit: Some(permit),
@@ -231,6 +222,29 @@ impl Stop {
 #[derive(Debug)]
 pub struct StopOnDrop(Stop);
 
+/// How often [`StopOnDrop::stop_and_wait`] looks whether the work has let go of its `Stop`.
+const RELEASE_POLL: Duration = Duration::from_millis(5);
+
+impl StopOnDrop {
+    /// Stops the work now and waits, at most `within`, until nothing but this guard holds a
+    /// clone of its `Stop`. Work that checks its stop holds a clone for as long as it runs
+    /// (a blocking thread, a spawned task), so this is the moment its threads are free and
+    /// its memory is given back. Returns whether that happened in time.
+    ///
+    /// Whoever calls this must hold no other clone, or it always waits the whole `within`.
+    pub async fn stop_and_wait(&self, within: Duration) -> bool {
+        self.0.stop();
+        let until = Instant::now() + within;
+        while Arc::strong_count(&self.0.flag) > 1 {
+            if Instant::now() >= until {
+                return false;
+            }
+            tokio::time::sleep(RELEASE_POLL).await;
+        }
+        true
+    }
+}
+
 impl Drop for StopOnDrop {
     fn drop(&mut self) {
         self.0.stop();
@@ -306,6 +320,28 @@ mod tests {
         assert!(seen_by_work.check().is_ok());
         drop(stop.on_drop());
         assert_eq!(seen_by_work.check(), Err(Stopped));
+    }
+
+    #[tokio::test]
+    async fn stop_and_wait_returns_once_the_work_has_let_go() -> TestResult {
+        let stop = Stop::at(None);
+        let guard = stop.on_drop();
+        let work = std::thread::spawn(move || {
+            while stop.check().is_ok() {
+                std::thread::yield_now();
+            }
+        });
+        assert!(guard.stop_and_wait(Duration::from_secs(30)).await);
+        work.join().map_err(|_| "the work panicked")?;
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn stop_and_wait_gives_up_on_work_that_never_checks() {
+        let stop = Stop::at(None);
+        let guard = stop.on_drop();
+        let _held_by_stubborn_work = stop;
+        assert!(!guard.stop_and_wait(Duration::from_millis(20)).await);
     }
 
     #[test]

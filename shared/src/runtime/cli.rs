@@ -57,7 +57,8 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         storage: Option<PathBuf>,
     },
-    /// Serve HTTP on $PORT (default 8080): CloudEvents and raw notifications on POST /.
+    /// Serve HTTP on $LISTEN_ADDRESS:$PORT (default 0.0.0.0:8080): CloudEvents and raw
+    /// notifications on POST /.
     Serve {
         /// Use DIR as the object store (DIR/<bucket>/<key>) instead of S3.
         #[arg(long, value_name = "DIR")]
@@ -184,8 +185,8 @@ async fn invoke<F: Function>(input: &Input, storage: Option<PathBuf>) -> ExitCod
     let report = process(
         &started.function,
         delivery,
-        Invocation::default(),
-        started.settings.concurrency,
+        started.governor.invocation(None),
+        &started.governor,
         &started.observer,
     )
     .await;
@@ -223,16 +224,17 @@ async fn sweep<F: Function>(
     };
     let event = ObjectEvent::requested(kind, bucket.as_deref().unwrap_or_default(), key);
     let invocation = Invocation {
-        deadline: budget.map(|secs| Instant::now() + Duration::from_secs(secs)),
         progress: Progress::on_terminal(F::NAME),
-        ..Invocation::default()
+        ..started
+            .governor
+            .invocation(budget.map(|secs| Instant::now() + Duration::from_secs(secs)))
     };
     let progress = invocation.progress.clone();
     let report = process(
         &started.function,
         Delivery::single(None, vec![event]),
         invocation,
-        1,
+        &started.governor,
         &started.observer,
     )
     .await;
@@ -250,6 +252,7 @@ async fn serve<F: Function>(storage: Option<PathBuf>) -> ExitCode {
         handler: started.function,
         store: started.store,
         observer: started.observer,
+        governor: started.governor,
     };
     match http_runtime::serve(service, &started.settings).await {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,24 +1,33 @@
 //! The HTTP service for Knative and IBM Code Engine: CloudEvents (binary and structured mode)
 //! and raw JSON notifications on `POST /`, status codes by the Knative data-plane contract,
-//! graceful shutdown on SIGTERM so in-flight events finish; and the operations surface:
-//! `/healthz`, `/metrics`, `/events/stats`, `/events/history` and `/files`.
+//! limits on what a request may cost (header and body read times, body size, records), graceful
+//! shutdown on SIGTERM bounded by the request timeout; and the operations surface: `/healthz`,
+//! `/metrics`, `/events/stats`, `/events/history` and `/files`.
 
+use std::net::{IpAddr, Ipv4Addr};
+use std::pin::pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::serve::Listener;
 use futures_util::StreamExt;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use serde::Deserialize;
 use serde_json::json;
 use tokio::net::TcpListener;
 
+use super::dispatch::STOP_GRACE;
 use super::pages::{self, FileRow};
-use super::{Handler, Invocation, Observer, RuntimeSettings, process};
+use super::{Governor, Handler, Observer, RuntimeSettings, positive, process};
+use crate::config::Env;
 use crate::event::decode;
 use crate::outcome::RecordStatus;
 use crate::storage::{ObjectStore, StoreError};
@@ -31,14 +40,58 @@ const FILES_PAGE: usize = 25;
 const SERVED_MAX_BYTES: u64 = 16 * 1024 * 1024;
 /// How long a page waits for the ledger before saying it is unavailable.
 const LEDGER_READ_TIMEOUT: Duration = Duration::from_secs(3);
+/// Beyond the request timeout, how long shutdown waits for the answers of requests whose
+/// events were stopped at their deadline to be written.
+const ANSWER_MARGIN: Duration = Duration::from_secs(2);
+
+/// How the HTTP service listens and what one request may cost.
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    /// `LISTEN_ADDRESS`: the address `serve` binds (all interfaces by default, as a container
+    /// needs; `127.0.0.1` keeps it on the machine).
+    pub listen_address: IpAddr,
+    /// `PORT`: where `serve` listens (Knative and Code Engine set it).
+    pub port: u16,
+    /// `REQUEST_TIMEOUT_SECS`: how long a request may work before its events are reported
+    /// retryable (below Knative's default 300 s request timeout); also how long shutdown
+    /// waits for requests in flight.
+    pub request_timeout: Duration,
+    /// `HEADER_READ_TIMEOUT_SECS`: how long a client may take to send a request's headers, and
+    /// how long a kept-alive connection may sit idle.
+    pub header_read_timeout: Duration,
+    /// `BODY_READ_TIMEOUT_SECS`: how long a client may take to send a request's body.
+    pub body_read_timeout: Duration,
+    /// `MAX_BODY_BYTES`: the largest request body read.
+    pub max_body_bytes: usize,
+}
+
+/// A notification is a few KiB (an S3 record with the most user metadata S3 allows is under
+/// 3 KiB), so this holds `MAX_RECORDS_PER_REQUEST`'s default of them with room to spare.
+const DEFAULT_MAX_BODY_BYTES: usize = 256 * 1024;
+
+impl HttpSettings {
+    pub fn read(env: &mut Env) -> Self {
+        let secs = |env: &mut Env, name: &str, default: u64| {
+            Duration::from_secs(positive(env, name, default))
+        };
+        Self {
+            listen_address: env.or("LISTEN_ADDRESS", IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
+            port: env.or("PORT", 8080),
+            request_timeout: secs(env, "REQUEST_TIMEOUT_SECS", 280),
+            header_read_timeout: secs(env, "HEADER_READ_TIMEOUT_SECS", 10),
+            body_read_timeout: secs(env, "BODY_READ_TIMEOUT_SECS", 10),
+            max_body_bytes: positive(env, "MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES),
+        }
+    }
+}
 
 struct AppState<H> {
     name: &'static str,
     handler: Arc<H>,
     store: Arc<dyn ObjectStore>,
     observer: Observer,
-    concurrency: usize,
-    request_timeout: Duration,
+    governor: Governor,
+    settings: Arc<HttpSettings>,
 }
 
 impl<H> Clone for AppState<H> {
@@ -48,8 +101,8 @@ impl<H> Clone for AppState<H> {
             handler: Arc::clone(&self.handler),
             store: Arc::clone(&self.store),
             observer: self.observer.clone(),
-            concurrency: self.concurrency,
-            request_timeout: self.request_timeout,
+            governor: self.governor.clone(),
+            settings: Arc::clone(&self.settings),
         }
     }
 }
@@ -61,6 +114,8 @@ pub struct Service<H> {
     /// The store the pages read (the function got the same one).
     pub store: Arc<dyn ObjectStore>,
     pub observer: Observer,
+    /// The process's memory budget and event bound, shared with every other delivery.
+    pub governor: Governor,
 }
 
 /// The service's routes, usable without a socket.
@@ -78,22 +133,59 @@ pub fn app<H: Handler>(service: Service<H>, settings: &RuntimeSettings) -> Route
             handler: service.handler,
             store: service.store,
             observer: service.observer,
-            concurrency: settings.concurrency,
-            request_timeout: settings.request_timeout,
+            governor: service.governor,
+            settings: Arc::new(settings.http.clone()),
         })
 }
 
-/// Listens on `settings.port` on all interfaces until SIGTERM or Ctrl-C, then lets in-flight
-/// requests finish.
+/// Listens on `LISTEN_ADDRESS:PORT` until SIGTERM or Ctrl-C, then lets in-flight requests
+/// finish, for at most the request timeout (by then every event in flight has been stopped at
+/// its deadline and answered).
 pub async fn serve<H: Handler>(
     service: Service<H>,
     settings: &RuntimeSettings,
 ) -> std::io::Result<()> {
-    let listener = TcpListener::bind(("0.0.0.0", settings.port)).await?;
-    tracing::info!(port = settings.port, "Listening.");
-    axum::serve(listener, app(service, settings))
-        .with_graceful_shutdown(shutdown_signal())
+    let http = &settings.http;
+    let mut listener = TcpListener::bind((http.listen_address, http.port)).await?;
+    let address = listener.local_addr()?;
+    tracing::info!(%address, "Listening.");
+    let router = app(service, settings);
+    let mut connections = hyper::server::conn::http1::Builder::new();
+    connections
+        .timer(TokioTimer::new())
+        .header_read_timeout(http.header_read_timeout);
+    let graceful = GracefulShutdown::new();
+    let mut signal = pin!(shutdown_signal());
+    loop {
+        tokio::select! {
+            // Accept errors (out of file descriptors, ...) are retried inside, after a pause.
+            (stream, peer) = Listener::accept(&mut listener) => {
+                let connection = connections.serve_connection(
+                    TokioIo::new(stream),
+                    TowerToHyperService::new(router.clone()),
+                );
+                let connection = graceful.watch(connection);
+                tokio::spawn(async move {
+                    if let Err(e) = connection.await {
+                        tracing::debug!(%peer, error = %e, "Connection closed with an error.");
+                    }
+                });
+            }
+            () = &mut signal => break,
+        }
+    }
+    drop(listener);
+    let waited = http.request_timeout + STOP_GRACE + ANSWER_MARGIN;
+    if tokio::time::timeout(waited, graceful.shutdown())
         .await
+        .is_err()
+    {
+        tracing::warn!(
+            waited_ms = waited.as_millis() as u64,
+            "Requests still open after the request timeout; stopping them."
+        );
+    }
+    Ok(())
 }
 
 async fn shutdown_signal() {
@@ -116,11 +208,73 @@ async fn shutdown_signal() {
     tracing::info!("Shutting down; waiting for in-flight events.");
 }
 
+/// A request refused before any handler ran: status and the reason, as `{"error": ...}`.
+fn refuse(status: StatusCode, message: String) -> Response {
+    tracing::error!(status = status.as_u16(), error = %message, "Request refused.");
+    (status, axum::Json(json!({ "error": message }))).into_response()
+}
+
+/// Why a request was refused before any handler ran.
+type Refusal = (StatusCode, String);
+
+/// Reads the body, refusing one over `MAX_BODY_BYTES` (without reading it when its length is
+/// declared) or one that takes longer than `BODY_READ_TIMEOUT_SECS` to arrive.
+async fn read_body(headers: &HeaderMap, body: Body, http: &HttpSettings) -> Result<Bytes, Refusal> {
+    let limit = http.max_body_bytes;
+    let over = || {
+        (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the request body is over the limit of {limit} bytes (MAX_BODY_BYTES)"),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit as u64) {
+        return Err(over());
+    }
+    let read = async {
+        let mut bytes = Vec::with_capacity(declared.map_or(0, |d| d as usize));
+        let mut chunks = body.into_data_stream();
+        while let Some(chunk) = chunks.next().await {
+            let chunk = chunk.map_err(|e| {
+                (
+                    StatusCode::BAD_REQUEST,
+                    format!("cannot read the request body: {e}"),
+                )
+            })?;
+            if bytes.len() + chunk.len() > limit {
+                return Err(over());
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        Ok(Bytes::from(bytes))
+    };
+    let timeout = http.body_read_timeout;
+    tokio::time::timeout(timeout, read)
+        .await
+        .unwrap_or_else(|_| {
+            Err((
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "the request body did not arrive within {} s (BODY_READ_TIMEOUT_SECS)",
+                    timeout.as_secs()
+                ),
+            ))
+        })
+}
+
 async fn receive<H: Handler>(
     State(state): State<AppState<H>>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
+    let arrived = Instant::now();
+    let body = match read_body(&headers, body, &state.settings).await {
+        Ok(body) => body,
+        Err((status, message)) => return refuse(status, message),
+    };
     let delivery = match decode(&body, &headers) {
         Ok(delivery) => delivery,
         Err(e) => {
@@ -132,15 +286,17 @@ async fn receive<H: Handler>(
                 .into_response();
         }
     };
-    let invocation = Invocation {
-        deadline: Some(Instant::now() + state.request_timeout),
-        ..Invocation::default()
-    };
+    if let Err(e) = state.governor.admit(&delivery) {
+        return refuse(StatusCode::PAYLOAD_TOO_LARGE, e.to_string());
+    }
+    let invocation = state
+        .governor
+        .invocation(Some(arrived + state.settings.request_timeout));
     let report = process(
         &state.handler,
         delivery,
         invocation,
-        state.concurrency,
+        &state.governor,
         &state.observer,
     )
     .await;
@@ -372,7 +528,7 @@ mod tests {
     use crate::ledger::{LedgerSettings, Recorder};
     use crate::outcome::{Done, HandlerError, Outcome};
     use crate::runtime::metrics::Metrics;
-    use crate::runtime::{Derived, Location};
+    use crate::runtime::{Derived, Invocation, Location};
     use crate::storage::{MemoryStore, RecordingStore};
     use axum::body::Body;
     use axum::http::Request;
@@ -419,13 +575,19 @@ mod tests {
     }
 
     fn router() -> Result<(Router, Arc<MemoryStore>), Box<dyn std::error::Error>> {
+        router_with(&[])
+    }
+
+    /// The service with the runtime settings `env` gives.
+    fn router_with(
+        env: &[(&str, &str)],
+    ) -> Result<(Router, Arc<MemoryStore>), Box<dyn std::error::Error>> {
         let store = Arc::new(MemoryStore::new());
         let raw: Arc<dyn ObjectStore> = Arc::clone(&store) as Arc<dyn ObjectStore>;
         let recording: Arc<dyn ObjectStore> = Arc::new(RecordingStore(Arc::clone(&raw)));
-        let settings =
-            RuntimeSettings::read(&mut crate::config::Env::from_pairs(
-                Vec::<(String, String)>::new(),
-            ));
+        let mut env = Env::from_pairs(env.iter().copied());
+        let settings = RuntimeSettings::read(&mut env);
+        env.finish()?;
         let ledger = LedgerSettings {
             url: None,
             capacity: 100,
@@ -441,6 +603,7 @@ mod tests {
                 recorder: Recorder::start(ledger),
                 instance: "test/1".into(),
             },
+            governor: Governor::new(&settings),
         };
         Ok((app(service, &settings), store))
     }
@@ -567,6 +730,79 @@ mod tests {
         )
         .await?;
         assert_eq!(status, StatusCode::NOT_FOUND);
+        Ok(())
+    }
+
+    fn error_of(body: &str) -> String {
+        serde_json::from_str::<serde_json::Value>(body)
+            .ok()
+            .and_then(|v| v["error"].as_str().map(str::to_owned))
+            .unwrap_or_default()
+    }
+
+    #[tokio::test]
+    async fn a_body_over_the_limit_is_413_naming_it_declared_or_not() -> TestResult {
+        let (router, _) = router_with(&[("MAX_BODY_BYTES", "64")])?;
+        let expected = "the request body is over the limit of 64 bytes (MAX_BODY_BYTES)";
+        let (status, body) = call(&router, "POST", "/", notification("a.txt")).await?;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
+        assert_eq!(error_of(&body), expected);
+
+        let declared = Request::builder()
+            .method("POST")
+            .uri("/")
+            .header(header::CONTENT_LENGTH, "1000000")
+            .body(Body::from_stream(futures_util::stream::pending::<
+                Result<Bytes, std::io::Error>,
+            >()))?;
+        let response = router.clone().oneshot(declared).await?;
+        assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await?;
+        assert_eq!(error_of(std::str::from_utf8(&bytes)?), expected);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_body_that_never_ends_is_408_naming_the_limit() -> TestResult {
+        let (router, _) = router_with(&[("BODY_READ_TIMEOUT_SECS", "1")])?;
+        let stalled = Request::builder()
+            .method("POST")
+            .uri("/")
+            .body(Body::from_stream(futures_util::stream::pending::<
+                Result<Bytes, std::io::Error>,
+            >()))?;
+        let response = router.clone().oneshot(stalled).await?;
+        assert_eq!(response.status(), StatusCode::REQUEST_TIMEOUT);
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await?;
+        assert_eq!(
+            error_of(std::str::from_utf8(&bytes)?),
+            "the request body did not arrive within 1 s (BODY_READ_TIMEOUT_SECS)"
+        );
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn too_many_records_are_413_before_any_handler_runs() -> TestResult {
+        let (router, store) = router_with(&[("MAX_RECORDS_PER_REQUEST", "2")])?;
+        let record = |key: &str| {
+            json!({"eventSource": "minio:s3", "eventName": "s3:ObjectCreated:Put",
+                "s3": {"bucket": {"name": "b"}, "object": {"key": key, "size": 1}}})
+        };
+        for key in ["1.txt", "2.txt", "3.txt"] {
+            store.insert("b", key, &b"x"[..], "text/plain");
+        }
+        let three = json!({"Records": [record("1.txt"), record("2.txt"), record("3.txt")]});
+        let (status, body) = call(&router, "POST", "/", three.to_string()).await?;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
+        assert_eq!(
+            error_of(&body),
+            "the payload carries 3 records, over the limit of 2 (MAX_RECORDS_PER_REQUEST)"
+        );
+        assert!(store.object("b", "copies/1.txt").is_none(), "a handler ran");
+
+        let two = json!({"Records": [record("1.txt"), record("2.txt")]});
+        let (status, body) = call(&router, "POST", "/", two.to_string()).await?;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
         Ok(())
     }
 }

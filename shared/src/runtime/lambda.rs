@@ -1,5 +1,7 @@
 //! The AWS Lambda adapter: SQS batches answer with `batchItemFailures`, S3 Batch Operations
 //! with a result code per task, anything else with success or an error naming the failure.
+//! Under Lambda Managed Instances (`AWS_LAMBDA_MAX_CONCURRENCY` above 1) several invocations
+//! run at once in one process and share its memory budget and event bound.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -10,12 +12,18 @@ use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse};
 use lambda_runtime::{Diagnostic, LambdaEvent, service_fn};
 use serde_json::{Value, json};
 
-use super::{Function, Handler, Invocation, Observer, Report, process, start};
+use super::dispatch::STOP_GRACE;
+use super::{Function, Governor, Handler, Observer, Report, process, start};
 use crate::event::{Envelope, S3BatchJob, decode_value};
 use crate::outcome::RecordStatus;
 
-/// Time kept back from the invocation deadline to send the report.
+/// Time kept back from the invocation deadline to stop the work still running and send the
+/// report.
 const REPORT_MARGIN: Duration = Duration::from_millis(500);
+const _: () = assert!(
+    STOP_GRACE.as_millis() < REPORT_MARGIN.as_millis(),
+    "the report margin must leave time to send the report after stopping the work"
+);
 
 pub(crate) async fn run<F: Function>() -> ExitCode {
     let started = match start::<F>(None).await {
@@ -27,13 +35,15 @@ pub(crate) async fn run<F: Function>() -> ExitCode {
         }
     };
     let function = started.function;
-    let concurrency = started.settings.concurrency;
+    let governor = started.governor;
     let observer = started.observer;
     let service = service_fn(move |event: LambdaEvent<Value>| {
-        let (function, observer) = (Arc::clone(&function), observer.clone());
-        async move { respond(&function, concurrency, &observer, event).await }
+        let (function, governor, observer) =
+            (Arc::clone(&function), governor.clone(), observer.clone());
+        async move { respond(&function, &governor, &observer, event).await }
     });
-    match lambda_runtime::run(service).await {
+    // Polls once at a time unless AWS_LAMBDA_MAX_CONCURRENCY says more (Managed Instances).
+    match lambda_runtime::run_concurrent(service).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "Lambda runtime stopped.");
@@ -44,19 +54,24 @@ pub(crate) async fn run<F: Function>() -> ExitCode {
 
 async fn respond<H: Handler>(
     handler: &Arc<H>,
-    concurrency: usize,
+    governor: &Governor,
     observer: &Observer,
     event: LambdaEvent<Value>,
 ) -> Result<Value, Diagnostic> {
-    let invocation = Invocation {
-        deadline: stop_by(event.context.deadline, SystemTime::now()),
-        ..Invocation::default()
-    };
+    let invocation = governor.invocation(stop_by(event.context.deadline, SystemTime::now()));
     let delivery = decode_value(event.payload).map_err(|e| Diagnostic {
         error_type: "bucketfn.InvalidEvent".to_owned(),
         error_message: e.to_string(),
     })?;
-    let report = process(handler, delivery, invocation, concurrency, observer).await;
+    // A batch from an event source is bounded by its batch size; a direct invocation is not.
+    governor.admit(&delivery).map_err(|e| {
+        tracing::error!(error = %e, "Invocation refused.");
+        Diagnostic {
+            error_type: "bucketfn.Permanent".to_owned(),
+            error_message: e.to_string(),
+        }
+    })?;
+    let report = process(handler, delivery, invocation, governor, observer).await;
     answer(report)
 }
 

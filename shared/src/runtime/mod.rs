@@ -26,7 +26,8 @@ use crate::telemetry;
 use metrics::Metrics;
 
 pub use cli::parse_headers;
-pub use dispatch::{EventReport, RecordReport, Report, process};
+pub use dispatch::{EventReport, Governor, RecordReport, Report, TooManyRecords, process};
+pub use http::HttpSettings;
 
 /// What the runtime knows about the invocation an event arrived in.
 #[derive(Debug, Clone, Default)]
@@ -121,32 +122,61 @@ pub enum StartError {
 /// Settings of the runtime itself, read together with the function's configuration.
 #[derive(Debug, Clone)]
 pub struct RuntimeSettings {
-    /// `PORT`: where `serve` listens (Knative and Code Engine set it).
-    pub port: u16,
-    /// `BATCH_CONCURRENCY`: events of one delivery handled at the same time.
+    /// `BATCH_CONCURRENCY`: events the whole process handles at the same time, whatever
+    /// delivered them (one request or several, concurrent Lambda invocations).
     pub concurrency: usize,
-    /// `REQUEST_TIMEOUT_SECS`: how long an HTTP request may work before its events are
-    /// reported retryable (below Knative's default 300 s request timeout).
-    pub request_timeout: Duration,
+    /// `MAX_RECORDS_PER_REQUEST`: records one request or invocation may carry.
+    pub max_records: usize,
+    /// `MAX_DECODE_BYTES`: the process-wide memory budget that memory-heavy work (decodes,
+    /// content-mode streams) reserves its share of.
+    pub max_decode_bytes: u64,
+    pub http: HttpSettings,
     pub s3: S3Settings,
     pub ledger: LedgerSettings,
 }
 
+/// Records a delivery carries when `MAX_RECORDS_PER_REQUEST` is not set: ten times the largest
+/// SQS batch of the template (10), and a Knative request carries one.
+const DEFAULT_MAX_RECORDS: usize = 100;
+
 impl RuntimeSettings {
     pub fn read(env: &mut Env) -> Self {
         let cores = std::thread::available_parallelism().map_or(2, usize::from);
-        let concurrency = env.or("BATCH_CONCURRENCY", cores);
-        if concurrency == 0 {
-            env.problem("BATCH_CONCURRENCY", "must be at least 1");
-        }
+        let max_decode_bytes = default_decode_bytes(env);
         Self {
-            port: env.or("PORT", 8080),
-            concurrency: concurrency.max(1),
-            request_timeout: Duration::from_secs(env.or("REQUEST_TIMEOUT_SECS", 280)),
+            concurrency: positive(env, "BATCH_CONCURRENCY", cores),
+            max_records: positive(env, "MAX_RECORDS_PER_REQUEST", DEFAULT_MAX_RECORDS),
+            max_decode_bytes: positive(env, "MAX_DECODE_BYTES", max_decode_bytes),
+            http: HttpSettings::read(env),
             s3: S3Settings::read(env),
             ledger: LedgerSettings::read(env),
         }
     }
+}
+
+/// The memory budget when `MAX_DECODE_BYTES` is not set. Lambda says how much memory the
+/// function has (`AWS_LAMBDA_FUNCTION_MEMORY_SIZE`, in MB): half of it, so that a smaller
+/// memory size is never promised more than it has; the other half holds what the budget does
+/// not count (the runtime and its clients, source bytes and request bodies in flight,
+/// encoded outputs, the allocator's slack). Elsewhere [`MemoryBudget::DEFAULT_BYTES`].
+fn default_decode_bytes(env: &Env) -> u64 {
+    env.raw("AWS_LAMBDA_FUNCTION_MEMORY_SIZE")
+        .and_then(|mb| mb.trim().parse::<u64>().ok())
+        .filter(|mb| *mb > 0)
+        .map_or(MemoryBudget::DEFAULT_BYTES, |mb| mb * 1024 * 1024 / 2)
+}
+
+/// A count, size or number of seconds that must be at least 1.
+pub(crate) fn positive<T>(env: &mut Env, name: &str, default: T) -> T
+where
+    T: std::str::FromStr + Default + PartialEq,
+    T::Err: std::fmt::Display,
+{
+    let value = env.or(name, default);
+    if value == T::default() {
+        env.problem(name, "must be at least 1");
+    }
+    value
 }
 
 /// A started function and the runtime settings it runs with.
@@ -154,6 +184,8 @@ pub(crate) struct Started<F> {
     pub(crate) function: Arc<F>,
     pub(crate) settings: RuntimeSettings,
     pub(crate) observer: Observer,
+    /// The one memory budget and event bound of this process, shared by every delivery.
+    pub(crate) governor: Governor,
     /// The store as configured (without the ledger's recording), for the pages.
     pub(crate) store: Arc<dyn ObjectStore>,
 }
@@ -182,14 +214,18 @@ pub(crate) async fn start<F: Function>(storage: Option<PathBuf>) -> Result<Start
     };
     let recording: Arc<dyn ObjectStore> = Arc::new(RecordingStore(Arc::clone(&store)));
     let function = Arc::new(F::start(config, recording).await?);
+    let governor = Governor::new(&settings);
     tracing::info!(
         startup_us = began.elapsed().as_micros() as u64,
+        memory_budget = settings.max_decode_bytes,
+        concurrency = settings.concurrency,
         "Function started."
     );
     Ok(Started {
         function,
         settings,
         observer,
+        governor,
         store,
     })
 }
@@ -206,7 +242,7 @@ pub fn main<F: Function>() -> ExitCode {
             return ExitCode::from(70);
         }
     };
-    runtime.block_on(async {
+    let code = runtime.block_on(async {
         let in_lambda = std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some();
         telemetry::init(in_lambda);
         if in_lambda {
@@ -214,5 +250,13 @@ pub fn main<F: Function>() -> ExitCode {
         } else {
             cli::run::<F>().await
         }
-    })
+    });
+    // Dropping the runtime waits for blocking threads without limit. Shutting it down drops
+    // every task still running, whose events' stops are then set, and gives their blocking
+    // work a moment to notice before the process exits anyway.
+    runtime.shutdown_timeout(SHUTDOWN_GRACE);
+    code
 }
+
+/// How long the process waits at exit for blocking work that was told to stop.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
