@@ -39,12 +39,54 @@ pub(crate) fn decode_data(
     };
     let data = Fields::of(data, FORMAT, "data")?;
     let details = data.obj("additionalDetails", "data.additionalDetails")?;
-    let bucket = details.non_empty("bucketName")?;
-    let key = data.non_empty("resourceName")?;
+    // Bucket events (`createbucket`, `updatebucket`, `deletebucket`) name the bucket as their
+    // resource and concern no object: their key stays empty, never the bucket's name.
+    let (bucket, key) = if event_type.ends_with("bucket") {
+        let bucket = match details.opt_str("bucketName")? {
+            Some(name) if !name.is_empty() => name,
+            _ => data.non_empty("resourceName")?,
+        };
+        (bucket, "")
+    } else {
+        (
+            details.non_empty("bucketName")?,
+            data.non_empty("resourceName")?,
+        )
+    };
     let mut event = ObjectEvent::new(kind, Source::Oci, bucket, key.to_owned(), event_type);
-    event.etag = bare_etag(details.opt_str("eTag")?);
+    // A bucket's own eTag says nothing about any object.
+    if !key.is_empty() {
+        event.etag = bare_etag(details.opt_str("eTag")?);
+    }
     event.region = details.opt_str("namespace")?.map(str::to_owned);
     event.id = id.map(str::to_owned);
     event.time = time;
     Ok(event)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+    #[test]
+    fn bucket_events_concern_no_object() -> TestResult {
+        let deleted = serde_json::json!({
+            "eventType": "com.oraclecloud.objectstorage.deletebucket",
+            "cloudEventsVersion": "0.1",
+            "eventID": "e1",
+            "data": {
+                "resourceName": "old-photos",
+                "additionalDetails": {"namespace": "ns", "eTag": "bucket-etag"}
+            }
+        });
+        let events = decode(&deleted)?;
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].kind, EventKind::Other);
+        assert_eq!(events[0].bucket, "old-photos");
+        assert_eq!(events[0].key, "");
+        assert_eq!(events[0].etag, None);
+        Ok(())
+    }
 }

@@ -22,6 +22,12 @@ pub(crate) fn kind_of(event_name: &str) -> EventKind {
     }
 }
 
+/// Events about a bucket itself rather than an object in it.
+fn is_bucket_event(event_name: &str) -> bool {
+    let name = event_name.strip_prefix("s3:").unwrap_or(event_name);
+    name.starts_with("BucketCreated") || name.starts_with("BucketRemoved")
+}
+
 struct Flavour {
     source: Source,
     format: &'static str,
@@ -92,12 +98,25 @@ fn decode_record(
     let bucket_path = format!("{s3_path}.bucket");
     let bucket_fields = s3.obj("bucket", &bucket_path)?;
     let bucket = bucket_fields.non_empty("name")?;
+    let event_name = rec.non_empty("eventName")?;
     let object_path = format!("{s3_path}.object");
+    // MinIO's `s3:BucketCreated` / `s3:BucketRemoved` concern no object: no key, whatever
+    // the record's object part holds.
+    if is_bucket_event(event_name) {
+        let mut event = ObjectEvent::new(
+            EventKind::Other,
+            flavour.source,
+            bucket,
+            String::new(),
+            event_name,
+        );
+        event.time = rec.opt_time("eventTime")?;
+        return Ok(event);
+    }
     let object = s3.obj("object", &object_path)?;
 
     let raw_key = object.non_empty("key")?;
     let key = flavour.keys.decode_in(flavour.format, raw_key)?;
-    let event_name = rec.non_empty("eventName")?;
     let mut event = ObjectEvent::new(kind_of(event_name), flavour.source, bucket, key, event_name)
         .with_metadata(object.string_map("userMetadata"))
         .with_metadata(object.string_map("userDefined"))
