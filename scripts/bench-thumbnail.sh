@@ -23,6 +23,14 @@ files=(
   "$images/ukui_rgba_3840x2400.png" "$images/gnome_adwaita_4096x4096.webp"
   "$images/sharp_4.webp"
 )
+# Measuring nothing would look like a result: stop, naming what is missing.
+for file in "${files[@]}"; do
+  if [ ! -f "$file" ]; then
+    echo "bench-thumbnail: $file is missing; the benchmark photographs are the team's" \
+      "(../shared/images beside the repository); set IMAGES=DIR to use others" >&2
+    exit 1
+  fi
+done
 
 cargo build --release --quiet -p thumbnail-on-create --example pipeline-bench
 ours=$(mktemp)
