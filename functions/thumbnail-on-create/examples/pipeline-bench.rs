@@ -8,6 +8,7 @@
 
 use std::path::PathBuf;
 
+use bucketfn::budget::Stop;
 use thumbnail_on_create::pipeline::{OutputFormat, Spec, make_thumbnails};
 
 fn peak_rss_kib() -> Option<u64> {
@@ -54,7 +55,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         for _ in 0..repeat.max(1) {
             reset_peak_rss();
             let began = cpu_time::ProcessTime::now();
-            let run = make_thumbnails(&source, &spec);
+            let run = make_thumbnails(&source, &spec, &Stop::default());
             best = best.min(began.elapsed().as_secs_f64() * 1000.0);
             peak = peak.max(peak_rss_kib().unwrap_or(0) as f64 / 1024.0);
             result = Some(run);

@@ -8,7 +8,9 @@ pub mod pipeline;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use bucketfn::budget::{Stop, Stopped};
 use bucketfn::runtime::{Derived, Location};
 use bucketfn::storage::{ObjectPath, ensure_readable};
 use bucketfn::sweep::{Scope, sweep};
@@ -20,7 +22,7 @@ use bytes::Bytes;
 use futures_util::future::try_join_all;
 
 pub use config::Config;
-use pipeline::{PipelineError, Spec};
+use pipeline::{PipelineError, Spec, Thumbnail};
 
 /// Metadata every thumbnail carries, naming what it was made from.
 const SOURCE_BUCKET: &str = "source-bucket";
@@ -43,6 +45,31 @@ pub struct ImageError {
     #[source]
     source: PipelineError,
 }
+
+/// The thumbnails of an object were not finished by the deadline; the next delivery may.
+#[derive(Debug, thiserror::Error)]
+#[error("the thumbnails of {} were not finished", ObjectPath(bucket, key))]
+pub struct Unfinished {
+    bucket: String,
+    key: String,
+    #[source]
+    source: Stopped,
+}
+
+/// Stops the work when dropped while still holding the stop.
+struct StopIfAbandoned<'a>(Option<&'a Stop>);
+
+impl Drop for StopIfAbandoned<'_> {
+    fn drop(&mut self) {
+        if let Some(stop) = self.0 {
+            stop.stop();
+        }
+    }
+}
+
+/// How long an image waits for its share of the memory budget before the event is answered
+/// retryable (never past the deadline): long enough for a decode or two to finish.
+const BUDGET_WAIT: Duration = Duration::from_secs(5);
 
 /// Where one source's thumbnails go.
 struct Outputs {
@@ -70,7 +97,13 @@ impl Thumbnailer {
 
     /// Makes sure `bucket/key` has current thumbnails. `etag` is what the event or listing
     /// said the source's etag is, when it said.
-    async fn refresh(&self, bucket: &str, key: &str, etag: Option<&str>) -> Outcome {
+    async fn refresh(
+        &self,
+        bucket: &str,
+        key: &str,
+        etag: Option<&str>,
+        invocation: &Invocation,
+    ) -> Outcome {
         let destination = self.config.bucket.as_deref().unwrap_or(bucket);
         if keys::is_own_output(destination, &self.config.prefix, bucket, key) {
             return Ok(Done::Skipped(format!(
@@ -122,25 +155,7 @@ impl Thumbnailer {
             Err(e) => return Err(e.into()),
         };
         let stamp = source.info.etag.clone().or(known_etag).unwrap_or_default();
-        let spec = self.spec.clone();
-        // Decoding is CPU-bound: keep it off the async workers that serve other events.
-        let body = source.body;
-        let thumbnails =
-            tokio::task::spawn_blocking(move || pipeline::make_thumbnails(&body, &spec))
-                .await
-                .map_err(|e| {
-                    HandlerError::permanent(format!(
-                        "the image pipeline crashed on {}: {e}",
-                        ObjectPath(bucket, key)
-                    ))
-                })?
-                .map_err(|source| {
-                    HandlerError::permanent(ImageError {
-                        bucket: bucket.to_owned(),
-                        key: key.to_owned(),
-                        source,
-                    })
-                })?;
+        let thumbnails = self.make(bucket, key, source.body, invocation).await?;
 
         let metadata = BTreeMap::from([
             (SOURCE_BUCKET.to_owned(), bucket.to_owned()),
@@ -186,6 +201,73 @@ impl Thumbnailer {
             return self.delete_source(bucket, key, &stamp, &made).await;
         }
         Ok(Done::Completed(made))
+    }
+
+    /// Runs the pipeline on `body` once its need is reserved from the process's memory
+    /// budget, off the async workers (decoding is CPU-bound), stopping at the deadline or
+    /// when this future is dropped.
+    async fn make(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: Bytes,
+        invocation: &Invocation,
+    ) -> Result<Vec<Thumbnail>, HandlerError> {
+        let image_error = |source| {
+            HandlerError::permanent(ImageError {
+                bucket: bucket.to_owned(),
+                key: key.to_owned(),
+                source,
+            })
+        };
+        let unfinished = || {
+            HandlerError::retryable(Unfinished {
+                bucket: bucket.to_owned(),
+                key: key.to_owned(),
+                source: Stopped,
+            })
+        };
+        // The invocation's stop carries its deadline: CPU work ends there.
+        if invocation.stop.is_stopped() {
+            return Err(unfinished());
+        }
+        let need = pipeline::decode_need(&body, &self.spec).map_err(image_error)?;
+        let wait = invocation.stop.deadline().map_or(BUDGET_WAIT, |d| {
+            BUDGET_WAIT.min(d.saturating_duration_since(Instant::now()))
+        });
+        let what = format!("{}, {},", ObjectPath(bucket, key), need.what);
+        let reservation = invocation.memory.reserve(&what, need.bytes, wait).await?;
+
+        // Dropped with this future when a runtime stops waiting for it (a timeout): the
+        // blocking decode is told to stop too. Disarmed once the decode is over, so that a
+        // finished image does not stop the invocation's other work (a sweep's other images).
+        let mut abandoned = StopIfAbandoned(Some(&invocation.stop));
+        let stop = invocation.stop.clone();
+        let spec = self.spec.clone();
+        let made = tokio::task::spawn_blocking(move || {
+            let made = pipeline::make_thumbnails(&body, &spec, &stop);
+            // The reservation lasts as long as the decode's memory does, even when nobody
+            // waits for it any more.
+            drop(body);
+            drop(reservation);
+            made
+        })
+        .await;
+        abandoned.0 = None;
+        let made = made.map_err(|e| {
+            HandlerError::permanent(format!(
+                "the image pipeline crashed on {}: {e}",
+                ObjectPath(bucket, key)
+            ))
+        })?;
+        match made {
+            // Thumbnails finished after the deadline are not written: the event is reported
+            // retryable by then.
+            Ok(_) if invocation.stop.is_stopped() => Err(unfinished()),
+            Ok(thumbnails) => Ok(thumbnails),
+            Err(PipelineError::Stopped(_)) => Err(unfinished()),
+            Err(source) => Err(image_error(source)),
+        }
     }
 
     fn outputs(&self, destination: &str, key: &str) -> Result<Outputs, HandlerError> {
@@ -272,7 +354,7 @@ impl Thumbnailer {
             invocation,
             self.config.sweep_concurrency,
             |object| async move {
-                self.refresh(bucket, &object.key, object.etag.as_deref())
+                self.refresh(bucket, &object.key, object.etag.as_deref(), invocation)
                     .await
             },
         )
@@ -324,7 +406,7 @@ impl Handler for Thumbnailer {
         match event.kind {
             EventKind::Created => {
                 ensure_readable(event.source, &event.bucket, &event.key)?;
-                self.refresh(&event.bucket, &event.key, event.etag.as_deref())
+                self.refresh(&event.bucket, &event.key, event.etag.as_deref(), invocation)
                     .await
             }
             EventKind::Sweep => self.sweep(event, invocation).await,

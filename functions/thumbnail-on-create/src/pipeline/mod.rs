@@ -1,12 +1,14 @@
-//! The image pipeline, pure and synchronous: sniff the format; check the pixel count from the
-//! header before any pixel buffer exists; decode already shrunk where the format allows (JPEG
-//! DCT scaling, WebP scaled decoding, PNG row-by-row box shrinking), leaving at least twice
-//! the largest thumbnail for the final Lanczos3 resize; then per size: resize, convert to
-//! sRGB, turn upright, encode.
+//! The image pipeline, pure and synchronous: sniff the format; from the header alone, check
+//! the pixel count and the structure and compute what the decode will need in memory
+//! ([`decode_need`]), before any pixel buffer exists; decode already shrunk where the format
+//! allows (JPEG DCT scaling, WebP scaled decoding, PNG row-by-row box shrinking), leaving at
+//! least twice the largest thumbnail for the final Lanczos3 resize; then per size: resize,
+//! convert to sRGB, turn upright, encode. Long loops look at a [`Stop`] and end early.
 
 mod color;
 mod encode;
 mod jpeg;
+mod markers;
 mod orient;
 mod other;
 mod png;
@@ -17,9 +19,11 @@ mod webp;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
+use bucketfn::budget::{Stop, Stopped};
 use image::ImageFormat;
 use image::metadata::Orientation;
 
+pub use jpeg::MAX_SCANS;
 use raster::Raster;
 
 /// A thumbnail file format.
@@ -87,8 +91,18 @@ pub struct Thumbnail {
     pub bytes: Vec<u8>,
 }
 
-/// Why an input cannot become a thumbnail. All of these are properties of the bytes (or of
-/// this build), so none is worth retrying.
+/// What making the thumbnails of an image will hold in memory at its peak, computed from the
+/// header before any pixel buffer exists.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Need {
+    /// The image as a person would name it: "the progressive CMYK JPEG 10000x10000".
+    pub what: String,
+    /// Bytes: the source, the decoder's buffers and output, the resize and the encoders.
+    pub bytes: u64,
+}
+
+/// Why an input cannot become a thumbnail. All but [`PipelineError::Stopped`] are properties
+/// of the bytes (or of this build), so none of those is worth retrying.
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
     #[error("not an image format bucketfn can read (the data starts with {0})")]
@@ -101,6 +115,14 @@ pub enum PipelineError {
     TooManyPixels { width: u32, height: u32, limit: u64 },
     #[error("the {0} data is truncated")]
     Truncated(&'static str),
+    /// A scan whose data ends before its blocks do; libjpeg would pad it with grey.
+    #[error("the JPEG data is truncated: scan {scan} {detail}")]
+    TruncatedScan { scan: usize, detail: String },
+    /// Each scan of a progressive JPEG is a pass over the whole image.
+    #[error(
+        "the JPEG has more than {limit} scans, the most a JPEG may have (each scan is a pass over the whole image)"
+    )]
+    TooManyScans { limit: usize },
     #[error("the {format} image is corrupt: {message}")]
     Corrupt {
         format: &'static str,
@@ -112,6 +134,9 @@ pub enum PipelineError {
     Colour(String),
     #[error("encoding the {0} thumbnail failed: {1}")]
     Encode(&'static str, String),
+    /// The deadline passed, or whoever waited gave up: the same work may finish next time.
+    #[error(transparent)]
+    Stopped(#[from] Stopped),
 }
 
 impl PipelineError {
@@ -132,11 +157,132 @@ struct Decoded {
     orientation: Orientation,
 }
 
-/// Makes one thumbnail per size in `spec`, from a single decode.
-pub fn make_thumbnails(source: &[u8], spec: &Spec) -> Result<Vec<Thumbnail>, PipelineError> {
+/// The size of a raster a decoder will hand on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Shape {
+    width: u64,
+    height: u64,
+    channels: u64,
+    alpha: bool,
+}
+
+impl Shape {
+    fn bytes(self) -> u64 {
+        self.width * self.height * self.channels
+    }
+}
+
+/// What a decoder tells from the header: the image's name, the bytes it will hold at its peak
+/// (its output included), the raster it hands on and the image's full size.
+struct Inspected {
+    what: String,
+    decoder: u64,
+    raster: Shape,
+    full_size: (u32, u32),
+}
+
+/// What the decode of one format needs to know from the inspection.
+enum Header {
+    Jpeg(markers::Structure),
+    Png,
+    Webp,
+    /// GIF, BMP, TIFF through the `image` crate, with the allocation limit for its decoder.
+    Other {
+        format: ImageFormat,
+        name: &'static str,
+        max_alloc: u64,
+    },
+}
+
+/// Decoder tables and pools, the encoders' fixed state, and colour transforms (a CMYK
+/// profile's tables take a few MiB while they are built).
+const FIXED_BYTES: u64 = 4 * 1024 * 1024;
+/// Per thumbnail pixel after the resize: the sRGB copy, the turned copy, the flattened copy for
+/// JPEG, the encoder's working memory (libjpeg's coefficients with optimised Huffman tables,
+/// libwebp's YUV planes and alpha coder), the encoded bytes.
+const THUMBNAIL_BYTES_PER_PIXEL: u64 = 32;
+/// The encoded bytes of a thumbnail kept until all sizes are made: at most its raw pixels.
+const KEPT_BYTES_PER_PIXEL: u64 = 4;
+
+/// What making the thumbnails of `source` for `spec` will need in memory, from its header
+/// alone; refuses, from the header too, what cannot be decoded (too many pixels or scans,
+/// truncated, corrupt).
+pub fn decode_need(source: &[u8], spec: &Spec) -> Result<Need, PipelineError> {
+    inspect(source, spec).map(|(_, need)| need)
+}
+
+fn inspect(source: &[u8], spec: &Spec) -> Result<(Header, Need), PipelineError> {
+    let target = target(spec);
+    let max_pixels = spec.max_pixels;
+    let (header, inspected) = match sniff(source)? {
+        ImageFormat::Jpeg => {
+            let (structure, inspected) = jpeg::inspect(source, target, max_pixels)?;
+            (Header::Jpeg(structure), inspected)
+        }
+        ImageFormat::Png => (Header::Png, png::inspect(source, target, max_pixels)?),
+        ImageFormat::WebP => (Header::Webp, webp::inspect(source, target, max_pixels)?),
+        format @ (ImageFormat::Gif | ImageFormat::Bmp | ImageFormat::Tiff) => {
+            let name = format_name(format);
+            let (inspected, max_alloc) = other::inspect(source, format, name, max_pixels)?;
+            let header = Header::Other {
+                format,
+                name,
+                max_alloc,
+            };
+            (header, inspected)
+        }
+        other => return Err(PipelineError::UnsupportedFormat(format_name(other))),
+    };
+    let bytes = source.len() as u64
+        + FIXED_BYTES
+        + inspected.decoder
+        + thumbnail_bytes(inspected.raster, inspected.full_size, spec);
+    let need = Need {
+        what: inspected.what,
+        bytes,
+    };
+    Ok((header, need))
+}
+
+/// The resize and encode working set: sizes are made one after another, so the largest one
+/// counts, plus the encoded bytes of all of them.
+fn thumbnail_bytes(raster: Shape, full: (u32, u32), spec: &Spec) -> u64 {
+    let (mut peak, mut kept) = (0, 0);
+    for &size in &spec.sizes {
+        let (width, height) = fit(full, size, spec.upscale);
+        let (width, height) = (u64::from(width), u64::from(height));
+        let resize = if (raster.width, raster.height) == (width, height) {
+            raster.bytes()
+        } else {
+            // The output, the convolution's intermediate (one pass done), and with alpha a
+            // premultiplied copy of the source raster.
+            let intermediate = (width * raster.height).max(raster.width * height);
+            let premultiplied = if raster.alpha { raster.bytes() } else { 0 };
+            (width * height + intermediate) * raster.channels + premultiplied
+        };
+        peak = u64::max(peak, resize + width * height * THUMBNAIL_BYTES_PER_PIXEL);
+        kept += width * height * KEPT_BYTES_PER_PIXEL;
+    }
+    peak + kept
+}
+
+fn target(spec: &Spec) -> u32 {
+    spec.sizes.iter().copied().max().unwrap_or(1)
+}
+
+/// Makes one thumbnail per size in `spec`, from a single decode, unless `stop` says to stop
+/// first (then [`PipelineError::Stopped`], and nothing is made).
+pub fn make_thumbnails(
+    source: &[u8],
+    spec: &Spec,
+    stop: &Stop,
+) -> Result<Vec<Thumbnail>, PipelineError> {
     // libjpeg reports fatal errors by unwinding (mozjpeg turns them into panics with a
-    // message); they are corrupt input, not bugs.
-    catch_unwind(AssertUnwindSafe(|| make(source, spec))).unwrap_or_else(|panic| {
+    // message); they are corrupt input, not bugs, or the stop, which a read refuses.
+    catch_unwind(AssertUnwindSafe(|| make(source, spec, stop))).unwrap_or_else(|panic| {
+        if stop.is_stopped() {
+            return Err(PipelineError::Stopped(Stopped));
+        }
         let message = panic
             .downcast_ref::<String>()
             .cloned()
@@ -149,23 +295,30 @@ pub fn make_thumbnails(source: &[u8], spec: &Spec) -> Result<Vec<Thumbnail>, Pip
     })
 }
 
-fn make(source: &[u8], spec: &Spec) -> Result<Vec<Thumbnail>, PipelineError> {
-    let target = spec.sizes.iter().copied().max().unwrap_or(1);
-    let decoded = match sniff(source)? {
-        ImageFormat::Jpeg => jpeg::decode(source, target, spec.max_pixels)?,
-        ImageFormat::Png => png::decode(source, target, spec.max_pixels)?,
-        ImageFormat::WebP => webp::decode(source, target, spec.max_pixels)?,
-        ImageFormat::Gif => other::decode(source, ImageFormat::Gif, "GIF", spec.max_pixels)?,
-        ImageFormat::Bmp => other::decode(source, ImageFormat::Bmp, "BMP", spec.max_pixels)?,
-        ImageFormat::Tiff => other::decode(source, ImageFormat::Tiff, "TIFF", spec.max_pixels)?,
-        other => return Err(PipelineError::UnsupportedFormat(format_name(other))),
+fn make(source: &[u8], spec: &Spec, stop: &Stop) -> Result<Vec<Thumbnail>, PipelineError> {
+    stop.check()?;
+    let (header, _) = inspect(source, spec)?;
+    let target = target(spec);
+    let max_pixels = spec.max_pixels;
+    let decoded = match &header {
+        Header::Jpeg(structure) => jpeg::decode(source, structure, target, stop)?,
+        Header::Png => png::decode(source, target, max_pixels, stop)?,
+        Header::Webp => webp::decode(source, target, max_pixels, stop)?,
+        Header::Other {
+            format,
+            name,
+            max_alloc,
+        } => other::decode(source, *format, name, max_pixels, *max_alloc, stop)?,
     };
     let mut thumbnails = Vec::with_capacity(spec.sizes.len());
     for &size in &spec.sizes {
+        stop.check()?;
         let (width, height) = fit(decoded.full_size, size, spec.upscale);
         let resized = resize::resize(&decoded.raster, width, height)?;
+        stop.check()?;
         let srgb = color::to_srgb(resized, decoded.icc.as_deref())?;
         let image = orient::upright(srgb, decoded.orientation)?;
+        stop.check()?;
         let bytes = encode::encode(&image, spec.format, spec.quality, spec.background)?;
         thumbnails.push(Thumbnail {
             size,
@@ -248,6 +401,9 @@ fn signature(source: &[u8]) -> String {
 
 fn format_name(format: ImageFormat) -> &'static str {
     match format {
+        ImageFormat::Gif => "GIF",
+        ImageFormat::Bmp => "BMP",
+        ImageFormat::Tiff => "TIFF",
         ImageFormat::Avif => "AVIF",
         ImageFormat::Ico => "ICO",
         ImageFormat::Tga => "TGA",
@@ -274,7 +430,7 @@ mod tests {
 
     /// The pipeline as the handler runs it; every test goes through here.
     fn thumbnails(source: &[u8], spec: &Spec) -> Result<Vec<Thumbnail>, PipelineError> {
-        make_thumbnails(source, spec)
+        make_thumbnails(source, spec, &Stop::default())
     }
 
     /// A photo-like image with content in every direction: a red block at the top left,

@@ -1,26 +1,103 @@
 //! PNG (8 and 16 bit, palette, alpha, APNG's default image) decoded row by row into the
-//! shrinker, so memory follows the thumbnail's size rather than the source's.
+//! shrinker, so memory follows the thumbnail's size rather than the source's; an interlaced
+//! (Adam7) PNG needs its whole frame, which its need counts.
 
-use std::io::Cursor;
+use std::io::{Cursor, ErrorKind};
 
+use bucketfn::budget::Stop;
 use image::metadata::Orientation;
-use png::{BitDepth, ColorType, Transformations};
+use png::{BitDepth, ColorType, DecodingError, InterlaceInfo, Reader, Transformations};
 
 use super::raster::Layout;
 use super::shrink::RowShrinker;
-use super::{Decoded, PipelineError, check_pixels, shrink_on_load};
+use super::{Decoded, Inspected, PipelineError, Shape, check_pixels, shrink_on_load};
 
-pub fn decode(source: &[u8], target: u32, max_pixels: u64) -> Result<Decoded, PipelineError> {
-    let corrupt = |e: png::DecodingError| PipelineError::corrupt("PNG", e);
+/// What the inflater and the unfiltering buffer hold besides rows: the 32 KiB deflate window
+/// and fdeflate's tables.
+const INFLATE_BYTES: u64 = 64 * 1024;
+
+/// Reads the header and the chunks before the image data, refusing too many pixels first.
+fn open(source: &[u8], max_pixels: u64) -> Result<Reader<Cursor<&[u8]>>, PipelineError> {
     let mut decoder = png::Decoder::new(Cursor::new(source));
     // Palette and low bit depths expand to 8 bits; 16-bit channels keep their high byte.
     decoder.set_transformations(Transformations::EXPAND | Transformations::STRIP_16);
-    let header = decoder.read_header_info().map_err(corrupt)?;
-    let (width, height) = (header.width, header.height);
-    check_pixels(width, height, max_pixels)?;
+    let header = decoder.read_header_info().map_err(failed)?;
+    check_pixels(header.width, header.height, max_pixels)?;
+    decoder.read_info().map_err(failed)
+}
 
-    let mut reader = decoder.read_info().map_err(corrupt)?;
+fn layout_of(reader: &Reader<Cursor<&[u8]>>) -> Result<Layout, PipelineError> {
+    match reader.output_color_type() {
+        (ColorType::Grayscale, BitDepth::Eight) => Ok(Layout::Gray),
+        (ColorType::GrayscaleAlpha, BitDepth::Eight) => Ok(Layout::GrayAlpha),
+        (ColorType::Rgb, BitDepth::Eight) => Ok(Layout::Rgb),
+        (ColorType::Rgba, BitDepth::Eight) => Ok(Layout::Rgba),
+        (color, depth) => Err(PipelineError::Unsupported(format!(
+            "PNG with {color:?} {depth:?} output"
+        ))),
+    }
+}
+
+/// The need of a decode towards `target`: rows at the file's own bit depth, the whole frame
+/// when interlaced, the shrinker's sums and its output.
+pub fn inspect(source: &[u8], target: u32, max_pixels: u64) -> Result<Inspected, PipelineError> {
+    let reader = open(source, max_pixels)?;
+    let layout = layout_of(&reader)?;
     let info = reader.info();
+    let (width, height) = (info.width, info.height);
+    let too_large = || PipelineError::TooManyPixels {
+        width,
+        height,
+        limit: max_pixels,
+    };
+    let raw_row = info.raw_row_length() as u64;
+    let out_line = reader.output_line_size(width).ok_or_else(too_large)? as u64;
+    let frame = if info.interlaced {
+        reader.output_buffer_size().ok_or_else(too_large)? as u64
+    } else {
+        0
+    };
+    let factor = u64::from(shrink_on_load(width.max(height), target));
+    let channels = layout.channels() as u64;
+    let shape = Shape {
+        width: u64::from(width).div_ceil(factor),
+        height: u64::from(height).div_ceil(factor),
+        channels,
+        alpha: layout.has_alpha(),
+    };
+    let sums = shape.width * channels * 8;
+    let depth = if info.bit_depth == BitDepth::Sixteen {
+        "16-bit "
+    } else {
+        ""
+    };
+    let colour = match info.color_type {
+        ColorType::Grayscale => "grey",
+        ColorType::GrayscaleAlpha => "grey and alpha",
+        ColorType::Rgb => "RGB",
+        ColorType::Rgba => "RGBA",
+        ColorType::Indexed => "palette",
+    };
+    let interlaced = if info.interlaced { "interlaced " } else { "" };
+    Ok(Inspected {
+        what: format!("the {interlaced}{depth}{colour} PNG {width}x{height}"),
+        // Current and previous row, and what the unfiltering buffer reads ahead.
+        decoder: 4 * raw_row + INFLATE_BYTES + out_line + frame + sums + shape.bytes(),
+        raster: shape,
+        full_size: (width, height),
+    })
+}
+
+pub fn decode(
+    source: &[u8],
+    target: u32,
+    max_pixels: u64,
+    stop: &Stop,
+) -> Result<Decoded, PipelineError> {
+    let mut reader = open(source, max_pixels)?;
+    let layout = layout_of(&reader)?;
+    let info = reader.info();
+    let (width, height) = (info.width, info.height);
     let icc = info.icc_profile.as_ref().map(|p| p.to_vec());
     let orientation = info
         .exif_metadata
@@ -28,34 +105,30 @@ pub fn decode(source: &[u8], target: u32, max_pixels: u64) -> Result<Decoded, Pi
         .and_then(|exif| Orientation::from_exif_chunk(exif))
         .unwrap_or(Orientation::NoTransforms);
     let interlaced = info.interlaced;
-    let layout = match reader.output_color_type() {
-        (ColorType::Grayscale, BitDepth::Eight) => Layout::Gray,
-        (ColorType::GrayscaleAlpha, BitDepth::Eight) => Layout::GrayAlpha,
-        (ColorType::Rgb, BitDepth::Eight) => Layout::Rgb,
-        (ColorType::Rgba, BitDepth::Eight) => Layout::Rgba,
-        (color, depth) => {
-            return Err(PipelineError::Unsupported(format!(
-                "PNG with {color:?} {depth:?} output"
-            )));
-        }
-    };
     let mut shrinker = RowShrinker::new(width, shrink_on_load(width.max(height), target), layout);
     if interlaced {
         // Adam7 rows arrive pass by pass; only the whole frame puts them in order.
-        let size = reader
-            .output_buffer_size()
-            .ok_or(PipelineError::TooManyPixels {
-                width,
-                height,
-                limit: max_pixels,
-            })?;
-        let mut frame = vec![0; size];
-        let output = reader.next_frame(&mut frame).map_err(corrupt)?;
-        for row in frame.chunks_exact(output.line_size).take(height as usize) {
+        let too_large = || PipelineError::TooManyPixels {
+            width,
+            height,
+            limit: max_pixels,
+        };
+        let stride = reader.output_line_size(width).ok_or_else(too_large)?;
+        let mut frame = vec![0; reader.output_buffer_size().ok_or_else(too_large)?];
+        let bits_per_pixel = (layout.channels() * 8) as u8;
+        while let Some(row) = reader.next_interlaced_row().map_err(failed)? {
+            stop.check()?;
+            if let InterlaceInfo::Adam7(pass) = row.interlace() {
+                png::expand_interlaced_row(&mut frame, stride, row.data(), pass, bits_per_pixel);
+            }
+        }
+        for row in frame.chunks_exact(stride).take(height as usize) {
+            stop.check()?;
             shrinker.push_row(row);
         }
     } else {
-        while let Some(row) = reader.next_row().map_err(corrupt)? {
+        while let Some(row) = reader.next_row().map_err(failed)? {
+            stop.check()?;
             shrinker.push_row(row.data());
         }
     }
@@ -65,4 +138,19 @@ pub fn decode(source: &[u8], target: u32, max_pixels: u64) -> Result<Decoded, Pi
         icc,
         orientation,
     })
+}
+
+/// Data that ends before the last row is truncation; the png crate says so either as the end
+/// of the file or as image data (IDAT) that runs out before the image is complete.
+fn failed(error: DecodingError) -> PipelineError {
+    let truncated = match &error {
+        DecodingError::IoError(e) => e.kind() == ErrorKind::UnexpectedEof,
+        DecodingError::Format(e) => e.to_string().contains("not have enough data"),
+        _ => false,
+    };
+    if truncated {
+        PipelineError::Truncated("PNG")
+    } else {
+        PipelineError::corrupt("PNG", error)
+    }
 }
