@@ -93,7 +93,7 @@ pub(crate) async fn run(
     };
     loop {
         let now = Instant::now();
-        if stop_at.is_some_and(|s| now >= s) {
+        if stop_at.is_some_and(|s| now >= s) || invocation.stop.is_stopped() {
             return stop(&checkpoints, &mut held, total).await;
         }
         let slice_end = stop_at.map_or(now + settings.checkpoint_every, |s| {
@@ -118,7 +118,7 @@ pub(crate) async fn run(
             scope,
             &slice,
             settings.concurrency,
-            |object| forward_listed(forwarder, &bucket, object, covered_before),
+            |object| forward_listed(forwarder, &bucket, object, covered_before, &slice),
         );
         let summary = match keep_alive(&checkpoints, &mut held, walk, stop_at).await? {
             Walk::Done(Ok(summary)) => summary,
@@ -135,9 +135,15 @@ pub(crate) async fn run(
         total.resume_after.clone_from(&summary.resume_after);
         total.finished = summary.finished;
         total.interrupted = summary.interrupted;
+        // An object cut off by the invocation's deadline is no failure: like the sweep's own
+        // time budget, the next run continues with it.
+        let out_of_time = total.interrupted.is_some() && invocation.stop.is_stopped();
+        if out_of_time {
+            total.interrupted = None;
+        }
         let (last_key, done) = (summary.resume_after, summary.completed);
         let finished = total.finished;
-        let release = finished || total.interrupted.is_some();
+        let release = finished || out_of_time || total.interrupted.is_some();
         let saved = checkpoints
             .save(
                 &mut held,
@@ -153,6 +159,9 @@ pub(crate) async fn run(
             .await?;
         if !saved {
             return Ok(lease_lost(total));
+        }
+        if out_of_time {
+            return Ok(stopped_at_budget(total));
         }
         if release {
             // Done, or retryable: the platform runs the sweep again and it resumes here.
@@ -195,9 +204,11 @@ async fn keep_alive(
 /// next run starts at once.
 async fn stop(checkpoints: &Checkpoints<'_>, held: &mut Held, total: SweepSummary) -> Outcome {
     checkpoints.save(held, |_| {}, true).await?;
-    Ok(Done::Completed(format!(
-        "sweep: {total}; stopped at the time budget"
-    )))
+    Ok(stopped_at_budget(total))
+}
+
+fn stopped_at_budget(total: SweepSummary) -> Done {
+    Done::Completed(format!("sweep: {total}; stopped at the time budget"))
 }
 
 fn lease_lost(total: SweepSummary) -> Done {
@@ -211,6 +222,7 @@ async fn forward_listed(
     bucket: &str,
     object: ListedObject,
     covered_before: Option<DateTime<Utc>>,
+    invocation: &Invocation,
 ) -> Outcome {
     if let (Some(covered), Some(modified)) = (covered_before, object.last_modified)
         && modified < covered - CLOCK_SKEW
@@ -228,7 +240,7 @@ async fn forward_listed(
         }
         Mode::Content => {
             forwarder
-                .forward_content(Source::Schedule, bucket, &object.key)
+                .forward_content(Source::Schedule, bucket, &object.key, invocation)
                 .await
         }
     }
@@ -239,7 +251,11 @@ mod tests {
     use super::*;
     use crate::checkpoint::Checkpoint;
     use crate::tests::{file_config, forwarder};
+    use bucketfn::budget::Stop;
+    use bucketfn::sink::{MemoryPublisher, Message, PublishError, Publisher};
+    use bucketfn::storage::MemoryStore;
     use bucketfn::{Handler, ObjectStore};
+    use std::sync::Arc;
     use std::time::Duration;
 
     type TestResult = Result<(), Box<dyn std::error::Error>>;
@@ -313,6 +329,69 @@ mod tests {
             .await?;
         assert!(done.to_string().contains("finished"), "{done}");
         assert_eq!(publisher.published().len(), 40);
+        Ok(())
+    }
+
+    /// A memory sink that tells the invocation to stop once it holds `after` messages, as a
+    /// deadline passing while an object is forwarded would.
+    struct StopsAfter {
+        inner: MemoryPublisher,
+        stop: Stop,
+        after: usize,
+    }
+
+    #[async_trait::async_trait]
+    impl Publisher for StopsAfter {
+        async fn publish(&self, messages: Vec<Message>) -> Result<(), PublishError> {
+            self.inner.publish(messages).await?;
+            if self.inner.published().len() >= self.after {
+                self.stop.stop();
+            }
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn content_cut_off_by_the_deadline_stops_the_sweep_and_the_next_continues() -> TestResult
+    {
+        let mut config = file_config();
+        config.mode = Mode::Content;
+        config.sweep.concurrency = 1;
+        let store = Arc::new(MemoryStore::new());
+        for key in keys(10) {
+            store.insert("b", &key, &b"one\ntwo\n"[..], "text/plain");
+        }
+        let stop = Stop::at(None);
+        let publisher = Arc::new(StopsAfter {
+            inner: MemoryPublisher::new(),
+            stop: stop.clone(),
+            after: 6,
+        });
+        let handler = Forwarder::new(
+            config,
+            Arc::clone(&store) as Arc<dyn ObjectStore>,
+            Arc::clone(&publisher) as Arc<dyn Publisher>,
+        );
+        let stopping = Invocation {
+            stop,
+            ..Invocation::default()
+        };
+        let done = handler.handle(&sweep_event("b"), &stopping).await?;
+        let text = done.to_string();
+        assert!(text.contains("3 done"), "{done}");
+        assert!(text.contains("stopped at the time budget"), "{done}");
+        assert!(text.contains("continues after \"logs/002.log\""), "{done}");
+        assert_eq!(publisher.inner.published().len(), 6);
+        let saved = checkpoint(store.as_ref()).await?;
+        assert_eq!(saved.last_key.as_deref(), Some("logs/002.log"));
+        assert!(saved.lease.is_none(), "a clean stop gives the lease up");
+
+        let done = handler
+            .handle(&sweep_event("b"), &Invocation::default())
+            .await?;
+        assert!(done.to_string().contains("7 done"), "{done}");
+        assert!(done.to_string().contains("finished"), "{done}");
+        assert_eq!(publisher.inner.published().len(), 20);
         Ok(())
     }
 

@@ -1,19 +1,20 @@
-//! Content mode: an object's records streamed to the sink in batches, in bounded memory
-//! whatever the object's size. Gzip is recognised by its magic bytes; records are lines, or
-//! the elements of a JSON array (the top-level one, or a field such as IBM's `flow_logs`),
-//! read element by element; each record carries the dedupe id `<etag>:<index>`, and, for sinks
-//! that carry only CloudEvents, the attributes that make it one.
+//! Content mode: an object's records (lines, or the elements of a JSON array; gzip found by its
+//! magic bytes) streamed to the sink in batches with dedupe ids `<etag>:<index>`, in a share of
+//! the process's memory budget reserved before the stream starts, stopping at its deadline.
 
 use std::cell::Cell;
 use std::fmt;
 use std::io::{BufRead, BufReader, Read};
 use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use bucketfn::HandlerError;
+use bucketfn::budget::{Stop, Stopped};
 use bucketfn::sink::{Message, Publisher};
 use bucketfn::storage::{ObjectPath, ObjectReader};
+use bucketfn::{HandlerError, Invocation};
 use bytes::Bytes;
-use flate2::read::MultiGzDecoder;
+use flate2::bufread::MultiGzDecoder;
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 use serde::de::{
     DeserializeSeed, Deserializer, Error as _, IgnoredAny, MapAccess, SeqAccess, Visitor,
@@ -24,11 +25,28 @@ use tokio_util::io::SyncIoBridge;
 
 use crate::config::{ContentConfig, Format};
 
-/// Read-ahead of the object and of the decompressed stream.
+/// Read-ahead of the object and of the decompressed stream; also how much leading whitespace
+/// is looked through to tell JSON from lines.
 const BUFFER: usize = 256 * 1024;
 /// Decompressed bytes allowed before the ratio check starts: small files that compress very
 /// well are harmless.
 const RATIO_GRACE: u64 = 16 * 1024 * 1024;
+/// What the store's client holds of the body beyond what was read: hyper's read buffer grows
+/// to about 400 KiB, plus TLS records.
+const STORE_READ_AHEAD: u64 = 512 * 1024;
+/// The inflater: zlib's 32 KiB window with its state, and the gzip header's extra, name and
+/// comment fields, which flate2 holds up to 64 KiB each.
+const INFLATE: u64 = 64 * 1024 + 3 * 64 * 1024;
+/// Full batches waiting between the reading thread and the publishing side.
+const QUEUED_BATCHES: usize = 2;
+/// What the allocator adds to each allocation (its header and rounding): a batch is mostly
+/// small strings.
+const ALLOCATION_OVERHEAD: u64 = 16;
+/// How long a stream waits for its share of the memory budget (never past its deadline)
+/// before the event is answered retryable. A stream takes seconds (AWS's largest flow-log
+/// file, 75 MB gzipped, is read in about four on one core), so a share is usually given back
+/// within that; a longer wait would only hold the platform's delivery.
+const BUDGET_WAIT: Duration = Duration::from_secs(5);
 
 /// Which object the records come from, as messages name it.
 #[derive(Debug, Clone)]
@@ -97,6 +115,93 @@ impl RecordEvent {
     }
 }
 
+/// What every record of one object carries besides its body.
+struct Stamp {
+    message_key: String,
+    etag: String,
+    cloudevent: Option<RecordEvent>,
+    content_type: &'static str,
+}
+
+impl Stamp {
+    fn of(origin: &Origin, json: bool) -> Self {
+        Self {
+            message_key: format!("{}/{}", origin.bucket, origin.key),
+            etag: origin.etag.clone(),
+            cloudevent: RecordEvent::of(origin),
+            content_type: if json {
+                "application/json"
+            } else {
+                "text/plain"
+            },
+        }
+    }
+
+    fn message(&self, index: u64, body: &[u8]) -> Message {
+        let id = format!("{}:{index}", self.etag);
+        let headers = match &self.cloudevent {
+            None => vec![("dedupe_id".to_owned(), id)],
+            Some(event) => event.headers(id),
+        };
+        Message {
+            key: Some(self.message_key.clone()),
+            headers,
+            content_type: self.content_type.to_owned(),
+            correlation_id: None,
+            body: Bytes::copy_from_slice(body),
+        }
+    }
+}
+
+/// The most memory one object's stream holds, from the configuration and the object's names
+/// (every record's headers repeat them). [`forward`] reserves it from the process's budget
+/// before it reads anything.
+pub fn need(config: &ContentConfig, origin: &Origin) -> u64 {
+    let buffer = BUFFER as u64;
+    let record = config.max_record_bytes as u64;
+    let assembling = match config.format {
+        // A line that spans two reads is held whole.
+        Format::Lines => record,
+        // serde_json's raw copy of the element (grown by doubling) and the record made of it;
+        // the guard lets an element in progress pass the limit by the read-ahead of two
+        // readers before it trips.
+        Format::Auto | Format::Json => record.saturating_add(3 * buffer).saturating_mul(3),
+    };
+    // The store's read-ahead, ours, the inflater, the decompressed read-ahead, and the leading
+    // whitespace held while the format is detected.
+    let reading = STORE_READ_AHEAD + buffer + INFLATE + buffer + buffer;
+    // One batch being filled, the queued ones, one being published and the sink's encoded copy
+    // of it (Kafka's records and produce request, the log-ingest request bodies).
+    let batches = batch_need(config, origin).saturating_mul(QUEUED_BATCHES as u64 + 3);
+    reading.saturating_add(assembling).saturating_add(batches)
+}
+
+/// One batch: its records' bodies, and per record the message with its headers.
+fn batch_need(config: &ContentConfig, origin: &Origin) -> u64 {
+    let per_record = footprint(&Stamp::of(origin, true).message(u64::MAX, &[]));
+    let records = config.batch_records as u64;
+    let record = config.max_record_bytes as u64;
+    // A batch goes once it reaches CONTENT_BATCH_BYTES, so its last record may take it over.
+    let bodies = (config.batch_bytes.saturating_sub(1) as u64)
+        .saturating_add(record)
+        .min(records.saturating_mul(record));
+    records.saturating_mul(per_record).saturating_add(bodies)
+}
+
+/// The bytes a message takes, in its batch's vector and on the heap.
+fn footprint(message: &Message) -> u64 {
+    let headers: usize = message
+        .headers
+        .iter()
+        .map(|(name, value)| size_of::<(String, String)>() + name.capacity() + value.capacity())
+        .sum();
+    let strings = message.key.as_ref().map_or(0, String::capacity) + message.content_type.len();
+    // The key, the content type, the header vector, each header's two strings, the body.
+    let allocations = 4 + 2 * message.headers.len() as u64;
+    (size_of::<Message>() + headers + strings + message.body.len()) as u64
+        + allocations * ALLOCATION_OVERHEAD
+}
+
 /// Why an object's content could not be forwarded.
 #[derive(Debug, thiserror::Error)]
 pub enum ContentError {
@@ -129,6 +234,13 @@ pub enum ContentError {
         key: String,
         reason: String,
     },
+    #[error("forwarding the records of {}", ObjectPath(bucket, key))]
+    Deadline {
+        bucket: String,
+        key: String,
+        #[source]
+        source: Stopped,
+    },
     #[error(
         "the reader of {} stopped abnormally: {reason}",
         ObjectPath(bucket, key)
@@ -143,7 +255,9 @@ pub enum ContentError {
 impl From<ContentError> for HandlerError {
     fn from(error: ContentError) -> Self {
         match error {
-            ContentError::Read { .. } | ContentError::Stopped { .. } => Self::retryable(error),
+            ContentError::Read { .. }
+            | ContentError::Deadline { .. }
+            | ContentError::Stopped { .. } => Self::retryable(error),
             _ => Self::permanent(error),
         }
     }
@@ -180,8 +294,10 @@ impl fmt::Display for Limit {
 
 /// Why the reading side stopped.
 #[derive(Debug)]
-enum Stop {
+enum Halt {
     Limit(Limit),
+    /// The deadline passed.
+    Stopped,
     Source(std::io::Error),
     Corrupt(std::io::Error),
     Json(String),
@@ -189,13 +305,57 @@ enum Stop {
     Closed,
 }
 
-/// What the reader layers tell each other: how much was read, and what went wrong first.
-#[derive(Default)]
+/// Why a reader layer failed on purpose, as the layers above it cannot say.
+#[derive(Debug, Clone, Copy)]
+enum Trip {
+    Limit(Limit),
+    Stopped,
+    Closed,
+}
+
+impl From<Trip> for Halt {
+    fn from(trip: Trip) -> Self {
+        match trip {
+            Trip::Limit(limit) => Self::Limit(limit),
+            Trip::Stopped => Self::Stopped,
+            Trip::Closed => Self::Closed,
+        }
+    }
+}
+
+/// What the reader layers tell each other: how much was read, what went wrong first, and
+/// whether to go on at all.
 struct Meter {
     compressed: Cell<u64>,
     since_record: Cell<u64>,
     source_failed: Cell<bool>,
-    limit: Cell<Option<Limit>>,
+    tripped: Cell<Option<Trip>>,
+    stop: Stop,
+    /// The publishing side: once it is gone, nothing more read would be published.
+    publishing: mpsc::Sender<Vec<Message>>,
+}
+
+impl Meter {
+    fn trip(&self, trip: Trip) -> std::io::Error {
+        self.tripped.set(Some(trip));
+        std::io::Error::other(match trip {
+            Trip::Limit(_) => "over a content limit",
+            Trip::Stopped => "stopped at the deadline",
+            Trip::Closed => "the publishing side is gone",
+        })
+    }
+
+    /// Checked before each chunk is read, so that CPU work ends within a chunk of the deadline
+    /// or of the publishing side giving up.
+    fn check(&self) -> std::io::Result<()> {
+        if self.stop.is_stopped() {
+            Err(self.trip(Trip::Stopped))
+        } else if self.publishing.is_closed() {
+            Err(self.trip(Trip::Closed))
+        } else {
+            Ok(())
+        }
+    }
 }
 
 /// The object's bytes, counted; a failure here is the store's, not the content's.
@@ -206,6 +366,8 @@ struct Source<R> {
 
 impl<R: Read> Read for Source<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        // Checked here too: inflating input that yields no output never reaches the guard.
+        self.meter.check()?;
         match self.inner.read(buf) {
             Ok(n) => {
                 let meter = &self.meter;
@@ -233,6 +395,7 @@ struct Guarded<R> {
 
 impl<R: Read> Read for Guarded<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.meter.check()?;
         let n = self.inner.read(buf)?;
         self.out += n as u64;
         let meter = &self.meter;
@@ -255,10 +418,7 @@ impl<R: Read> Read for Guarded<R> {
             None
         };
         match tripped {
-            Some(limit) => {
-                meter.limit.set(Some(limit));
-                Err(std::io::Error::other(limit.to_string()))
-            }
+            Some(limit) => Err(meter.trip(Trip::Limit(limit))),
             None => Ok(n),
         }
     }
@@ -270,35 +430,21 @@ struct Batcher {
     batch: Vec<Message>,
     bytes: usize,
     index: Rc<Cell<u64>>,
-    message_key: String,
-    etag: String,
-    cloudevent: Option<RecordEvent>,
-    content_type: &'static str,
+    stamp: Stamp,
     meter: Rc<Meter>,
     config: ContentConfig,
 }
 
 impl Batcher {
-    fn push(&mut self, record: &[u8]) -> Result<(), Stop> {
+    fn push(&mut self, record: &[u8]) -> Result<(), Halt> {
         let index = self.index.get();
         if record.len() > self.config.max_record_bytes {
-            return Err(Stop::Limit(Limit::Record {
+            return Err(Halt::Limit(Limit::Record {
                 limit: self.config.max_record_bytes,
                 after: index,
             }));
         }
-        let id = format!("{}:{index}", self.etag);
-        let headers = match &self.cloudevent {
-            None => vec![("dedupe_id".to_owned(), id)],
-            Some(event) => event.headers(id),
-        };
-        self.batch.push(Message {
-            key: Some(self.message_key.clone()),
-            headers,
-            content_type: self.content_type.to_owned(),
-            correlation_id: None,
-            body: Bytes::copy_from_slice(record),
-        });
+        self.batch.push(self.stamp.message(index, record));
         self.index.set(index + 1);
         self.meter.since_record.set(0);
         self.bytes += record.len();
@@ -309,7 +455,7 @@ impl Batcher {
     }
 
     /// A line without its line ending; blank lines are not records.
-    fn line(&mut self, line: &[u8]) -> Result<(), Stop> {
+    fn line(&mut self, line: &[u8]) -> Result<(), Halt> {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if line.is_empty() {
             return Ok(());
@@ -317,41 +463,79 @@ impl Batcher {
         self.push(line)
     }
 
-    fn flush(&mut self) -> Result<(), Stop> {
+    fn flush(&mut self) -> Result<(), Halt> {
         if self.batch.is_empty() {
             return Ok(());
         }
+        if self.meter.stop.is_stopped() {
+            return Err(Halt::Stopped);
+        }
         self.bytes = 0;
+        // Sized once, as the memory need counts it, rather than grown by doubling.
+        let next = Vec::with_capacity(self.config.batch_records);
         self.tx
-            .blocking_send(std::mem::take(&mut self.batch))
-            .map_err(|_| Stop::Closed)
+            .blocking_send(std::mem::replace(&mut self.batch, next))
+            .map_err(|_| Halt::Closed)
     }
 }
 
+/// How long to wait for a share of the budget: [`BUDGET_WAIT`], never past the deadline.
+fn budget_wait(stop: &Stop) -> Duration {
+    stop.deadline().map_or(BUDGET_WAIT, |deadline| {
+        BUDGET_WAIT.min(deadline.saturating_duration_since(Instant::now()))
+    })
+}
+
 /// Forwards every record of `reader` to `publisher`, a batch at a time, and returns how many
-/// records were published. Reading and decompressing run on a blocking thread while the
-/// previous batch is being published; at most two batches wait in between.
+/// records were published. The stream's [`need`] is reserved from the invocation's memory
+/// budget first (over the whole budget: permanent; taken by other work: retryable). Reading
+/// and decompressing run on a blocking thread while the previous batch is being published;
+/// both sides stop at the invocation's deadline, and nothing is published after it.
 pub async fn forward(
     reader: ObjectReader,
     origin: &Origin,
     config: &ContentConfig,
     publisher: &dyn Publisher,
+    invocation: &Invocation,
 ) -> Result<u64, HandlerError> {
-    let (tx, mut rx) = mpsc::channel(2);
+    let deadline = |source: Stopped| ContentError::Deadline {
+        bucket: origin.bucket.clone(),
+        key: origin.key.clone(),
+        source,
+    };
+    invocation.stop.check().map_err(deadline)?;
+    let what = format!(
+        "the content stream of {} (CONTENT_BATCH_BYTES, CONTENT_BATCH_RECORDS, \
+         CONTENT_MAX_RECORD_BYTES)",
+        ObjectPath(&origin.bucket, &origin.key)
+    );
+    let reservation = invocation
+        .memory
+        .reserve(&what, need(config, origin), budget_wait(&invocation.stop))
+        .await?;
+    // Held by both sides: the reading thread may outlive a cancelled publishing side by a
+    // chunk, and the publishing side holds the last batches after the reading thread ended.
+    let reservation = Arc::new(reservation);
+    let held = Arc::clone(&reservation);
+    let (tx, mut rx) = mpsc::channel(QUEUED_BATCHES);
     let runtime = tokio::runtime::Handle::current();
     let (config_copy, origin_copy) = (config.clone(), origin.clone());
+    let stop = invocation.stop.clone();
     let reading = tokio::task::spawn_blocking(move || {
+        let _held = held;
         split(
             SyncIoBridge::new_with_handle(reader, runtime),
             &origin_copy,
             config_copy,
+            stop,
             tx,
         )
     });
     let mut published = 0u64;
     while let Some(batch) = rx.recv().await {
         let count = batch.len() as u64;
-        // Returning drops the receiver, which stops the reading thread at its next batch.
+        // Returning drops the receiver, which stops the reading thread at its next chunk.
+        invocation.stop.check().map_err(deadline)?;
         publisher.publish(batch).await?;
         published += count;
     }
@@ -361,25 +545,27 @@ pub async fn forward(
         reason,
     };
     let result = reading.await.map_err(|e| stopped(e.to_string()))?;
+    drop(reservation);
     let (bucket, key) = (origin.bucket.clone(), origin.key.clone());
-    result.map_err(|stop| match stop {
-        Stop::Limit(limit) => ContentError::Limit { bucket, key, limit },
-        Stop::Source(source) => ContentError::Read {
+    result.map_err(|halt| match halt {
+        Halt::Limit(limit) => ContentError::Limit { bucket, key, limit },
+        Halt::Stopped => deadline(Stopped),
+        Halt::Source(source) => ContentError::Read {
             bucket,
             key,
             source,
         },
-        Stop::Corrupt(source) => ContentError::Corrupt {
+        Halt::Corrupt(source) => ContentError::Corrupt {
             bucket,
             key,
             source,
         },
-        Stop::Json(reason) => ContentError::Json {
+        Halt::Json(reason) => ContentError::Json {
             bucket,
             key,
             reason,
         },
-        Stop::Closed => stopped("the publishing side went away".to_owned()),
+        Halt::Closed => stopped("the publishing side went away".to_owned()),
     })?;
     Ok(published)
 }
@@ -389,9 +575,17 @@ fn split(
     reader: impl Read,
     origin: &Origin,
     config: ContentConfig,
+    stop: Stop,
     tx: mpsc::Sender<Vec<Message>>,
-) -> Result<(), Stop> {
-    let meter = Rc::new(Meter::default());
+) -> Result<(), Halt> {
+    let meter = Rc::new(Meter {
+        compressed: Cell::new(0),
+        since_record: Cell::new(0),
+        source_failed: Cell::new(false),
+        tripped: Cell::new(None),
+        stop,
+        publishing: tx.clone(),
+    });
     let mut source = BufReader::with_capacity(
         BUFFER,
         Source {
@@ -399,7 +593,7 @@ fn split(
             meter: Rc::clone(&meter),
         },
     );
-    let head = source.fill_buf().map_err(Stop::Source)?;
+    let head = source.fill_buf().map_err(|e| classify(e, &meter))?;
     let gzip = head.starts_with(&[0x1f, 0x8b]);
     let decoded: Box<dyn Read> = if gzip {
         Box::new(MultiGzDecoder::new(source))
@@ -417,10 +611,14 @@ fn split(
         config: config.clone(),
     };
     // The format decides how the guard counts, so peek through a guard that does not count
-    // records yet.
+    // records yet. Leading whitespace is looked through only so far: it is held until the
+    // splitter takes it.
     let mut first = [0u8; 1];
     let mut lead = Vec::new();
     let json = loop {
+        if lead.len() >= BUFFER {
+            break config.format == Format::Json;
+        }
         match guarded.read(&mut first) {
             Ok(0) => break false,
             Ok(_) => {
@@ -439,37 +637,27 @@ fn split(
     guarded.json = json;
     let mut batcher = Batcher {
         tx,
-        batch: Vec::with_capacity(config.batch_records.min(10_000)),
+        batch: Vec::with_capacity(config.batch_records),
         bytes: 0,
         index,
-        message_key: format!("{}/{}", origin.bucket, origin.key),
-        etag: origin.etag.clone(),
-        cloudevent: RecordEvent::of(origin),
-        content_type: if json {
-            "application/json"
-        } else {
-            "text/plain"
-        },
+        stamp: Stamp::of(origin, json),
         meter: Rc::clone(&meter),
         config: config.clone(),
     };
-    let stream = std::io::Cursor::new(lead).chain(guarded);
+    let stream = BufReader::with_capacity(BUFFER, std::io::Cursor::new(lead).chain(guarded));
     let outcome = if json {
         split_json(stream, &config.json_field, &mut batcher)
     } else {
-        split_lines(
-            BufReader::with_capacity(BUFFER, stream),
-            &mut batcher,
-            config.max_record_bytes,
-        )
+        split_lines(stream, &mut batcher, config.max_record_bytes)
     };
-    // A limit or a failing store shows through the readers as an I/O error; say which.
+    // A limit, the deadline or a failing store shows through the readers as an I/O error; say
+    // which.
     let outcome = match outcome {
-        Err(Stop::Source(e) | Stop::Corrupt(e)) => Err(classify(e, &meter)),
-        Err(Stop::Json(reason)) => match (meter.limit.get(), meter.source_failed.get()) {
-            (Some(limit), _) => Err(Stop::Limit(limit)),
-            (None, true) => Err(Stop::Source(std::io::Error::other(reason))),
-            (None, false) => Err(Stop::Json(reason)),
+        Err(Halt::Source(e) | Halt::Corrupt(e)) => Err(classify(e, &meter)),
+        Err(Halt::Json(reason)) => match (meter.tripped.get(), meter.source_failed.get()) {
+            (Some(trip), _) => Err(trip.into()),
+            (None, true) => Err(Halt::Source(std::io::Error::other(reason))),
+            (None, false) => Err(Halt::Json(reason)),
         },
         other => other,
     };
@@ -477,13 +665,13 @@ fn split(
     batcher.flush()
 }
 
-fn classify(error: std::io::Error, meter: &Meter) -> Stop {
-    if let Some(limit) = meter.limit.get() {
-        Stop::Limit(limit)
+fn classify(error: std::io::Error, meter: &Meter) -> Halt {
+    if let Some(trip) = meter.tripped.get() {
+        trip.into()
     } else if meter.source_failed.get() {
-        Stop::Source(error)
+        Halt::Source(error)
     } else {
-        Stop::Corrupt(error)
+        Halt::Corrupt(error)
     }
 }
 
@@ -491,11 +679,11 @@ fn split_lines(
     mut reader: impl BufRead,
     out: &mut Batcher,
     max_record_bytes: usize,
-) -> Result<(), Stop> {
-    // Holds only a line that spans two reads.
+) -> Result<(), Halt> {
+    // Holds only a line that spans two reads, never more than one record.
     let mut pending: Vec<u8> = Vec::new();
     loop {
-        let buf = reader.fill_buf().map_err(Stop::Source)?;
+        let buf = reader.fill_buf().map_err(Halt::Source)?;
         if buf.is_empty() {
             break;
         }
@@ -505,19 +693,13 @@ fn split_lines(
             if pending.is_empty() {
                 out.line(&buf[start..end])?;
             } else {
-                pending.extend_from_slice(&buf[start..end]);
+                hold(&mut pending, &buf[start..end], max_record_bytes, out)?;
                 out.line(&pending)?;
                 pending.clear();
             }
             start = end + 1;
         }
-        if pending.len() + (len - start) > max_record_bytes {
-            return Err(Stop::Limit(Limit::Record {
-                limit: max_record_bytes,
-                after: out.index.get(),
-            }));
-        }
-        pending.extend_from_slice(&buf[start..]);
+        hold(&mut pending, &buf[start..], max_record_bytes, out)?;
         reader.consume(len);
     }
     if !pending.is_empty() {
@@ -526,7 +708,26 @@ fn split_lines(
     Ok(())
 }
 
-fn split_json(reader: impl Read, field: &str, out: &mut Batcher) -> Result<(), Stop> {
+/// Adds `part` to the line held across reads, refusing a line longer than a record.
+fn hold(
+    pending: &mut Vec<u8>,
+    part: &[u8],
+    max_record_bytes: usize,
+    out: &Batcher,
+) -> Result<(), Halt> {
+    if pending.len() + part.len() > max_record_bytes {
+        return Err(Halt::Limit(Limit::Record {
+            limit: max_record_bytes,
+            after: out.index.get(),
+        }));
+    }
+    // Exactly, so that the held line stays within the record the memory need counts.
+    pending.reserve_exact(part.len());
+    pending.extend_from_slice(part);
+    Ok(())
+}
+
+fn split_json(reader: impl Read, field: &str, out: &mut Batcher) -> Result<(), Halt> {
     let mut failure = None;
     let mut deserializer = serde_json::Deserializer::from_reader(reader);
     let document = Document {
@@ -540,7 +741,7 @@ fn split_json(reader: impl Read, field: &str, out: &mut Batcher) -> Result<(), S
     match (parsed, failure) {
         (Ok(()), _) => Ok(()),
         (Err(_), Some(stop)) => Err(stop),
-        (Err(e), None) => Err(Stop::Json(e.to_string())),
+        (Err(e), None) => Err(Halt::Json(e.to_string())),
     }
 }
 
@@ -548,7 +749,7 @@ fn split_json(reader: impl Read, field: &str, out: &mut Batcher) -> Result<(), S
 struct Document<'a> {
     field: &'a str,
     out: &'a mut Batcher,
-    failure: &'a mut Option<Stop>,
+    failure: &'a mut Option<Halt>,
 }
 
 impl<'de> DeserializeSeed<'de> for Document<'_> {
@@ -606,7 +807,7 @@ impl<'de> Visitor<'de> for Document<'_> {
 /// The array of records: each element is published as its JSON text.
 struct Records<'a> {
     out: &'a mut Batcher,
-    failure: &'a mut Option<Stop>,
+    failure: &'a mut Option<Halt>,
 }
 
 impl<'de> DeserializeSeed<'de> for Records<'_> {
@@ -638,11 +839,13 @@ impl<'de> Visitor<'de> for Records<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bucketfn::budget::MemoryBudget;
     use bucketfn::sink::MemoryPublisher;
     use flate2::Compression;
     use flate2::write::GzEncoder;
     use std::io::Write;
     use std::pin::Pin;
+    use std::sync::atomic::{AtomicU64, Ordering};
     use std::task::{Context, Poll};
     use tokio::io::{AsyncRead, ReadBuf};
 
@@ -672,7 +875,14 @@ mod tests {
         config: &ContentConfig,
     ) -> Result<(u64, Vec<Message>), HandlerError> {
         let publisher = MemoryPublisher::new();
-        let count = forward(reader(bytes), &origin(), config, &publisher).await?;
+        let count = forward(
+            reader(bytes),
+            &origin(),
+            config,
+            &publisher,
+            &Invocation::default(),
+        )
+        .await?;
         Ok((count, publisher.published()))
     }
 
@@ -804,11 +1014,30 @@ mod tests {
     }
 
     /// A gzip stream made of one member repeated: gigabytes of content from a few kilobytes,
-    /// generated as it is read, never held.
+    /// generated as it is read, never held; it counts what was read of it.
     struct Repeated {
         member: Vec<u8>,
         times: u64,
         position: usize,
+        served: Arc<AtomicU64>,
+    }
+
+    impl Repeated {
+        fn new(member: Vec<u8>, times: u64) -> (Self, Arc<AtomicU64>) {
+            let served = Arc::new(AtomicU64::new(0));
+            let stream = Self {
+                member,
+                times,
+                position: 0,
+                served: Arc::clone(&served),
+            };
+            (stream, served)
+        }
+
+        /// The whole stream's length.
+        fn len(&self) -> u64 {
+            self.member.len() as u64 * self.times
+        }
     }
 
     impl AsyncRead for Repeated {
@@ -817,6 +1046,7 @@ mod tests {
             _: &mut Context<'_>,
             buf: &mut ReadBuf<'_>,
         ) -> Poll<std::io::Result<()>> {
+            let before = buf.filled().len();
             while buf.remaining() > 0 && self.times > 0 {
                 let take = (self.member.len() - self.position).min(buf.remaining());
                 let start = self.position;
@@ -827,6 +1057,8 @@ mod tests {
                     self.times -= 1;
                 }
             }
+            let read = (buf.filled().len() - before) as u64;
+            self.served.fetch_add(read, Ordering::Relaxed);
             Poll::Ready(Ok(()))
         }
     }
@@ -839,38 +1071,124 @@ mod tests {
         Some(kb * 1024)
     }
 
-    #[tokio::test(flavor = "multi_thread")]
-    async fn a_gzip_bomb_is_refused_by_ratio_without_holding_it() -> TestResult {
-        // 1 MiB of line ends per member (about 1000 times smaller gzipped), 100 000 members:
-        // about 100 GB of content, and never a record that could be held.
+    /// 1 GiB of one byte, gzipped as members of 1 MiB (about 1000 times smaller each): about
+    /// 1 MB to read.
+    fn bomb(byte: u8) -> std::io::Result<Repeated> {
         let mut encoder = GzEncoder::new(Vec::new(), Compression::best());
-        encoder.write_all(&vec![b'\n'; 1 << 20])?;
-        let member = encoder.finish()?;
-        let bomb = Repeated {
-            member,
-            times: 100_000,
-            position: 0,
+        encoder.write_all(&vec![byte; 1 << 20])?;
+        Ok(Repeated::new(encoder.finish()?, 1024).0)
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn gzip_bombs_are_refused_permanently_having_read_a_bounded_part() -> TestResult {
+        let no_ratio = ContentConfig {
+            max_ratio: 1 << 20,
+            max_bytes: 64 << 20,
+            ..ContentConfig::default()
         };
-        let publisher = MemoryPublisher::new();
-        let err = forward(
-            Box::pin(bomb),
+        for (byte, config, limit) in [
+            // Blank lines: no record is ever held, only the ratio stops it.
+            (b'\n', ContentConfig::default(), "CONTENT_MAX_RATIO"),
+            // Without the ratio check, the size limit.
+            (b'\n', no_ratio, "CONTENT_MAX_BYTES"),
+            // Zeros are one endless line: the record limit comes first.
+            (0, ContentConfig::default(), "CONTENT_MAX_RECORD_BYTES"),
+        ] {
+            let stream = bomb(byte)?;
+            let (whole, served) = (stream.len(), Arc::clone(&stream.served));
+            let publisher = MemoryPublisher::new();
+            let err = forward(
+                Box::pin(stream),
+                &origin(),
+                &config,
+                &publisher,
+                &Invocation::default(),
+            )
+            .await
+            .err()
+            .ok_or("bomb accepted")?;
+            assert!(!err.is_retryable(), "{err}");
+            assert!(err.to_string().contains("logs/vpc/a.log.gz"), "{err}");
+            assert!(err.to_string().contains(limit), "{err}");
+            let read = served.load(Ordering::Relaxed);
+            assert!(
+                read <= 2 * BUFFER as u64 && read < whole,
+                "read {read} of {whole} bytes"
+            );
+            assert!(publisher.published().is_empty());
+        }
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn content_over_the_size_limit_is_permanent_and_names_it() -> TestResult {
+        let config = ContentConfig {
+            max_bytes: 1 << 20,
+            ..ContentConfig::default()
+        };
+        let text = FLOW_LOGS.repeat((2 << 20) / FLOW_LOGS.len());
+        for bytes in [text.as_bytes().to_vec(), gzip(text.as_bytes())?] {
+            let err = run(bytes, &config).await.err().ok_or("accepted")?;
+            assert!(!err.is_retryable(), "{err}");
+            assert!(
+                err.to_string()
+                    .contains("holds more than 1048576 bytes of content (CONTENT_MAX_BYTES)"),
+                "{err}"
+            );
+        }
+        Ok(())
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_crash_loops_log_the_most_compressible_real_log_is_not_a_bomb() -> TestResult {
+        // The same stack trace again and again, only the time changing: about 150 times
+        // smaller gzipped, past the ratio check's grace.
+        let trace: String = (0..30)
+            .map(|n| {
+                format!(
+                    "\tat com.example.service.Module{n}.call(Module{n}.java:{})\n",
+                    40 + n
+                )
+            })
+            .collect();
+        let mut log = String::new();
+        let mut entries = 0u64;
+        while log.len() < 2 * RATIO_GRACE as usize {
+            let ms = entries * 7;
+            log.push_str(&format!(
+                "2024-11-05T10:{:02}:{:02}.{:03}Z ERROR [main] request failed\n\
+                 java.lang.IllegalStateException: Connection pool shut down\n{trace}",
+                ms / 60_000 % 60,
+                ms / 1000 % 60,
+                ms % 1000
+            ));
+            entries += 1;
+        }
+        let mut encoder = GzEncoder::new(Vec::new(), Compression::default());
+        encoder.write_all(log.as_bytes())?;
+        let gzipped = encoder.finish()?;
+        assert!(
+            log.len() > 100 * gzipped.len(),
+            "{}",
+            log.len() / gzipped.len()
+        );
+        let publisher = Counting::default();
+        let count = forward(
+            reader(gzipped),
             &origin(),
             &ContentConfig::default(),
             &publisher,
+            &Invocation::default(),
         )
-        .await
-        .err()
-        .ok_or("bomb accepted")?;
-        assert!(!err.is_retryable(), "{err}");
-        assert!(err.to_string().contains("likely gzip bomb"), "{err}");
-        assert!(err.to_string().contains("CONTENT_MAX_RATIO"), "{err}");
+        .await?;
+        assert_eq!(count, entries * 32);
         Ok(())
     }
 
     /// Counts what it is given and drops it, like a broker would take it away.
     #[derive(Default)]
     struct Counting {
-        records: std::sync::atomic::AtomicU64,
+        records: AtomicU64,
         largest_batch: std::sync::atomic::AtomicUsize,
     }
 
@@ -880,7 +1198,6 @@ mod tests {
             &self,
             messages: Vec<Message>,
         ) -> Result<(), bucketfn::sink::PublishError> {
-            use std::sync::atomic::Ordering;
             let bytes: usize = messages.iter().map(|m| m.body.len()).sum();
             self.largest_batch.fetch_max(bytes, Ordering::Relaxed);
             self.records
@@ -891,7 +1208,6 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread")]
     async fn a_gigabyte_stream_goes_through_in_bounded_memory() -> TestResult {
-        use std::sync::atomic::Ordering;
         // 1 MiB of distinct 1 KiB lines per member, 1024 members: 1 GiB of content.
         let mut chunk = Vec::with_capacity(1 << 20);
         for n in 0..1024 {
@@ -899,19 +1215,21 @@ mod tests {
             chunk.extend_from_slice(&line.as_bytes()[..1023]);
             chunk.push(b'\n');
         }
-        let member = gzip(&chunk)?;
-        let stream = Repeated {
-            member,
-            times: 1024,
-            position: 0,
-        };
+        let (stream, _) = Repeated::new(gzip(&chunk)?, 1024);
         let before = peak_rss().ok_or("no /proc/self/status")?;
         let publisher = Counting::default();
         let config = ContentConfig {
             max_ratio: 1000,
             ..ContentConfig::default()
         };
-        let count = forward(Box::pin(stream), &origin(), &config, &publisher).await?;
+        let count = forward(
+            Box::pin(stream),
+            &origin(),
+            &config,
+            &publisher,
+            &Invocation::default(),
+        )
+        .await?;
         assert_eq!(count, 1024 * 1024);
         assert_eq!(publisher.records.load(Ordering::Relaxed), 1024 * 1024);
         assert!(publisher.largest_batch.load(Ordering::Relaxed) <= config.batch_bytes + 1024);
@@ -923,6 +1241,235 @@ mod tests {
             "peak memory grew by {} MiB for a 1 GiB stream",
             growth >> 20
         );
+        Ok(())
+    }
+
+    fn stopped_at(deadline: Instant) -> Invocation {
+        Invocation {
+            stop: Stop::at(Some(deadline)),
+            ..Invocation::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stream_past_its_deadline_is_retryable_and_publishes_nothing() -> TestResult {
+        let publisher = MemoryPublisher::new();
+        let err = forward(
+            reader(FLOW_LOGS.as_bytes().to_vec()),
+            &origin(),
+            &ContentConfig::default(),
+            &publisher,
+            &stopped_at(Instant::now()),
+        )
+        .await
+        .err()
+        .ok_or("forwarded after the deadline")?;
+        assert!(err.is_retryable(), "{err}");
+        assert_eq!(
+            err.to_string(),
+            "forwarding the records of logs/vpc/a.log.gz: stopped at the deadline before the \
+             work was finished"
+        );
+        assert!(publisher.published().is_empty());
+        Ok(())
+    }
+
+    /// Takes what it is given, and tells the stream to stop after its first batch.
+    struct StopsAfterOneBatch {
+        stop: Stop,
+        records: AtomicU64,
+        batches: AtomicU64,
+    }
+
+    #[async_trait::async_trait]
+    impl Publisher for StopsAfterOneBatch {
+        async fn publish(
+            &self,
+            messages: Vec<Message>,
+        ) -> Result<(), bucketfn::sink::PublishError> {
+            self.records
+                .fetch_add(messages.len() as u64, Ordering::Relaxed);
+            self.batches.fetch_add(1, Ordering::Relaxed);
+            self.stop.stop();
+            Ok(())
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_stream_stopped_half_way_ends_promptly_and_publishes_no_more() -> TestResult {
+        // 1 GiB of distinct-enough lines: far more than is read before the stop is seen.
+        let lines = FLOW_LOGS.repeat((1 << 20) / FLOW_LOGS.len());
+        let (stream, served) = Repeated::new(gzip(lines.as_bytes())?, 1024);
+        let whole = stream.len();
+        let stop = Stop::at(None);
+        let publisher = StopsAfterOneBatch {
+            stop: stop.clone(),
+            records: AtomicU64::new(0),
+            batches: AtomicU64::new(0),
+        };
+        let invocation = Invocation {
+            stop,
+            ..Invocation::default()
+        };
+        let err = forward(
+            Box::pin(stream),
+            &origin(),
+            &ContentConfig::default(),
+            &publisher,
+            &invocation,
+        )
+        .await
+        .err()
+        .ok_or("finished although stopped")?;
+        assert!(err.is_retryable(), "{err}");
+        assert!(err.to_string().contains("stopped at the deadline"), "{err}");
+        assert_eq!(publisher.batches.load(Ordering::Relaxed), 1);
+        assert_eq!(
+            publisher.records.load(Ordering::Relaxed),
+            ContentConfig::default().batch_records as u64
+        );
+        // Read on for at most the batches queued behind the first, not to the end.
+        let read = served.load(Ordering::Relaxed);
+        assert!(
+            read <= 2 * BUFFER as u64 && read < whole,
+            "read {read} of {whole} bytes"
+        );
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_stream_that_needs_more_than_the_whole_budget_is_permanent() -> TestResult {
+        let config = ContentConfig::default();
+        let need = need(&config, &origin());
+        let invocation = Invocation {
+            memory: MemoryBudget::new(need / 2),
+            ..Invocation::default()
+        };
+        let publisher = MemoryPublisher::new();
+        let err = forward(
+            reader(FLOW_LOGS.as_bytes().to_vec()),
+            &origin(),
+            &config,
+            &publisher,
+            &invocation,
+        )
+        .await
+        .err()
+        .ok_or("forwarded over the budget")?;
+        assert!(!err.is_retryable(), "{err}");
+        let text = err.to_string();
+        for part in [
+            "the content stream of logs/vpc/a.log.gz",
+            "CONTENT_BATCH_BYTES",
+            "over the memory budget",
+            "(MAX_DECODE_BYTES)",
+        ] {
+            assert!(text.contains(part), "{part:?} not in {text}");
+        }
+        assert!(publisher.published().is_empty());
+        Ok(())
+    }
+
+    #[test]
+    fn the_need_follows_the_batch_and_record_settings() {
+        let defaults = ContentConfig::default();
+        let base = need(&defaults, &origin());
+        // The defaults' stream fits many times in the default budget.
+        assert!(base < 32 << 20, "{base}");
+        assert!(base * 8 < MemoryBudget::DEFAULT_BYTES, "{base}");
+        let bigger_batches = ContentConfig {
+            batch_bytes: 8 << 20,
+            batch_records: 100_000,
+            ..defaults.clone()
+        };
+        assert!(need(&bigger_batches, &origin()) > base + 5 * (7 << 20));
+        let lines = ContentConfig {
+            format: Format::Lines,
+            ..defaults.clone()
+        };
+        assert!(need(&lines, &origin()) < base);
+        let cloudevents = Origin {
+            cloudevents: true,
+            ..origin()
+        };
+        assert!(need(&defaults, &cloudevents) > base);
+        let absurd = ContentConfig {
+            batch_records: usize::MAX,
+            max_record_bytes: usize::MAX,
+            ..defaults
+        };
+        assert_eq!(need(&absurd, &origin()), u64::MAX);
+    }
+
+    /// Holds every publish until opened, saying when the first one arrived.
+    struct Gate {
+        open: tokio::sync::Semaphore,
+        entered: tokio::sync::Notify,
+    }
+
+    #[async_trait::async_trait]
+    impl Publisher for Gate {
+        async fn publish(&self, _: Vec<Message>) -> Result<(), bucketfn::sink::PublishError> {
+            self.entered.notify_one();
+            let _pass = self.open.acquire().await;
+            Ok(())
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn two_streams_that_do_not_fit_together_never_run_at_once() -> TestResult {
+        let config = ContentConfig::default();
+        let need = need(&config, &origin());
+        let memory = MemoryBudget::new(need + need / 2);
+        let gate = Arc::new(Gate {
+            open: tokio::sync::Semaphore::new(0),
+            entered: tokio::sync::Notify::new(),
+        });
+        let start = |publisher: Arc<dyn Publisher>, invocation: Invocation| {
+            let config = config.clone();
+            tokio::spawn(async move {
+                forward(
+                    reader(FLOW_LOGS.as_bytes().to_vec()),
+                    &origin(),
+                    &config,
+                    publisher.as_ref(),
+                    &invocation,
+                )
+                .await
+            })
+        };
+        let shared = Invocation {
+            memory: memory.clone(),
+            ..Invocation::default()
+        };
+        let first = start(Arc::clone(&gate) as Arc<dyn Publisher>, shared.clone());
+        gate.entered.notified().await;
+        assert!(memory.available() < need);
+
+        // A second stream whose deadline comes before the budget frees up: retryable.
+        let second = Arc::new(MemoryPublisher::new());
+        let soon = Invocation {
+            stop: Stop::at(Some(Instant::now() + Duration::from_millis(50))),
+            ..shared.clone()
+        };
+        let err = start(Arc::clone(&second) as Arc<dyn Publisher>, soon)
+            .await?
+            .err()
+            .ok_or("both streams ran at once")?;
+        assert!(err.is_retryable(), "{err}");
+        assert!(err.to_string().contains("taken by other work"), "{err}");
+        assert!(second.published().is_empty());
+
+        // One that may wait gets its share once the first stream is done.
+        let third = Arc::new(MemoryPublisher::new());
+        let waiting = start(Arc::clone(&third) as Arc<dyn Publisher>, shared);
+        tokio::task::yield_now().await;
+        assert!(third.published().is_empty());
+        gate.open.add_permits(usize::MAX >> 4);
+        assert_eq!(first.await??, 3);
+        assert_eq!(waiting.await??, 3);
+        assert_eq!(third.published().len(), 3);
+        assert_eq!(memory.available(), memory.limit().div_ceil(1024) * 1024);
         Ok(())
     }
 }

@@ -56,7 +56,7 @@ impl Forwarder {
         }
     }
 
-    async fn forward_event(&self, event: &ObjectEvent) -> Outcome {
+    async fn forward_event(&self, event: &ObjectEvent, invocation: &Invocation) -> Outcome {
         if let Some(why) = self.not_input(&event.key) {
             return Ok(Done::Skipped(why));
         }
@@ -83,7 +83,7 @@ impl Forwarder {
                 self.publish_claim(claim, &event.bucket).await
             }
             Mode::Content => {
-                self.forward_content(event.source, &event.bucket, &event.key)
+                self.forward_content(event.source, &event.bucket, &event.key, invocation)
                     .await
             }
         }
@@ -103,7 +103,13 @@ impl Forwarder {
         )))
     }
 
-    async fn forward_content(&self, source: bucketfn::Source, bucket: &str, key: &str) -> Outcome {
+    async fn forward_content(
+        &self,
+        source: bucketfn::Source,
+        bucket: &str,
+        key: &str,
+        invocation: &Invocation,
+    ) -> Outcome {
         ensure_readable(source, bucket, key)?;
         let (info, reader) = match self.store.open(bucket, key).await {
             Ok(opened) => opened,
@@ -131,6 +137,7 @@ impl Forwarder {
             &origin,
             &self.config.content,
             self.publisher.as_ref(),
+            invocation,
         )
         .await?;
         Ok(Done::Completed(format!(
@@ -153,7 +160,9 @@ impl Handler for Forwarder {
     async fn handle(&self, event: &ObjectEvent, invocation: &Invocation) -> Outcome {
         match event.kind {
             EventKind::Sweep => catch_up::run(self, event, invocation).await,
-            kind if self.config.kinds.contains(&kind) => self.forward_event(event).await,
+            kind if self.config.kinds.contains(&kind) => {
+                self.forward_event(event, invocation).await
+            }
             kind => Ok(Done::Skipped(format!(
                 "{kind:?} events are not forwarded (FORWARD_KINDS)"
             ))),
