@@ -1,9 +1,11 @@
 //! forward-to-stream against a log-ingest API that follows the Mezmo contract (including 429,
-//! 500 and a stalled server), and the binary as a service and on the command line.
+//! 500 and a stalled server), its content limits, budget and deadline, and the binary as a
+//! service and on the command line.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use bucketfn::budget::{MemoryBudget, Stop};
 use bucketfn::storage::MemoryStore;
 use bucketfn::{Done, Handler, Invocation, ObjectEvent, ObjectStore};
 use forward_to_stream::Forwarder;
@@ -125,6 +127,55 @@ async fn a_stalled_server_is_a_retryable_timeout() -> TestResult {
     Ok(())
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn content_past_its_deadline_is_retryable_and_never_reaches_the_api() -> TestResult {
+    let api = LogIngestApi::start().await?;
+    let (_store, forwarder) = content_forwarder(&api, &[])?;
+    let past = Invocation {
+        stop: Stop::at(Some(Instant::now())),
+        ..Invocation::default()
+    };
+    let err = forwarder
+        .handle(&created("vpc/a.log")?, &past)
+        .await
+        .err()
+        .ok_or("forwarded after the deadline")?;
+    assert!(err.is_retryable(), "{err}");
+    assert!(err.to_string().contains("stopped at the deadline"), "{err}");
+    assert_eq!(api.requests(), 0);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn content_that_needs_more_than_the_memory_budget_is_permanent() -> TestResult {
+    let api = LogIngestApi::start().await?;
+    let (_store, forwarder) = content_forwarder(&api, &[("CONTENT_BATCH_BYTES", "67108864")])?;
+    let small = Invocation {
+        memory: MemoryBudget::new(64 << 20),
+        ..Invocation::default()
+    };
+    let err = forwarder
+        .handle(&created("vpc/a.log")?, &small)
+        .await
+        .err()
+        .ok_or("forwarded over the budget")?;
+    assert!(!err.is_retryable(), "{err}");
+    let text = err.to_string();
+    for part in [
+        "the content stream of logs/vpc/a.log",
+        "CONTENT_BATCH_BYTES",
+        "over the memory budget of 64.0 MiB (MAX_DECODE_BYTES)",
+    ] {
+        assert!(text.contains(part), "{part:?} not in {text}");
+    }
+    assert_eq!(api.requests(), 0);
+    // The same stream with the default batches fits.
+    let (_store, forwarder) = content_forwarder(&api, &[])?;
+    forwarder.handle(&created("vpc/a.log")?, &small).await?;
+    assert_eq!(api.lines().len(), LINES);
+    Ok(())
+}
+
 fn read_jsonl(path: &std::path::Path) -> Result<Vec<Value>, BoxError> {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     Ok(text
@@ -232,5 +283,45 @@ fn the_command_line_sweeps_a_bucket_once_and_forwards_one_object_by_key() -> Tes
     let messages = read_jsonl(&out)?;
     assert_eq!(messages.len(), 6);
     assert_eq!(messages[5]["body"], "line 3");
+    Ok(())
+}
+
+#[test]
+fn content_over_its_limit_is_a_permanent_failure_on_the_command_line() -> TestResult {
+    let storage = tempfile::tempdir()?;
+    let bucket = storage.path().join("logs");
+    std::fs::create_dir_all(&bucket)?;
+    // 2 MiB of flow logs against a limit of 1 MiB.
+    let text = flow_logs().repeat((2 << 20) / flow_logs().len() + 1);
+    std::fs::write(bucket.join("big.log"), &text)?;
+    let out = storage.path().join("out.jsonl");
+    let dir = storage.path().to_string_lossy().into_owned();
+    let run = std::process::Command::new(FORWARD_TO_STREAM)
+        .args([
+            "sweep",
+            "--bucket",
+            "logs",
+            "--key",
+            "big.log",
+            "--storage",
+            &dir,
+        ])
+        .env_clear()
+        .env("FORWARD_SINK", "file")
+        .env("FORWARD_FILE", &out)
+        .env("FORWARD_MODE", "content")
+        .env("CONTENT_MAX_BYTES", "1048576")
+        .output()?;
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert_eq!(run.status.code(), Some(1), "{stdout}");
+    assert!(stdout.starts_with("permanent"), "{stdout}");
+    assert!(
+        stdout
+            .contains("logs/big.log holds more than 1048576 bytes of content (CONTENT_MAX_BYTES)"),
+        "{stdout}"
+    );
+    // What went out before the limit is at most the first mebibyte's records.
+    let sent = read_jsonl(&out)?.len();
+    assert!(sent < text.lines().count() / 2, "{sent}");
     Ok(())
 }
