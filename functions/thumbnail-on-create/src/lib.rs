@@ -429,6 +429,7 @@ impl Function for Thumbnailer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bucketfn::budget::MemoryBudget;
     use bucketfn::storage::MemoryStore;
     use bucketfn::{Source, StoredObject};
     use image::{DynamicImage, ImageBuffer, ImageFormat};
@@ -740,6 +741,126 @@ mod tests {
                 .await
                 .is_ok()
         );
+        Ok(())
+    }
+
+    /// The thumbnails written, by key.
+    fn thumbnails_in(store: &MemoryStore) -> Vec<String> {
+        store
+            .keys()
+            .into_iter()
+            .filter(|(_, key)| key.starts_with("thumbnails/"))
+            .map(|(_, key)| key)
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn an_image_over_the_memory_budget_is_permanent_and_names_it() -> TestResult {
+        let (store, handler) = thumbnailer(Config::default());
+        // A progressive CMYK JPEG under the template's pixel cap, whose coefficients alone
+        // take 459 MiB.
+        let bomb = pipeline::hostile::progressive_jpeg(7745, 7745, 4, 469_481, 0);
+        store.insert("b", "big.jpg", bomb, "image/jpeg");
+        let invocation = Invocation {
+            memory: MemoryBudget::new(64 * 1024 * 1024),
+            ..Invocation::default()
+        };
+        let err = handler
+            .handle(&created("b", "big.jpg", None)?, &invocation)
+            .await
+            .err()
+            .ok_or("decoded")?;
+        assert!(!err.is_retryable(), "{err}");
+        let message = err.to_string();
+        assert!(
+            message.starts_with("b/big.jpg, the progressive CMYK JPEG 7745x7745, needs 4"),
+            "{message}"
+        );
+        assert!(
+            message.ends_with(" MiB, over the memory budget of 64.0 MiB (MAX_DECODE_BYTES)"),
+            "{message}"
+        );
+        assert!(thumbnails_in(&store).is_empty());
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_memory_budget_taken_by_other_work_is_retryable() -> TestResult {
+        let (store, handler) = thumbnailer(Config::default());
+        store.insert("b", "x.png", png(300, 300)?, "image/png");
+        let memory = MemoryBudget::new(64 * 1024 * 1024);
+        let _taken = memory.try_reserve("another image", memory.limit())?;
+        // The wait for the budget ends at the deadline.
+        let invocation = Invocation {
+            memory,
+            stop: Stop::at(Some(Instant::now() + Duration::from_secs(1))),
+            ..Invocation::default()
+        };
+        let err = handler
+            .handle(&created("b", "x.png", None)?, &invocation)
+            .await
+            .err()
+            .ok_or("made")?;
+        assert!(err.is_retryable(), "{err}");
+        assert!(
+            err.to_string()
+                .contains("the memory budget of 64.0 MiB is taken by other work; try again later"),
+            "{err}"
+        );
+        assert!(thumbnails_in(&store).is_empty());
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_deadline_in_the_past_stops_the_work_and_writes_nothing() -> TestResult {
+        let (store, handler) = thumbnailer(Config::default());
+        store.insert("b", "x.png", png(300, 300)?, "image/png");
+        let now = Instant::now();
+        let late = Invocation {
+            deadline: Some(now),
+            stop: Stop::at(Some(now)),
+            ..Invocation::default()
+        };
+        let err = handler
+            .handle(&created("b", "x.png", None)?, &late)
+            .await
+            .err()
+            .ok_or("made")?;
+        assert!(err.is_retryable(), "{err}");
+        assert_eq!(
+            err.to_string(),
+            "the thumbnails of b/x.png were not finished: stopped at the deadline before the work was finished"
+        );
+        assert!(thumbnails_in(&store).is_empty());
+        assert_eq!(late.memory.available(), late.memory.limit());
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn an_abandoned_decode_stops_and_gives_its_memory_back() -> TestResult {
+        let (store, handler) = thumbnailer(Config::default());
+        let photo = pipeline::hostile::photo_jpeg(3000, 2000, true)?;
+        store.insert("b", "big.jpg", photo, "image/jpeg");
+        let invocation = Invocation::default();
+        let event = created("b", "big.jpg", None)?;
+        // A runtime that stops waiting drops the handler's future; the decode runs on a
+        // blocking thread of its own.
+        let abandoned = tokio::time::timeout(
+            Duration::from_millis(1),
+            handler.handle(&event, &invocation),
+        )
+        .await;
+        assert!(abandoned.is_err(), "the decode finished within the timeout");
+        assert!(invocation.stop.is_stopped());
+        let given_back = async {
+            while invocation.memory.available() < invocation.memory.limit() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(60), given_back)
+            .await
+            .map_err(|_| "the abandoned decode kept its memory")?;
+        assert!(thumbnails_in(&store).is_empty());
         Ok(())
     }
 }

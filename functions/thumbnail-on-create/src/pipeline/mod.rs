@@ -7,6 +7,8 @@
 
 mod color;
 mod encode;
+#[cfg(test)]
+pub(crate) mod hostile;
 mod jpeg;
 mod markers;
 mod orient;
