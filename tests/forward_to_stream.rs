@@ -287,41 +287,53 @@ fn the_command_line_sweeps_a_bucket_once_and_forwards_one_object_by_key() -> Tes
 }
 
 #[test]
-fn content_over_its_limit_is_a_permanent_failure_on_the_command_line() -> TestResult {
+fn content_over_its_limits_is_a_permanent_failure_on_the_command_line() -> TestResult {
     let storage = tempfile::tempdir()?;
     let bucket = storage.path().join("logs");
     std::fs::create_dir_all(&bucket)?;
-    // 2 MiB of flow logs against a limit of 1 MiB.
+    // 2 MiB of flow logs.
     let text = flow_logs().repeat((2 << 20) / flow_logs().len() + 1);
     std::fs::write(bucket.join("big.log"), &text)?;
-    let out = storage.path().join("out.jsonl");
     let dir = storage.path().to_string_lossy().into_owned();
-    let run = std::process::Command::new(FORWARD_TO_STREAM)
-        .args([
-            "sweep",
-            "--bucket",
-            "logs",
-            "--key",
-            "big.log",
-            "--storage",
-            &dir,
-        ])
-        .env_clear()
-        .env("FORWARD_SINK", "file")
-        .env("FORWARD_FILE", &out)
-        .env("FORWARD_MODE", "content")
-        .env("CONTENT_MAX_BYTES", "1048576")
-        .output()?;
-    let stdout = String::from_utf8_lossy(&run.stdout);
-    assert_eq!(run.status.code(), Some(1), "{stdout}");
-    assert!(stdout.starts_with("permanent"), "{stdout}");
-    assert!(
-        stdout
-            .contains("logs/big.log holds more than 1048576 bytes of content (CONTENT_MAX_BYTES)"),
-        "{stdout}"
-    );
-    // What went out before the limit is at most the first mebibyte's records.
-    let sent = read_jsonl(&out)?.len();
-    assert!(sent < text.lines().count() / 2, "{sent}");
+    for (n, (variable, value, expected)) in [
+        (
+            "CONTENT_MAX_BYTES",
+            "1048576",
+            "logs/big.log holds more than 1048576 bytes of content (CONTENT_MAX_BYTES)",
+        ),
+        (
+            "MAX_DECODE_BYTES",
+            "1048576",
+            "over the memory budget of 1.0 MiB (MAX_DECODE_BYTES)",
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let out = storage.path().join(format!("out-{n}.jsonl"));
+        let run = std::process::Command::new(FORWARD_TO_STREAM)
+            .args([
+                "sweep",
+                "--bucket",
+                "logs",
+                "--key",
+                "big.log",
+                "--storage",
+                &dir,
+            ])
+            .env_clear()
+            .env("FORWARD_SINK", "file")
+            .env("FORWARD_FILE", &out)
+            .env("FORWARD_MODE", "content")
+            .env(variable, value)
+            .output()?;
+        let stdout = String::from_utf8_lossy(&run.stdout);
+        assert_eq!(run.status.code(), Some(1), "{variable}: {stdout}");
+        assert!(stdout.starts_with("permanent"), "{variable}: {stdout}");
+        assert!(stdout.contains(expected), "{variable}: {stdout}");
+        // What went out before the limit is at most the first mebibyte's records.
+        let sent = read_jsonl(&out)?.len();
+        assert!(sent < text.lines().count() / 2, "{variable}: {sent}");
+    }
     Ok(())
 }
