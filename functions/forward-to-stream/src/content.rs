@@ -43,9 +43,9 @@ const QUEUED_BATCHES: usize = 2;
 /// small strings.
 const ALLOCATION_OVERHEAD: u64 = 16;
 /// How long a stream waits for its share of the memory budget (never past its deadline)
-/// before the event is answered retryable. A stream takes seconds (AWS's largest flow-log
-/// file, 75 MB gzipped, is read in about four on one core), so a share is usually given back
-/// within that; a longer wait would only hold the platform's delivery.
+/// before the event is answered retryable. Shares come back as streams end, and a log file of
+/// a few MB streams in well under a second: a short wait rides out a burst, a longer one would
+/// only hold a delivery the platform can as well retry.
 const BUDGET_WAIT: Duration = Duration::from_secs(5);
 
 /// Which object the records come from, as messages name it.
@@ -545,7 +545,6 @@ pub async fn forward(
         reason,
     };
     let result = reading.await.map_err(|e| stopped(e.to_string()))?;
-    drop(reservation);
     let (bucket, key) = (origin.bucket.clone(), origin.key.clone());
     result.map_err(|halt| match halt {
         Halt::Limit(limit) => ContentError::Limit { bucket, key, limit },
