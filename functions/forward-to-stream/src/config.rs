@@ -96,25 +96,26 @@ impl ContentConfig {
     /// `CONTENT_MAX_BYTES` when unset: 1 GiB of decompressed content per object.
     ///
     /// A stream must end within the function's time, or every redelivery starts it again from
-    /// its first record. Measured (release build, one x86 core): content mode forwards gzipped
-    /// VPC flow logs to the file sink at 102 MB of content per CPU-second (zcat alone: 253);
-    /// gzip -6 of the records, the work `KAFKA_COMPRESSION=gzip` adds as the template sets it,
-    /// runs at 35 MB/s, so 26 MB/s in all. The template gives forward-to-stream 512 MB, which
-    /// Lambda pairs with 0.29 of a vCPU, and 900 s: about 7.5 MB/s. Four objects of 1 GiB at
-    /// once (`SWEEP_CONCURRENCY`, `BATCH_CONCURRENCY`: 4) then take about 570 s of the 890 s
-    /// before the sweep's margin; 2 GiB would not fit. The largest log files AWS writes, VPC
-    /// flow-log files of at most 75 MB gzipped, hold about 500 MB at the 6.6x measured for a
-    /// busy VPC: half the limit.
+    /// its first record. Measured (`scripts/bench-content-limits.sh`, release build, one x86
+    /// core): content mode forwards gzipped VPC flow logs to the file sink at 83-102 MB of
+    /// content per CPU-second (zcat alone: 250-290); gzip -6 of the records, the work that
+    /// `KAFKA_COMPRESSION=gzip` adds as the template sets it, runs at 37 MB/s, so 26 MB/s in
+    /// all. The template gives forward-to-stream 512 MB, which Lambda pairs with 0.29 of a
+    /// vCPU, and 900 s: 7.4 MB/s. Four objects of 1 GiB at once (`SWEEP_CONCURRENCY`,
+    /// `BATCH_CONCURRENCY`: 4) then take about 580 s of the 890 s before the sweep's margin;
+    /// 2 GiB would take 1160 s. The largest log files AWS writes, VPC flow-log files of at most
+    /// 75 MB gzipped, hold about 500 MB at the 6.6x measured for a busy VPC: half the limit.
     pub const DEFAULT_MAX_BYTES: u64 = 1 << 30;
 
     /// `CONTENT_MAX_RATIO` when unset: 300 decompressed bytes per gzipped byte, checked past the
     /// first 16 MiB.
     ///
-    /// Measured with gzip -6 and -9 on generated logs: busy VPC flow logs (the v2 format)
-    /// compress 6.6-7x, access logs 7-7.5x, JSON-lines application logs 7x, CloudTrail 11x, an
-    /// idle VPC's NODATA records 20x, chatty debug JSON 27-30x, load-balancer health checks 38x,
-    /// and the most repetitive real log found, a crash loop writing the same stack trace with
-    /// only the time changing, up to 151x. A run of one byte reaches deflate's ceiling, 1030x.
+    /// Measured with gzip -6 and -9 on generated logs (`scripts/bench-content-limits.sh`): busy
+    /// VPC flow logs (the v2 format) compress 6.6-7x, access logs 7-7.5x, JSON-lines
+    /// application logs 7x, CloudTrail 11x, an idle VPC's NODATA records 20x, chatty debug JSON
+    /// 27-30x, load-balancer health checks 38x, and the most repetitive real log found, a crash
+    /// loop writing the same stack trace with only the time changing, up to 151x. A run of one
+    /// byte reaches deflate's ceiling, 1030x.
     /// 300 is twice the crash loop and under a third of the ceiling: a classic bomb is refused
     /// after about 75 MiB (300 times the first 256 KiB read of it), and content crafted to stay
     /// under the ratio still ends at `CONTENT_MAX_BYTES`.
