@@ -237,6 +237,12 @@ impl Thumbnailer {
         });
         let what = format!("{}, {},", ObjectPath(bucket, key), need.what);
         let reservation = invocation.memory.reserve(&what, need.bytes, wait).await?;
+        tracing::debug!(
+            need = need.bytes,
+            image = %need.what,
+            available = invocation.memory.available(),
+            "Memory reserved for the decode."
+        );
 
         // Dropped with this future when a runtime stops waiting for it (a timeout): the
         // blocking decode is told to stop too. Disarmed once the decode is over, so that a

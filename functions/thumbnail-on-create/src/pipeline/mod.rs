@@ -94,12 +94,14 @@ pub struct Thumbnail {
 }
 
 /// What making the thumbnails of an image will hold in memory at its peak, computed from the
-/// header before any pixel buffer exists.
+/// header before any pixel buffer exists: the source, fixed state, and the larger of the
+/// decode (the decoder's buffers and its output) and the resize (the decoded raster and the
+/// working set of the largest thumbnail, plus the encoded bytes of all).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Need {
     /// The image as a person would name it: "the progressive CMYK JPEG 10000x10000".
     pub what: String,
-    /// Bytes: the source, the decoder's buffers and output, the resize and the encoders.
+    /// Bytes at the peak.
     pub bytes: u64,
 }
 
@@ -235,10 +237,10 @@ fn inspect(source: &[u8], spec: &Spec) -> Result<(Header, Need), PipelineError> 
         }
         other => return Err(PipelineError::UnsupportedFormat(format_name(other))),
     };
-    let bytes = source.len() as u64
-        + FIXED_BYTES
-        + inspected.decoder
-        + thumbnail_bytes(inspected.raster, inspected.full_size, spec);
+    // The decoder's buffers are gone by the time the resize starts; the source stays.
+    let resize =
+        inspected.raster.bytes() + thumbnail_bytes(inspected.raster, inspected.full_size, spec);
+    let bytes = source.len() as u64 + FIXED_BYTES + inspected.decoder.max(resize);
     let need = Need {
         what: inspected.what,
         bytes,
