@@ -454,6 +454,40 @@ fn png_data_that_ends_early_is_truncated() -> TestResult {
 }
 
 #[test]
+fn metadata_is_counted_or_refused() -> TestResult {
+    // libjpeg keeps the application segments it saves, and the ICC profile is gathered and
+    // joined from them: 20 segments of 60000 bytes count three times over.
+    let photo = photo_jpeg(64, 48, false)?;
+    let app2 = segment(
+        0xE2,
+        &[b"ICC_PROFILE\0".as_slice(), &[1, 1], &[0; 59986]].concat(),
+    );
+    let heavy = [&photo[..2], &app2.repeat(20), &photo[2..]].concat();
+    let need = decode_need(&heavy, &spec())?;
+    assert!(
+        need.bytes >= heavy.len() as u64 + 3 * 20 * 60000,
+        "{} for {} bytes",
+        need.bytes,
+        heavy.len()
+    );
+
+    // An ICC profile that inflates from a few KiB to 32 MiB: the png crate inflates it up to
+    // the 16 MiB it is allowed, which is counted, and drops it.
+    let mut info = png::Info::with_size(1, 1);
+    info.icc_profile = Some(vec![0; 32 * 1024 * 1024].into());
+    let mut bomb = Vec::new();
+    let mut writer = png::Encoder::with_info(&mut bomb, info)?.write_header()?;
+    writer.write_image_data(&[0])?;
+    writer.finish()?;
+    assert!(bomb.len() < 1024 * 1024, "{}", bomb.len());
+    let need = decode_need(&bomb, &spec())?;
+    assert!(need.bytes >= 16 * MIB, "{}", need.bytes);
+    let made = make_thumbnails(&bomb, &spec(), &Stop::default())?;
+    assert_eq!((made[0].width, made[0].height), (1, 1));
+    Ok(())
+}
+
+#[test]
 fn whole_image_formats_count_their_real_bit_depth() -> TestResult {
     // A 16-bit RGBA TIFF at the template's pixel cap: 8 bytes per pixel decoded, and as much
     // again in the tiff crate's own buffer.

@@ -82,9 +82,11 @@ pub fn inspect(
         4 => "CMYK".to_owned(),
         n => format!("{n}-component"),
     };
+    // libjpeg keeps the saved markers; the ICC profile is gathered from them, then joined.
+    let markers = 3 * structure.application_bytes;
     let inspected = Inspected {
         what: format!("the {kind} {colour} JPEG {width}x{height}"),
-        decoder: coefficients + rows + out_width * out_height * channels,
+        decoder: coefficients + rows + markers + out_width * out_height * channels,
         raster: Shape {
             width: out_width,
             height: out_height,

@@ -61,6 +61,9 @@ pub struct Scan {
 pub struct Structure {
     pub frame: Frame,
     pub scans: Vec<Scan>,
+    /// Bytes of application segments (APPn: EXIF, ICC profiles, Adobe), which a decoder that
+    /// keeps them copies.
+    pub application_bytes: u64,
 }
 
 /// Why the markers do not describe a whole image.
@@ -215,6 +218,7 @@ pub fn walk(source: &[u8], max_scans: usize) -> Result<Structure, MarkerError> {
     let mut frame: Option<Frame> = None;
     let mut scans: Vec<Scan> = Vec::new();
     let mut restart_interval = 0;
+    let mut application_bytes = 0;
     loop {
         let (marker, start, after) = next_marker(source, at).ok_or(MarkerError::Truncated)?;
         match marker {
@@ -254,6 +258,7 @@ pub fn walk(source: &[u8], max_scans: usize) -> Result<Structure, MarkerError> {
             0xC3 | 0xC5..=0xC7 | 0xCB | 0xCD..=0xCF => {
                 return Err(MarkerError::Unsupported("lossless and hierarchical JPEG"));
             }
+            0xE0..=0xEF => application_bytes += segment.len() as u64,
             0xDD => {
                 let [high, low] = segment else {
                     return Err(MarkerError::Corrupt(
@@ -292,7 +297,11 @@ pub fn walk(source: &[u8], max_scans: usize) -> Result<Structure, MarkerError> {
             "the image ends before its first scan (SOS)".into(),
         ));
     }
-    Ok(Structure { frame, scans })
+    Ok(Structure {
+        frame,
+        scans,
+        application_bytes,
+    })
 }
 
 /// The next marker at or after `at`, as libjpeg finds it: bytes before an 0xFF are skipped

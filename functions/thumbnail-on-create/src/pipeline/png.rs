@@ -16,9 +16,19 @@ use super::{Decoded, Inspected, PipelineError, Shape, check_pixels, shrink_on_lo
 /// and fdeflate's tables.
 const INFLATE_BYTES: u64 = 64 * 1024;
 
+/// What the png crate may allocate besides the image rows: the chunks it keeps, an ICC
+/// profile as it inflates (one that would inflate beyond this is dropped; at the crate's
+/// default a few KiB could take 64 MiB), its output row. No real profile comes near it.
+const ANCILLARY_BYTES: usize = 16 * 1024 * 1024;
+
 /// Reads the header and the chunks before the image data, refusing too many pixels first.
 fn open(source: &[u8], max_pixels: u64) -> Result<Reader<Cursor<&[u8]>>, PipelineError> {
-    let mut decoder = png::Decoder::new(Cursor::new(source));
+    let limits = png::Limits {
+        bytes: ANCILLARY_BYTES,
+    };
+    let mut decoder = png::Decoder::new_with_limits(Cursor::new(source), limits);
+    // Text is never used; skipped, it neither takes memory nor counts against the limit.
+    decoder.set_ignore_text_chunk(true);
     // Palette and low bit depths expand to 8 bits; 16-bit channels keep their high byte.
     decoder.set_transformations(Transformations::EXPAND | Transformations::STRIP_16);
     let header = decoder.read_header_info().map_err(failed)?;
@@ -79,10 +89,17 @@ pub fn inspect(source: &[u8], target: u32, max_pixels: u64) -> Result<Inspected,
         ColorType::Indexed => "palette",
     };
     let interlaced = if info.interlaced { "interlaced " } else { "" };
+    // The png crate inflates a profile up to its limit (dropping one that would exceed it),
+    // then holds it, and we copy it.
+    let icc = if has_profile(source) {
+        ANCILLARY_BYTES as u64 + 2 * info.icc_profile.as_ref().map_or(0, |p| p.len() as u64)
+    } else {
+        0
+    };
     Ok(Inspected {
         what: format!("the {interlaced}{depth}{colour} PNG {width}x{height}"),
         // Current and previous row, and what the unfiltering buffer reads ahead.
-        decoder: 4 * raw_row + INFLATE_BYTES + out_line + frame + sums + shape.bytes(),
+        decoder: 4 * raw_row + INFLATE_BYTES + out_line + icc + frame + sums + shape.bytes(),
         raster: shape,
         full_size: (width, height),
     })
@@ -140,9 +157,32 @@ pub fn decode(
     })
 }
 
+/// Whether an ICC profile (iCCP) comes before the image data: chunks are length, type, data
+/// and CRC after the 8-byte signature.
+fn has_profile(source: &[u8]) -> bool {
+    let mut at = 8;
+    while let Some(header) = source.get(at..at + 8) {
+        match &header[4..] {
+            b"iCCP" => return true,
+            b"IDAT" => return false,
+            _ => {}
+        }
+        let length = u32::from_be_bytes([header[0], header[1], header[2], header[3]]);
+        at = at.saturating_add(12).saturating_add(length as usize);
+    }
+    false
+}
+
 /// Data that ends before the last row is truncation; the png crate says so either as the end
-/// of the file or as image data (IDAT) that runs out before the image is complete.
+/// of the file or as image data (IDAT) that runs out before the image is complete. Its limit
+/// is named.
 fn failed(error: DecodingError) -> PipelineError {
+    if matches!(error, DecodingError::LimitsExceeded) {
+        return PipelineError::Unsupported(format!(
+            "PNG that needs more than {} MiB besides its image rows (a metadata chunk or a row that large)",
+            ANCILLARY_BYTES >> 20
+        ));
+    }
     let truncated = match &error {
         DecodingError::IoError(e) => e.kind() == ErrorKind::UnexpectedEof,
         DecodingError::Format(e) => e.to_string().contains("not have enough data"),
