@@ -53,9 +53,10 @@ def baseline_jpeg(w, h, sampling, app=b"", restart=0):
     return out + b"\xff\xd9"
 
 
-def progressive_jpeg(w, h, components, ac_scans, dc_bytes=8):
-    """The layout of ../shared/hostile/mkbombs.py: a DC scan of `dc_bytes` zero bytes, then AC
-    scans of two zero bytes each."""
+def progressive_jpeg(w, h, components, ac_scans, dc_bytes=8, ac_bytes=2):
+    """The layout of ../shared/hostile/mkbombs.py: a DC scan of `dc_bytes` zero bytes (one bit
+    per block codes a zero DC), then AC scans of `ac_bytes` each (15 bits code an end-of-band
+    run of 16384 blocks)."""
     frame = struct.pack(">BHHB", 8, h, w, components)
     frame += b"".join(bytes([i + 1, 0x11, 0]) for i in range(components))
     out = b"\xff\xd8" + segment(0xDB, DQT) + segment(0xC2, frame)
@@ -63,7 +64,7 @@ def progressive_jpeg(w, h, components, ac_scans, dc_bytes=8):
     scan = bytes([components]) + b"".join(bytes([i + 1, 0]) for i in range(components))
     out += segment(0xDA, scan + bytes([0, 0, 0])) + b"\x00" * dc_bytes
     for s in range(ac_scans):
-        out += segment(0xDA, bytes([1, s % components + 1, 0, 1, 63, 0])) + b"\x00" * 2
+        out += segment(0xDA, bytes([1, s % components + 1, 0, 1, 63, 0])) + b"\x00" * ac_bytes
     return out + b"\xff\xd9"
 
 
@@ -144,6 +145,8 @@ def main():
     os.makedirs(out, exist_ok=True)
     exif = segment(0xE1, b"Exif\x00\x00" + exif_orientation(6))
     icc = segment(0xE2, b"ICC_PROFILE\x00\x01\x01" + b"\x00" * 128)
+    png_exif = png_chunk(b"eXIf", exif_orientation(8, big_endian=False))
+    png_icc = png_chunk(b"iCCP", b"p\x00\x00" + zlib.compress(b"\x00" * 128))
     adobe = segment(0xEE, b"Adobe\x00\x64\x00\x00\x00\x00\x00")  # transform 0: plain CMYK
     files = {
         "grey_8x8.jpg": baseline_jpeg(8, 8, [(1, 1)]),
@@ -155,9 +158,8 @@ def main():
         "rgb_5x3.png": png(5, 3, 2),
         "rgba_adam7_9x9.png": png(9, 9, 6, interlace=1),
         "grey16_4x4.png": png(4, 4, 0, depth=16),
-        "grey_alpha_exif_3x3.png": png(3, 3, 4, extra=png_chunk(b"eXIf", exif_orientation(8, False))),
-        "palette_trns_icc_4x2.png": png(4, 2, 3, depth=4, palette=bytes(range(48)),
-                                        extra=png_chunk(b"iCCP", b"p\x00\x00" + zlib.compress(b"\x00" * 128))),
+        "grey_alpha_exif_3x3.png": png(3, 3, 4, extra=png_exif),
+        "palette_trns_icc_4x2.png": png(4, 2, 3, depth=4, palette=bytes(range(48)), extra=png_icc),
         "grey1_adam7_10x3.png": png(10, 3, 0, depth=1, interlace=1),
         "one_1x1.gif": GIF_1X1,
         "animated_1x1.gif": GIF_ANIMATED,
