@@ -871,8 +871,7 @@ mod tests {
             let mut encoder = image::codecs::gif::GifEncoder::new(&mut source);
             encoder.set_repeat(image::codecs::gif::Repeat::Infinite)?;
             encoder.encode_frames(
-                [[220, 20, 20, 255], [20, 20, 220, 255]]
-                    .map(|c| image::Frame::new(frame(c))),
+                [[220, 20, 20, 255], [20, 20, 220, 255]].map(|c| image::Frame::new(frame(c))),
             )?;
         }
         let thumbnails = thumbnails(&source, &spec(&[256], OutputFormat::Png))?;
