@@ -217,6 +217,9 @@ where
                     key: key.clone(),
                     error: crate::outcome::chain(e.as_ref()),
                 }),
+                // An object stopped by the sweep's own deadline is where the next run
+                // continues, not a failure of the sweep.
+                Err(HandlerError::Retryable(_)) if past_deadline() => return Ok(summary),
                 Err(e @ HandlerError::Retryable(_)) => {
                     summary.interrupted = Some(e.to_string());
                     return Ok(summary);
@@ -397,6 +400,29 @@ mod tests {
         .await?;
         assert!(second.finished);
         assert_eq!(first.completed + second.completed, 20);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn an_object_stopped_by_the_deadline_is_continued_not_a_failure() -> TestResult {
+        let store = store(&["in/a", "in/b", "in/c"]);
+        let invocation = Invocation {
+            deadline: Some(Instant::now() + Duration::from_millis(50)),
+            ..Invocation::default()
+        };
+        // The second object's work is what the deadline stops (as a decode checking its
+        // stop would): retryable, reported once the deadline has passed.
+        let stopped_at_b = |object: ListedObject| async move {
+            if object.key == "in/b" {
+                tokio::time::sleep(Duration::from_millis(80)).await;
+                return Err(HandlerError::from(crate::budget::Stopped));
+            }
+            Ok(Done::Completed(String::new()))
+        };
+        let first = sweep(&store, scope(None), &invocation, 1, stopped_at_b).await?;
+        assert!(first.interrupted.is_none(), "{first}");
+        assert_eq!(first.resume_after.as_deref(), Some("in/a"));
+        assert!(first.clone().into_outcome().is_ok(), "{first}");
         Ok(())
     }
 }
