@@ -79,7 +79,8 @@ for path in pathlib.Path(sys.argv[1]).glob("*/*"):
         except ValueError:
             pass  # events/invalid/ holds what is not JSON on purpose
     elif path.suffix == ".headers":
-        tokens.update(line.split(":")[0].strip() for line in path.read_text().splitlines() if ":" in line)
+        lines = path.read_text().splitlines()
+        tokens.update(line.split(":")[0].strip() for line in lines if ":" in line)
 def quote(token):
     return "".join(c if 32 <= ord(c) < 127 and c not in '"\\' else f"\\x{b:02x}"
                    for c in token for b in c.encode())
@@ -124,10 +125,13 @@ for t in "${targets[@]}"; do
     continue
   }
   out=$dir/out
-  printf '%-13s %s execs (%s/s), corpus %s, edges %s, stability %s, crashes %s, hangs %s\n' "$t" \
-    "$(afl_stat "$out" execs_done)" "$(afl_stat "$out" execs_per_sec)" "$(afl_stat "$out" corpus_count)" \
-    "$(afl_stat "$out" bitmap_cvg)" "$(afl_stat "$out" stability)" "$(afl_stat "$out" saved_crashes)" \
-    "$(afl_stat "$out" saved_hangs)"
+  stats=()
+  for name in execs_done execs_per_sec corpus_count bitmap_cvg stability saved_crashes \
+    saved_hangs; do
+    stats+=("$(afl_stat "$out" "$name")")
+  done
+  printf '%-13s %s execs (%s/s), corpus %s, edges %s, stability %s, crashes %s, hangs %s\n' \
+    "$t" "${stats[@]}"
   for input in "$out"/default/crashes/id:* "$out"/default/hangs/id:*; do
     [ -f "$input" ] || continue
     failed=1
