@@ -6,32 +6,12 @@ use std::time::{Duration, Instant};
 use image::ImageFormat;
 use serde_json::{Value, json};
 
-use crate::support::function::{FunctionProcess, THUMBNAIL_ON_CREATE};
 use crate::support::images::{dimensions, gradient};
-use crate::support::lambda_api::{Answer, RuntimeApi};
-use crate::support::s3_server::S3Server;
+use crate::support::lambda_api::{Answer, ThumbnailLambda};
 use crate::support::{BoxError, TestResult};
 
-struct LambdaFixture {
-    api: RuntimeApi,
-    s3: S3Server,
-    process: FunctionProcess,
-}
-
-async fn start(extra_env: &[(&'static str, String)]) -> Result<LambdaFixture, BoxError> {
-    let s3 = S3Server::start().await?;
-    s3.create_bucket("photos").await?;
-    let api = RuntimeApi::start().await?;
-    let mut env = s3.env();
-    env.extend([
-        ("AWS_LAMBDA_RUNTIME_API", api.address.clone()),
-        ("AWS_LAMBDA_FUNCTION_NAME", "thumbnail-on-create".to_owned()),
-        ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128".to_owned()),
-        ("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST".to_owned()),
-    ]);
-    env.extend(extra_env.iter().cloned());
-    let process = FunctionProcess::spawn(THUMBNAIL_ON_CREATE, &[], &env)?;
-    Ok(LambdaFixture { api, s3, process })
+async fn start(extra_env: &[(&'static str, String)]) -> Result<ThumbnailLambda, BoxError> {
+    ThumbnailLambda::start(128, extra_env).await
 }
 
 fn s3_notification(bucket: &str, encoded_key: &str) -> Value {
@@ -44,15 +24,6 @@ fn sqs_message(id: &str, body: String) -> Value {
     json!({"messageId": id, "receiptHandle": "rh", "body": body, "attributes": {},
         "messageAttributes": {}, "eventSource": "aws:sqs",
         "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:uploads", "awsRegion": "us-east-1"})
-}
-
-impl LambdaFixture {
-    async fn invoke(&self, payload: Value) -> Result<Answer, BoxError> {
-        self.api
-            .invoke(payload, Duration::from_secs(30))
-            .await
-            .map_err(|e| format!("{e}; function logs:\n{}", self.process.logs()).into())
-    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -14,7 +14,7 @@ use crate::support::function::{
     FunctionProcess, THUMBNAIL_ON_CREATE, free_port, request, wait_ready,
 };
 use crate::support::images::gradient;
-use crate::support::lambda_api::{Answer, RuntimeApi};
+use crate::support::lambda_api::{Answer, ThumbnailLambda};
 use crate::support::s3_server::S3Server;
 use crate::support::{BoxError, TestResult};
 
@@ -153,27 +153,13 @@ async fn too_many_records_are_413_naming_the_limit_and_no_handler_runs() -> Test
     Ok(())
 }
 
-struct Lambda {
-    api: RuntimeApi,
-    s3: S3Server,
-    process: FunctionProcess,
-}
-
-/// The binary under the Lambda runtime, over an S3 server with a `photos` bucket.
-async fn lambda(extra_env: &[(&'static str, &str)]) -> Result<Lambda, BoxError> {
-    let s3 = S3Server::start().await?;
-    s3.create_bucket("photos").await?;
-    let api = RuntimeApi::start().await?;
-    let mut env = s3.env();
-    env.extend([
-        ("AWS_LAMBDA_RUNTIME_API", api.address.clone()),
-        ("AWS_LAMBDA_FUNCTION_NAME", "thumbnail-on-create".to_owned()),
-        ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "1024".to_owned()),
-        ("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST".to_owned()),
-    ]);
-    env.extend(extra_env.iter().map(|(k, v)| (*k, (*v).to_owned())));
-    let process = FunctionProcess::spawn(THUMBNAIL_ON_CREATE, &[], &env)?;
-    Ok(Lambda { api, s3, process })
+/// The binary under the Lambda runtime, with the template's memory size.
+async fn lambda(extra_env: &[(&'static str, &str)]) -> Result<ThumbnailLambda, BoxError> {
+    let env: Vec<(&'static str, String)> = extra_env
+        .iter()
+        .map(|(k, v)| (*k, (*v).to_owned()))
+        .collect();
+    ThumbnailLambda::start(1024, &env).await
 }
 
 fn sqs_message(id: &str, key: &str) -> Value {

@@ -167,3 +167,44 @@ async fn answer(shared: &Shared, id: &str, value: Answer) -> StatusCode {
         None => StatusCode::NOT_FOUND,
     }
 }
+
+/// thumbnail-on-create's binary under the Lambda runtime, over an S3 server with a `photos`
+/// bucket, with `memory_mb` as the function's memory size and `extra_env` on top.
+pub struct ThumbnailLambda {
+    pub api: RuntimeApi,
+    pub s3: super::s3_server::S3Server,
+    pub process: super::function::FunctionProcess,
+}
+
+impl ThumbnailLambda {
+    pub async fn start(
+        memory_mb: u32,
+        extra_env: &[(&'static str, String)],
+    ) -> Result<Self, BoxError> {
+        let s3 = super::s3_server::S3Server::start().await?;
+        s3.create_bucket("photos").await?;
+        let api = RuntimeApi::start().await?;
+        let mut env = s3.env();
+        env.extend([
+            ("AWS_LAMBDA_RUNTIME_API", api.address.clone()),
+            ("AWS_LAMBDA_FUNCTION_NAME", "thumbnail-on-create".to_owned()),
+            ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", memory_mb.to_string()),
+            ("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST".to_owned()),
+        ]);
+        env.extend(extra_env.iter().cloned());
+        let process = super::function::FunctionProcess::spawn(
+            super::function::THUMBNAIL_ON_CREATE,
+            &[],
+            &env,
+        )?;
+        Ok(Self { api, s3, process })
+    }
+
+    /// One invocation with a generous deadline; a failure to answer shows the function's logs.
+    pub async fn invoke(&self, payload: Value) -> Result<Answer, BoxError> {
+        self.api
+            .invoke(payload, Duration::from_secs(30))
+            .await
+            .map_err(|e| format!("{e}; function logs:\n{}", self.process.logs()).into())
+    }
+}
