@@ -14,6 +14,7 @@ pub mod outcome;
 pub mod progress;
 pub mod runtime;
 pub mod sink;
+pub mod sources;
 pub mod storage;
 pub mod sweep;
 pub mod telemetry;

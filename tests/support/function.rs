@@ -24,14 +24,21 @@ pub struct FunctionProcess {
 
 impl FunctionProcess {
     /// Starts `binary` with `args` and only the environment given (nothing of the caller's
-    /// AWS configuration leaks in).
+    /// AWS configuration leaks in). An environment that names no sources gets
+    /// `SOURCE_BUCKETS=*`, so that tests about other things need not list their buckets; the
+    /// tests of the sources set `SOURCE_BUCKETS` or `SOURCE_BUCKET` (empty for none at all).
     pub fn spawn(binary: &str, args: &[&str], env: &[(&str, String)]) -> Result<Self, BoxError> {
         let dir = tempfile::tempdir()?;
         let log = dir.path().join("stderr.log");
+        let names_sources = env
+            .iter()
+            .any(|(k, _)| *k == "SOURCE_BUCKETS" || *k == "SOURCE_BUCKET");
+        let any_bucket = (!names_sources).then_some(("SOURCE_BUCKETS", "*"));
         let child = Command::new(binary)
             .args(args)
             .env_clear()
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .envs(any_bucket)
             .env("LOG_FORMAT", "text")
             .env("HOME", dir.path())
             .stdin(Stdio::null())

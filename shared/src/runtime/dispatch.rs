@@ -13,9 +13,10 @@ use tracing::{Instrument, error, info, info_span, warn};
 use super::{Handler, Invocation, Observer, RuntimeSettings};
 use crate::budget::{MemoryBudget, Stop, StopOnDrop};
 use crate::event::EventKind;
-use crate::event::{Delivery, Envelope, ObjectEvent};
+use crate::event::{DecodeError, Delivery, Envelope, ObjectEvent};
 use crate::ledger::{EventEntry, FileLog, collecting};
 use crate::outcome::{Done, HandlerError, Outcome, RecordStatus};
+use crate::sources::{NotServed, Sources};
 
 /// How long an event past its deadline is given to let go of its stop (its blocking threads
 /// noticing the stop and ending) before the outcome is reported anyway. Work that checks its
@@ -24,13 +25,15 @@ pub(crate) const STOP_GRACE: Duration = Duration::from_millis(250);
 
 /// What every delivery of one process shares, whichever runtime brought it (HTTP requests,
 /// concurrent Lambda invocations, the command line): one memory budget, one bound on the
-/// events handled at once, one bound on the records a delivery may carry.
+/// events handled at once, one bound on the records a delivery may carry, and the buckets
+/// its events may be for.
 #[derive(Debug, Clone)]
 pub struct Governor {
     memory: MemoryBudget,
     events: Arc<Semaphore>,
     concurrency: usize,
     max_records: usize,
+    sources: Arc<Sources>,
 }
 
 /// A delivery that carries more records than one delivery may.
@@ -52,6 +55,9 @@ impl Governor {
             events: Arc::new(Semaphore::new(concurrency)),
             concurrency,
             max_records: settings.max_records,
+            // The runtime does not start against S3 without a list; settings without one
+            // are the laptop mode's (`--storage DIR`) or a test's, where any bucket is served.
+            sources: Arc::new(settings.sources.clone().unwrap_or(Sources::Any)),
         }
     }
 
@@ -87,6 +93,15 @@ impl Governor {
         }
         Ok(())
     }
+}
+
+/// Why no handler runs for a record.
+enum NotStarted {
+    /// It does not decode.
+    Invalid(DecodeError),
+    /// One of its events is for a bucket, or a part of one, that the function does not serve:
+    /// the whole record is refused, as a forged or misrouted message.
+    NotServed(NotServed),
 }
 
 /// Aborts the events of a delivery that nobody waits for any more (an HTTP client that went
@@ -165,7 +180,8 @@ impl Report {
 }
 
 /// Handles every event of `delivery`, each under its own stop at `invocation`'s deadline and
-/// within the process's bound on events at once, and reports each record.
+/// within the process's bound on events at once, and reports each record. A record with an
+/// event outside the function's sources is refused, permanently, before any handler runs.
 pub async fn process<H: Handler>(
     handler: &Arc<H>,
     delivery: Delivery,
@@ -179,21 +195,10 @@ pub async fn process<H: Handler>(
         .records
         .into_iter()
         .map(|record| {
-            let tasks = record.events.map(|events| {
-                events
-                    .into_iter()
-                    .map(|event| {
-                        let task = tokio::spawn(run_one(
-                            Arc::clone(handler),
-                            event.clone(),
-                            invocation.clone(),
-                            governor.clone(),
-                            observer.clone(),
-                        ));
-                        (event, task)
-                    })
-                    .collect::<Vec<(ObjectEvent, JoinHandle<Outcome>)>>()
-            });
+            let tasks = record
+                .events
+                .map_err(NotStarted::Invalid)
+                .and_then(|events| start_record(handler, events, &invocation, governor, observer));
             (record.id, tasks)
         })
         .collect();
@@ -211,9 +216,14 @@ pub async fn process<H: Handler>(
         let mut status = RecordStatus::Succeeded;
         let mut events = Vec::new();
         match tasks {
-            Err(decode_error) => {
+            Err(NotStarted::Invalid(decode_error)) => {
                 let message = decode_error.to_string();
                 error!(record_id = id.as_deref().unwrap_or(""), error = %message, "Record is not a valid event.");
+                status = RecordStatus::Permanent(message);
+            }
+            Err(NotStarted::NotServed(refused)) => {
+                let message = refused.to_string();
+                error!(record_id = id.as_deref().unwrap_or(""), error = %message, "Record refused.");
                 status = RecordStatus::Permanent(message);
             }
             Ok(tasks) => {
@@ -234,6 +244,32 @@ pub async fn process<H: Handler>(
         envelope: delivery.envelope,
         records,
     }
+}
+
+/// Spawns the events of one record, or none of them when one is outside the sources.
+fn start_record<H: Handler>(
+    handler: &Arc<H>,
+    events: Vec<ObjectEvent>,
+    invocation: &Invocation,
+    governor: &Governor,
+    observer: &Observer,
+) -> Result<Vec<(ObjectEvent, JoinHandle<Outcome>)>, NotStarted> {
+    if let Some(refused) = events.iter().find_map(|e| governor.sources.admit(e).err()) {
+        return Err(NotStarted::NotServed(refused));
+    }
+    Ok(events
+        .into_iter()
+        .map(|event| {
+            let task = tokio::spawn(run_one(
+                Arc::clone(handler),
+                event.clone(),
+                invocation.clone(),
+                governor.clone(),
+                observer.clone(),
+            ));
+            (event, task)
+        })
+        .collect())
 }
 
 async fn run_one<H: Handler>(
@@ -617,6 +653,65 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         Err("the abandoned work never saw its stop".into())
+    }
+
+    #[tokio::test]
+    async fn a_record_with_an_event_outside_the_sources_is_refused_before_any_handler_runs()
+    -> TestResult {
+        let mut env = Env::from_pairs([("SOURCE_BUCKETS", "b")]);
+        let governor = Governor::new(&RuntimeSettings::read(&mut env));
+        env.finish()?;
+        let (probe, observer) = (Arc::new(Probe::default()), observer()?);
+        let event =
+            |bucket: &str| ObjectEvent::requested(EventKind::Created, bucket, "count".to_owned());
+        let foreign = Delivery {
+            envelope: Envelope::SqsBatch,
+            records: vec![
+                crate::event::Record {
+                    id: Some("mixed".into()),
+                    events: Ok(vec![event("b"), event("elsewhere")]),
+                },
+                crate::event::Record {
+                    id: Some("sweep".into()),
+                    events: Ok(vec![ObjectEvent::requested(
+                        EventKind::Sweep,
+                        "elsewhere",
+                        String::new(),
+                    )]),
+                },
+            ],
+        };
+        let report = process(
+            &probe,
+            foreign,
+            governor.invocation(None),
+            &governor,
+            &observer,
+        )
+        .await;
+        for record in &report.records {
+            assert_eq!(
+                record.status,
+                RecordStatus::Permanent(
+                    "bucket \"elsewhere\" is not one this function serves (SOURCE_BUCKETS)".into()
+                ),
+                "{:?}",
+                record.id
+            );
+            assert_eq!(record.summary(), record.status.message());
+        }
+        assert_eq!(probe.most_at_once.load(Ordering::SeqCst), 0);
+
+        let served = process(
+            &probe,
+            delivery(&["count"]),
+            governor.invocation(None),
+            &governor,
+            &observer,
+        )
+        .await;
+        assert!(served.overall().is_success(), "{:?}", served.overall());
+        Ok(())
     }
 
     #[test]

@@ -21,6 +21,7 @@ use crate::event::ObjectEvent;
 use crate::ledger::{LedgerSettings, Recorder, instance_name};
 use crate::outcome::{BoxError, Outcome};
 use crate::progress::Progress;
+use crate::sources::Sources;
 use crate::storage::{LocalStore, ObjectStore, RecordingStore, S3Settings, S3Store};
 use crate::telemetry;
 use metrics::Metrics;
@@ -133,6 +134,9 @@ pub struct RuntimeSettings {
     pub http: HttpSettings,
     pub s3: S3Settings,
     pub ledger: LedgerSettings,
+    /// `SOURCE_BUCKETS` (else `SOURCE_BUCKET`): the buckets whose events the function acts
+    /// on; `None` when neither is set, which only `--storage DIR` accepts (as any bucket).
+    pub sources: Option<Sources>,
 }
 
 /// Records a delivery carries when `MAX_RECORDS_PER_REQUEST` is not set: ten times the largest
@@ -150,6 +154,7 @@ impl RuntimeSettings {
             http: HttpSettings::read(env),
             s3: S3Settings::read(env),
             ledger: LedgerSettings::read(env),
+            sources: Sources::read(env),
         }
     }
 }
@@ -196,6 +201,15 @@ pub(crate) async fn start<F: Function>(storage: Option<PathBuf>) -> Result<Start
     let began = Instant::now();
     let mut env = Env::from_process();
     let settings = RuntimeSettings::read(&mut env);
+    if settings.sources.is_none() && storage.is_none() {
+        // Against S3 the credentials reach more than the function serves: an event must not
+        // choose the bucket.
+        env.problem(
+            crate::sources::VARIABLE,
+            "is required against S3 (SOURCE_BUCKET is not set either): the buckets this \
+             function serves, `bucket` or `bucket/prefix`, comma-separated, or `*` for any",
+        );
+    }
     let config = F::Config::read(&mut env);
     env.finish()?;
     let config = config.ok_or_else(|| StartError::Failed("configuration was not read".into()))?;
