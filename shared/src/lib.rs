@@ -18,6 +18,8 @@ pub mod sources;
 pub mod storage;
 pub mod sweep;
 pub mod telemetry;
+// Not behind a feature: the ledger's rediss:// is in every function.
+pub mod tls;
 
 pub use config::{ConfigError, Env, FromEnv, Secret};
 pub use event::{EventKind, ObjectEvent, Source};

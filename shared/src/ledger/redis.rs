@@ -3,7 +3,7 @@
 
 use async_trait::async_trait;
 use redis::AsyncCommands;
-use redis::aio::ConnectionManager;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::OnceCell;
 
 use super::{EventEntry, HistoryPage, Ledger, LedgerError, Stats};
@@ -27,7 +27,13 @@ fn failed(error: impl std::error::Error + Send + Sync + 'static) -> LedgerError 
 }
 
 impl RedisLedger {
+    /// A ledger at `url`; `rediss://` trusts the system's roots (the OS store, or
+    /// `SSL_CERT_FILE` / `SSL_CERT_DIR` when set).
     pub fn new(url: &str, prefix: String, capacity: u64) -> Result<Self, LedgerError> {
+        if url.starts_with("rediss://") {
+            // redis builds its TLS configuration from rustls's process default.
+            crate::tls::install_default_provider();
+        }
         Ok(Self {
             client: redis::Client::open(url).map_err(failed)?,
             connection: OnceCell::new(),
@@ -39,7 +45,13 @@ impl RedisLedger {
 
     async fn connection(&self) -> Result<ConnectionManager, LedgerError> {
         self.connection
-            .get_or_try_init(|| ConnectionManager::new(self.client.clone()))
+            .get_or_try_init(|| {
+                // Few retries, so that a connection that cannot be made (refused, a certificate
+                // not trusted) reports its own error within the ledger's write timeout (2 s)
+                // rather than that timeout; the next write tries again.
+                let config = ConnectionManagerConfig::new().set_number_of_retries(2);
+                ConnectionManager::new_with_config(self.client.clone(), config)
+            })
             .await
             .cloned()
             .map_err(failed)

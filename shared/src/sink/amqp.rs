@@ -2,6 +2,7 @@
 //! and `mandatory` so that a message no queue would take is refused rather than dropped.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -9,6 +10,7 @@ use lapin::options::{
     BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
     QueueDeclareOptions,
 };
+use lapin::tcp::OwnedTLSConfig;
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 use tokio::sync::Mutex;
@@ -23,8 +25,11 @@ const PERSISTENT: u8 = 2;
 /// Where messages go. `Debug` hides the URL, which carries the password.
 #[derive(Clone)]
 pub struct AmqpSettings {
-    /// `AMQP_URL`: `amqp://user:password@host:5672/vhost` (the vhost `/` is `%2f`).
+    /// `AMQP_URL`: `amqp://user:password@host:5672/vhost` (the vhost `/` is `%2f`), or
+    /// `amqps://…:5671/…` for TLS.
     pub url: Secret,
+    /// `AMQP_CA_FILE`: PEM certificates an `amqps://` connection trusts besides the system's.
+    pub ca_file: Option<PathBuf>,
     /// `AMQP_EXCHANGE`: the exchange; empty (the default) means RabbitMQ's default exchange,
     /// which routes by queue name.
     pub exchange: String,
@@ -45,6 +50,7 @@ impl fmt::Debug for AmqpSettings {
             .field("exchange", &self.exchange)
             .field("routing_key", &self.routing_key)
             .field("queue", &self.queue)
+            .field("ca_file", &self.ca_file)
             .field("timeout", &self.timeout)
             .finish_non_exhaustive()
     }
@@ -58,6 +64,17 @@ impl AmqpSettings {
         {
             env.problem("AMQP_URL", "must start with amqp:// or amqps://");
         }
+        let ca_file: Option<PathBuf> = env.optional("AMQP_CA_FILE");
+        if let Some(path) = &ca_file {
+            if url
+                .as_ref()
+                .is_some_and(|u| !u.expose().starts_with("amqps://"))
+            {
+                env.problem("AMQP_CA_FILE", "is set but AMQP_URL is not amqps://");
+            } else if let Err(e) = crate::tls::ca_certificates("AMQP_CA_FILE", path) {
+                env.problem("AMQP_CA_FILE", crate::outcome::chain(&e));
+            }
+        }
         let exchange = env.raw("AMQP_EXCHANGE").unwrap_or_default().to_owned();
         let routing_key = env.required("AMQP_ROUTING_KEY");
         let queue = env.optional("AMQP_QUEUE");
@@ -67,6 +84,7 @@ impl AmqpSettings {
         }
         Some(Self {
             url: url?,
+            ca_file,
             exchange,
             routing_key: routing_key?,
             queue,
@@ -106,10 +124,15 @@ impl AmqpPublisher {
     }
 
     async fn open(&self) -> Result<(Connection, Channel), PublishError> {
+        let tls = self.tls()?;
         let connect = async {
-            let connection =
-                Connection::connect(self.settings.url.expose(), ConnectionProperties::default())
-                    .await?;
+            let connection = Connection::connect_with_config(
+                self.settings.url.expose(),
+                ConnectionProperties::default(),
+                tls,
+                lapin::runtime::default_runtime()?,
+            )
+            .await?;
             let channel = connection.create_channel().await?;
             channel
                 .confirm_select(ConfirmSelectOptions::default())
@@ -126,6 +149,23 @@ impl AmqpPublisher {
                 Err(self.unavailable(format!("no connection within {:?}", self.settings.timeout)))
             }
         }
+    }
+
+    /// The extra trust for `amqps://`: lapin trusts the system's roots itself and adds these.
+    /// Read again on every connection, so that a renewed CA file needs no restart; start-up
+    /// has checked it once already.
+    fn tls(&self) -> Result<OwnedTLSConfig, PublishError> {
+        let cert_chain = match &self.settings.ca_file {
+            Some(path) => Some(crate::tls::to_pem(
+                &crate::tls::ca_certificates("AMQP_CA_FILE", path)
+                    .map_err(|e| self.unavailable(e))?,
+            )),
+            None => None,
+        };
+        Ok(OwnedTLSConfig {
+            identity: None,
+            cert_chain,
+        })
     }
 
     /// Declares the queue, and the exchange bound to it, idempotently (a declare with the
@@ -253,5 +293,47 @@ impl Publisher for AmqpPublisher {
             *link = None;
         }
         result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problems(pairs: &[(&str, &str)]) -> Vec<String> {
+        let mut env = Env::from_pairs(pairs.iter().copied());
+        let _ = AmqpSettings::read(&mut env);
+        env.finish()
+            .err()
+            .map(|e| {
+                e.problems
+                    .iter()
+                    .map(|p| format!("{}: {}", p.variable, p.message))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn a_ca_file_needs_amqps_and_a_certificate() {
+        let base = [
+            ("AMQP_ROUTING_KEY", "q"),
+            ("AMQP_CA_FILE", "/nonexistent/ca.pem"),
+        ];
+        let plain = problems(&[base[0], base[1], ("AMQP_URL", "amqp://h/%2f")]);
+        assert!(
+            plain
+                .iter()
+                .any(|p| p.contains("AMQP_CA_FILE") && p.contains("amqps://")),
+            "{plain:?}"
+        );
+        let unreadable = problems(&[base[0], base[1], ("AMQP_URL", "amqps://h/%2f")]);
+        assert!(
+            unreadable
+                .iter()
+                .any(|p| p.contains("AMQP_CA_FILE") && p.contains("/nonexistent/ca.pem")),
+            "{unreadable:?}"
+        );
+        assert!(problems(&[base[0], ("AMQP_URL", "amqps://h/%2f")]).is_empty());
     }
 }

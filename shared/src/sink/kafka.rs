@@ -184,7 +184,10 @@ impl KafkaPublisher {
     /// nothing connects until the first publish.
     pub fn new(settings: KafkaSettings) -> Result<Self, BoxError> {
         let tls = if settings.tls {
-            Some(tls_config(settings.tls_ca_file.as_deref())?)
+            Some(crate::tls::client_config(
+                "KAFKA_TLS_CA_FILE",
+                settings.tls_ca_file.as_deref(),
+            )?)
         } else {
             None
         };
@@ -446,38 +449,6 @@ fn murmur2(data: &[u8]) -> u32 {
     h = h.wrapping_mul(M);
     h ^= h >> 15;
     h
-}
-
-/// TLS trust: the system's roots plus, when given, the certificates in `ca_file`.
-fn tls_config(ca_file: Option<&std::path::Path>) -> Result<Arc<rustls::ClientConfig>, BoxError> {
-    use rustls_pki_types::CertificateDer;
-    use rustls_pki_types::pem::PemObject;
-
-    let mut roots = rustls::RootCertStore::empty();
-    // Unreadable system certificates are not fatal: a CA file may be all that is needed.
-    for cert in rustls_native_certs::load_native_certs().certs {
-        let _ = roots.add(cert);
-    }
-    if let Some(path) = ca_file {
-        let certs = CertificateDer::pem_file_iter(path)
-            .map_err(|e| format!("KAFKA_TLS_CA_FILE {}: {e}", path.display()))?;
-        for cert in certs {
-            let cert = cert.map_err(|e| format!("KAFKA_TLS_CA_FILE {}: {e}", path.display()))?;
-            roots.add(cert)?;
-        }
-    }
-    if roots.is_empty() {
-        return Err(
-            "TLS is on but no trusted certificate was found (set KAFKA_TLS_CA_FILE)".into(),
-        );
-    }
-    // Named rather than process-wide: other TLS clients in the binary choose their own.
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(Arc::new(config))
 }
 
 #[cfg(test)]
