@@ -2,7 +2,6 @@
 //! every function shares: the event model and its decoders, outcomes, the Lambda / HTTP / CLI
 //! runtimes, storage and configuration.
 
-#[cfg(feature = "http-api")]
 pub mod api;
 pub mod budget;
 pub mod config;

@@ -2,6 +2,7 @@
 //! otherwise the command line (`invoke`, `decode`, `serve`), where `serve` is the Knative /
 //! Code Engine service.
 
+pub mod auth;
 mod cli;
 mod dispatch;
 pub mod http;

@@ -6,7 +6,7 @@
 #[cfg(feature = "amqp")]
 pub mod amqp;
 mod file;
-#[cfg(feature = "http-api")]
+#[cfg(any(feature = "k-sink", feature = "log-ingest"))]
 pub mod http;
 #[cfg(feature = "k-sink")]
 pub mod k_sink;
