@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bucketfn::budget::{MemoryBudget, Stop};
-use bucketfn::storage::MemoryStore;
+use bucketfn::storage::{LocalStore, MemoryStore};
 use bucketfn::{Done, Handler, Invocation, ObjectEvent, ObjectStore};
 use forward_to_stream::Forwarder;
 use serde_json::{Value, json};
@@ -184,35 +184,64 @@ fn read_jsonl(path: &std::path::Path) -> Result<Vec<Value>, BoxError> {
         .collect::<Result<_, _>>()?)
 }
 
+/// An IBM COS write of `bucket/key` that says the object's etag is `etag`.
+fn cos_write(bucket: &str, key: &str, etag: &str) -> Value {
+    json!({"bucket": bucket, "endpoint": "", "key": key,
+        "notification": {"bucket_name": bucket, "event_type": "Object:Write", "format": "2.0",
+            "object_length": "1000", "object_name": key, "object_etag": etag,
+            "request_id": "r-1", "request_time": "2024-11-05T14:22:36.610Z"},
+        "operation": "Object:Write"})
+}
+
 #[tokio::test(flavor = "multi_thread")]
-async fn the_service_publishes_a_claim_for_a_binary_mode_cloudevent() -> TestResult {
+async fn the_service_publishes_the_stores_claim_and_refuses_other_buckets() -> TestResult {
     let dir = tempfile::tempdir()?;
+    let storage = dir.path().join("storage");
+    std::fs::create_dir_all(storage.join("cos-logs/flows"))?;
+    std::fs::write(storage.join("cos-logs/flows/a b.json.gz"), b"{}")?;
+    // Readable with these credentials, but not this function's to announce.
+    std::fs::create_dir_all(storage.join("payroll"))?;
+    std::fs::write(storage.join("payroll/2024.csv"), b"salaries")?;
     let out = dir.path().join("out.jsonl");
     let port = free_port()?;
     let env = [
         ("PORT", port.to_string()),
         ("FORWARD_SINK", "file".to_owned()),
         ("FORWARD_FILE", out.to_string_lossy().into_owned()),
+        ("SOURCE_BUCKETS", "cos-logs".to_owned()),
     ];
-    let process = FunctionProcess::spawn(FORWARD_TO_STREAM, &["serve"], &env)?;
+    let storage_arg = storage.to_string_lossy().into_owned();
+    let process = FunctionProcess::spawn(
+        FORWARD_TO_STREAM,
+        &["serve", "--storage", &storage_arg],
+        &env,
+    )?;
     let url = format!("http://127.0.0.1:{port}");
     wait_ready(&format!("{url}/healthz"), &process, Duration::from_secs(20)).await?;
-    let body = json!({"bucket": "cos-logs", "endpoint": "", "key": "flows/a b.json.gz",
-        "notification": {"bucket_name": "cos-logs", "event_type": "Object:Write", "format": "2.0",
-            "object_length": "1000", "object_name": "flows/a b.json.gz", "object_etag": "abc",
-            "request_id": "r-1", "request_time": "2024-11-05T14:22:36.610Z"},
-        "operation": "Object:Write"});
-    let headers = [
-        ("ce-specversion", "1.0"),
-        ("ce-type", "com.ibm.cloud.cos.document.write"),
-        (
-            "ce-source",
-            "https://cloud.ibm.com/catalog/services/cloud-object-storage/cos-logs",
-        ),
-        ("ce-id", "6abc7123"),
-        ("content-type", "application/json"),
-    ];
-    let reply = request("POST", &url, &headers, body.to_string()).await?;
+    let headers = |bucket: &str| {
+        [
+            ("ce-specversion", "1.0".to_owned()),
+            ("ce-type", "com.ibm.cloud.cos.document.write".to_owned()),
+            (
+                "ce-source",
+                format!("https://cloud.ibm.com/catalog/services/cloud-object-storage/{bucket}"),
+            ),
+            ("ce-id", "6abc7123".to_owned()),
+            ("content-type", "application/json".to_owned()),
+        ]
+    };
+    let post = |bucket: &'static str, key: &'static str| {
+        let (url, headers) = (url.clone(), headers(bucket));
+        async move {
+            let headers: Vec<(&str, &str)> =
+                headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            // The event's etag is made up: the claim must carry the store's.
+            let body = cos_write(bucket, key, "forged").to_string();
+            request("POST", &url, &headers, body).await
+        }
+    };
+
+    let reply = post("cos-logs", "flows/a b.json.gz").await?;
     assert_eq!(reply.status, 202, "logs:\n{}", process.logs());
     let messages = read_jsonl(&out)?;
     assert_eq!(messages.len(), 1, "logs:\n{}", process.logs());
@@ -223,6 +252,24 @@ async fn the_service_publishes_a_claim_for_a_binary_mode_cloudevent() -> TestRes
     let data: Value = serde_json::from_str(message["body"].as_str().ok_or("no body")?)?;
     assert_eq!(data["uri"], "s3://cos-logs/flows/a b.json.gz");
     assert_eq!(data["source"], "ibm-cos");
+    let stored = LocalStore::new(storage.clone())
+        .head("cos-logs", "flows/a b.json.gz")
+        .await?;
+    assert_eq!(data["etag"], stored.etag.ok_or("no etag")?.as_str());
+    assert_eq!(data["size"], 2);
+
+    let refused = post("payroll", "2024.csv").await?;
+    assert_eq!(refused.status, 400, "logs:\n{}", process.logs());
+    let body: Value = serde_json::from_slice(&refused.body)?;
+    assert_eq!(
+        body["records"][0]["detail"],
+        "bucket \"payroll\" is not one this function serves (SOURCE_BUCKETS)"
+    );
+    assert_eq!(
+        read_jsonl(&out)?.len(),
+        1,
+        "a claim for another bucket went out"
+    );
     Ok(())
 }
 

@@ -2,7 +2,7 @@
 //! points at the object instead of carrying it.
 
 use bucketfn::sink::Message;
-use bucketfn::storage::ListedObject;
+use bucketfn::storage::{ListedObject, ObjectInfo};
 use bucketfn::{EventKind, ObjectEvent};
 use bytes::Bytes;
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -46,6 +46,22 @@ impl Claim {
             region: event.region.clone(),
             kind: event.kind,
         }
+    }
+
+    /// Replaces what the event said about the object with what the store says (its HEAD):
+    /// a consumer fetches by these values, so an event must not choose them. Returns the
+    /// event's etag when it was another (a forged event, or a version since overwritten).
+    pub fn confirm(&mut self, info: &ObjectInfo) -> Option<String> {
+        let told = self
+            .etag
+            .take()
+            .filter(|told| info.etag.as_ref() != Some(told));
+        self.etag = info.etag.clone();
+        self.size = Some(info.size);
+        if info.last_modified.is_some() {
+            self.event_time = info.last_modified;
+        }
+        told
     }
 
     /// A claim for an object found by a catch-up sweep, as if it had just been created.
@@ -189,6 +205,27 @@ mod tests {
         let mut rewritten = event()?;
         rewritten.etag = Some("def".into());
         assert_ne!(created.id(), Claim::of_event(&rewritten).id());
+        Ok(())
+    }
+
+    #[test]
+    fn the_stores_etag_size_and_time_replace_the_events() -> TestResult {
+        let stored = ObjectInfo {
+            size: 7,
+            etag: Some("stored".into()),
+            last_modified: Some("2024-11-05T14:22:35Z".parse()?),
+            content_type: None,
+            metadata: Default::default(),
+        };
+        let mut claim = Claim::of_event(&event()?);
+        assert_eq!(claim.confirm(&stored), Some("abc".to_owned()));
+        assert_eq!(
+            (claim.etag.as_deref(), claim.size, claim.event_time),
+            (Some("stored"), Some(7), stored.last_modified)
+        );
+        let mut same = event()?;
+        same.etag = Some("stored".into());
+        assert_eq!(Claim::of_event(&same).confirm(&stored), None);
         Ok(())
     }
 

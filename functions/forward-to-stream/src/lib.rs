@@ -61,31 +61,57 @@ impl Forwarder {
             return Ok(Done::Skipped(why));
         }
         match self.config.mode {
-            Mode::ClaimCheck => {
-                let mut claim = claim::Claim::of_event(event);
-                if event.kind == EventKind::Created && claim.etag.is_none() {
-                    // Some notifications (and `sweep --key`) omit size and etag; the claim
-                    // should carry them, and the etag keeps its id stable.
-                    match self.store.head(&event.bucket, &event.key).await {
-                        Ok(info) => {
-                            claim.size = Some(info.size);
-                            claim.etag = info.etag;
-                        }
-                        Err(StoreError::NotFound { .. }) => {
-                            return Ok(Done::Skipped(format!(
-                                "{} no longer exists",
-                                ObjectPath(&event.bucket, &event.key)
-                            )));
-                        }
-                        Err(e) => return Err(e.into()),
-                    }
-                }
-                self.publish_claim(claim, &event.bucket).await
-            }
+            Mode::ClaimCheck => self.forward_claim(event).await,
             Mode::Content => {
                 self.forward_content(event.source, &event.bucket, &event.key, invocation)
                     .await
             }
+        }
+    }
+
+    /// A claim for the object as the store has it: always a HEAD first, so that a claim
+    /// points only at an object that exists, with the store's etag and size (what consumers
+    /// fetch and dedupe by), never only the event's word.
+    async fn forward_claim(&self, event: &ObjectEvent) -> Outcome {
+        let (bucket, key) = (event.bucket.as_str(), event.key.as_str());
+        ensure_readable(event.source, bucket, key)?;
+        let mut claim = claim::Claim::of_event(event);
+        let head = self.store.head(bucket, key).await;
+        if event.kind == EventKind::Removed {
+            // A removal is announced only once the store agrees that the object is gone.
+            return match head {
+                Err(StoreError::NotFound { .. }) => self.publish_claim(claim, bucket).await,
+                Ok(_) => Ok(Done::Skipped(format!(
+                    "{} still exists; its removal is not announced",
+                    ObjectPath(bucket, key)
+                ))),
+                Err(e) => Err(e.into()),
+            };
+        }
+        let info = match head {
+            Ok(info) => info,
+            Err(StoreError::NotFound { .. }) => {
+                return Ok(Done::Skipped(format!(
+                    "{} no longer exists",
+                    ObjectPath(bucket, key)
+                )));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let Some(told) = claim.confirm(&info) else {
+            return self.publish_claim(claim, bucket).await;
+        };
+        let stored = claim.etag.clone().unwrap_or_default();
+        tracing::info!(
+            event_etag = %told,
+            store_etag = %stored,
+            "The event's etag is not the store's; the claim carries the store's."
+        );
+        match self.publish_claim(claim, bucket).await? {
+            Done::Completed(what) => Ok(Done::Completed(format!(
+                "{what} with the store's etag {stored:?}, not the event's {told:?}"
+            ))),
+            skipped => Ok(skipped),
         }
     }
 
@@ -239,7 +265,8 @@ mod tests {
 
     #[tokio::test]
     async fn created_objects_are_announced_and_removals_only_when_asked() -> TestResult {
-        let (_store, publisher, handler) = forwarder(file_config());
+        let (store, publisher, handler) = forwarder(file_config());
+        store.insert("b", "a.csv", &b"a,b\n"[..], "text/csv");
         let inv = Invocation::default();
         let done = handler
             .handle(&event("ObjectCreated:Put", "b", "a.csv")?, &inv)
@@ -254,7 +281,7 @@ mod tests {
 
         let mut config = file_config();
         config.kinds = vec![EventKind::Created, EventKind::Removed];
-        let (_store, publisher, handler) = forwarder(config);
+        let (store, publisher, handler) = forwarder(config);
         handler.handle(&removed, &inv).await?;
         let published = publisher.published();
         let ce_type = published[0].headers.iter().find(|(n, _)| n == "ce_type");
@@ -262,12 +289,56 @@ mod tests {
             ce_type.map(|(_, v)| v.as_str()),
             Some("io.bucketfn.object.removed")
         );
+        // A removal the store does not confirm (the object is there) is not announced.
+        store.insert("b", "a.csv", &b"a,b\n"[..], "text/csv");
+        let still_there = handler.handle(&removed, &inv).await?;
+        assert!(
+            matches!(&still_there, Done::Skipped(why) if why.contains("still exists")),
+            "{still_there}"
+        );
+        assert_eq!(publisher.published().len(), 1);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_claim_carries_the_stores_etag_and_size_not_the_events() -> TestResult {
+        let (store, publisher, handler) = forwarder(file_config());
+        store.insert("b", "a.csv", &b"a,b\n"[..], "text/csv");
+        let stored = store.head("b", "a.csv").await?.etag.ok_or("no etag")?;
+        let inv = Invocation::default();
+        // The event says etag "e" and size 5; the store knows better.
+        let done = handler
+            .handle(&event("ObjectCreated:Put", "b", "a.csv")?, &inv)
+            .await?;
+        assert_eq!(
+            done,
+            Done::Completed(format!(
+                "published a claim check for b/a.csv with the store's etag {stored:?}, not the \
+                 event's \"e\""
+            ))
+        );
+        let published = publisher.published();
+        let data: serde_json::Value = serde_json::from_slice(&published[0].body)?;
+        assert_eq!(
+            (&data["etag"], &data["size"]),
+            (&stored.clone().into(), &4.into())
+        );
+        // An object the event names but the store does not hold is not claimed at all.
+        let gone = handler
+            .handle(&event("ObjectCreated:Put", "b", "forged.csv")?, &inv)
+            .await?;
+        assert!(
+            matches!(&gone, Done::Skipped(why) if why.contains("no longer exists")),
+            "{gone}"
+        );
+        assert_eq!(publisher.published().len(), 1);
         Ok(())
     }
 
     #[tokio::test]
     async fn a_broker_that_is_down_makes_the_event_retryable() -> TestResult {
-        let (_store, publisher, handler) = forwarder(file_config());
+        let (store, publisher, handler) = forwarder(file_config());
+        store.insert("b", "a.csv", &b"a,b\n"[..], "text/csv");
         publisher.set_unavailable(true);
         let err = handler
             .handle(
