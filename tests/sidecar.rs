@@ -95,6 +95,12 @@ impl Rig {
                 "SIDECAR_DESTINATIONS",
                 "qas/VRT/collateral=COLLATERALS".to_owned(),
             ),
+            // Tenant and domain come from here, whatever the events say.
+            (
+                "TENANT_BY_BUCKET",
+                "MAM_HighresVideo=OR-rf5kf25,mam-collaterals=OR-rf5kf25".to_owned(),
+            ),
+            ("S3_DOMAIN", "s3.meemoo.test".to_owned()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
@@ -120,15 +126,16 @@ impl Rig {
         Arc::clone(&self.media) as Arc<dyn ObjectStore>
     }
 
-    /// Puts an object in the source buckets and returns the gateway's event for it.
-    fn upload(&self, bucket: &str, key: &str, tenant: &str) -> Result<ObjectEvent, BoxError> {
+    /// Puts an object (with its md5 in its metadata, as the gateway stores it) in the source
+    /// buckets and returns the gateway's event for it, which names `tenant`.
+    async fn upload(&self, bucket: &str, key: &str, tenant: &str) -> Result<ObjectEvent, BoxError> {
         let event = gateway_event(bucket, key, tenant)?;
-        self.media.insert(
-            &event.bucket,
-            &event.key,
-            b"essence".to_vec(),
-            "application/mxf",
-        );
+        let essence = NewObject {
+            body: b"essence".to_vec().into(),
+            content_type: "application/mxf".to_owned(),
+            metadata: [("md5sum".to_owned(), MD5.to_owned())].into(),
+        };
+        self.media.put(&event.bucket, &event.key, essence).await?;
         Ok(event)
     }
 }
@@ -169,7 +176,9 @@ async fn expect_err(
 async fn archives_an_essence_once_however_often_it_is_delivered() -> TestResult {
     let rig = Rig::start().await?;
     let handler = rig.handler(rig.media(), &[])?;
-    let event = rig.upload("MAM_HighresVideo", "191213-VAN+statement.MXF", "or-rf5kf25")?;
+    let event = rig
+        .upload("MAM_HighresVideo", "191213-VAN+statement.MXF", "or-rf5kf25")
+        .await?;
 
     let outcome = handler.handle(&event, &Invocation::default()).await?;
     assert!(
@@ -240,6 +249,71 @@ async fn an_object_deleted_before_its_event_arrives_is_not_archived() -> TestRes
     assert!(seen.pids.is_empty(), "{:?}", seen.pids);
     assert!(rig.ftp()?.files().is_empty());
     assert!(rig.publisher.published().is_empty());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_forged_domain_tenant_etag_and_md5_do_not_reach_the_sidecar_or_the_request() -> TestResult
+{
+    let rig = Rig::start().await?;
+    rig.apis.organisation("OR-attack1", Some("ATTACKER"));
+    let handler = rig.handler(rig.media(), &[])?;
+    let mut event = rig
+        .upload("MAM_HighresVideo", "clip.mxf", "OR-attack1")
+        .await?;
+    event.domain = Some("s3.attacker.example".to_owned());
+    event.etag = Some("forged".to_owned());
+    event.metadata.insert(
+        "md5sum".to_owned(),
+        "ffffffffffffffffffffffffffffffff".to_owned(),
+    );
+    let outcome = handler.handle(&event, &Invocation::default()).await?;
+    assert!(matches!(outcome, Done::Completed(_)), "{outcome}");
+    let xml = String::from_utf8(
+        rig.ftp()?
+            .file("/VRT/DISK-SHARE-EVENTS/pid0000001.xml")
+            .ok_or("no sidecar under the configured tenant's CP")?,
+    )?;
+    for part in [
+        "<CP>VRT</CP>",
+        "<CP_id>OR-rf5kf25</CP_id>",
+        "<s3_domain>s3.meemoo.test</s3_domain>",
+        &format!("<md5>{MD5}</md5>"),
+    ] {
+        assert!(xml.contains(part), "{part} missing in\n{xml}");
+    }
+    for forged in ["attack", "ATTACKER", "ffffffff"] {
+        assert!(!xml.contains(forged), "{forged} in\n{xml}");
+    }
+    let published = rig.publisher.published();
+    let body: Value = serde_json::from_slice(&published[0].body)?;
+    assert_eq!(body["source"]["domain"]["name"], "s3.meemoo.test");
+    // The claim is kept under the store's etag: the same object with its true etag is done.
+    let mut honest = event.clone();
+    honest.etag = rig.media.head("MAM_HighresVideo", "clip.mxf").await?.etag;
+    let again = handler.handle(&honest, &Invocation::default()).await?;
+    assert!(
+        matches!(&again, Done::Skipped(why) if why.contains("archived already")),
+        "{again}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_s3_domain_no_domain_the_event_names_is_used() -> TestResult {
+    let rig = Rig::start().await?;
+    let handler = rig.handler(rig.media(), &[("S3_DOMAIN", "")])?;
+    let event = rig
+        .upload("MAM_HighresVideo", "clip.mxf", "OR-rf5kf25")
+        .await?;
+    let err = expect_err(&handler, &event).await?;
+    assert!(!err.is_retryable(), "{err}");
+    assert!(
+        err.to_string()
+            .contains("no domain: S3_DOMAIN is not set (the event says \"s3.meemoo.test\""),
+        "{err}"
+    );
+    assert!(rig.apis.seen().pids.is_empty());
     Ok(())
 }
 
@@ -327,7 +401,9 @@ async fn a_duplicate_on_s3_reads_metadata_by_head_and_archives_once() -> TestRes
 async fn ftp_down_then_up_completes_with_the_same_pid() -> TestResult {
     let mut rig = Rig::without_ftp().await?;
     let handler = rig.handler(rig.media(), &[])?;
-    let event = rig.upload("MAM_HighresVideo", "clip.mxf", "OR-rf5kf25")?;
+    let event = rig
+        .upload("MAM_HighresVideo", "clip.mxf", "OR-rf5kf25")
+        .await?;
     let err = expect_err(&handler, &event).await?;
     assert!(err.is_retryable(), "{err}");
     assert!(
@@ -352,7 +428,9 @@ async fn ftp_down_then_up_completes_with_the_same_pid() -> TestResult {
 async fn broker_down_then_up_publishes_once_with_the_same_pid() -> TestResult {
     let rig = Rig::start().await?;
     let handler = rig.handler(rig.media(), &[])?;
-    let event = rig.upload("MAM_HighresVideo", "clip.mxf", "OR-rf5kf25")?;
+    let event = rig
+        .upload("MAM_HighresVideo", "clip.mxf", "OR-rf5kf25")
+        .await?;
     rig.publisher.set_unavailable(true);
     let err = expect_err(&handler, &event).await?;
     assert!(err.is_retryable(), "{err}");
@@ -385,18 +463,22 @@ async fn items_already_in_mediahaven_are_skipped_with_quoted_keys() -> TestResul
     let hostile = "a \"quoted\" key: with colon.mxf";
     rig.apis
         .add_record(StubRecord::new("F1", false, &[("s3_object_key", hostile)]));
-    let event = rig.upload(
-        "MAM_HighresVideo",
-        "a+%22quoted%22+key%3A+with+colon.mxf",
-        "OR-rf5kf25",
-    )?;
+    let event = rig
+        .upload(
+            "MAM_HighresVideo",
+            "a+%22quoted%22+key%3A+with+colon.mxf",
+            "OR-rf5kf25",
+        )
+        .await?;
     let outcome = handler.handle(&event, &Invocation::default()).await?;
     assert!(
         matches!(&outcome, Done::Skipped(why) if why.contains("in MediaHaven already")),
         "{outcome}"
     );
     // A key that differs only by what escaping protects does not match.
-    let near = rig.upload("MAM_HighresVideo", "a+%22quoted%22+key.mxf", "OR-rf5kf25")?;
+    let near = rig
+        .upload("MAM_HighresVideo", "a+%22quoted%22+key.mxf", "OR-rf5kf25")
+        .await?;
     assert!(matches!(
         handler.handle(&near, &Invocation::default()).await?,
         Done::Completed(_)
@@ -410,7 +492,9 @@ async fn md5_matches_unless_the_tenant_is_md5_exempt() -> TestResult {
     let rig = Rig::start().await?;
     rig.apis
         .add_record(StubRecord::new("F1", false, &[("md5", MD5)]));
-    let event = rig.upload("MAM_HighresVideo", "renamed.mxf", "OR-rf5kf25")?;
+    let event = rig
+        .upload("MAM_HighresVideo", "renamed.mxf", "OR-rf5kf25")
+        .await?;
     let strict = rig.handler(rig.media(), &[])?;
     assert!(matches!(
         strict.handle(&event, &Invocation::default()).await?,
@@ -433,7 +517,9 @@ async fn a_collateral_is_linked_to_its_essence() -> TestResult {
         false,
         &[("dc_identifier_localid", "MEDIA1"), ("PID", "abcdefghij")],
     ));
-    let event = rig.upload("mam-collaterals", "openOt/MEDIA1/subs.srt", "OR-rf5kf25")?;
+    let event = rig
+        .upload("mam-collaterals", "openOt/MEDIA1/subs.srt", "OR-rf5kf25")
+        .await?;
     let outcome = handler.handle(&event, &Invocation::default()).await?;
     assert!(matches!(outcome, Done::Completed(_)), "{outcome}");
     assert!(rig.apis.seen().pids.is_empty());
@@ -453,7 +539,9 @@ async fn a_collateral_is_linked_to_its_essence() -> TestResult {
             .contains("<is_verwant_aan>abcdefghij_openOt</is_verwant_aan>")
     );
 
-    let orphan = rig.upload("mam-collaterals", "closedOt/NOPE/subs.srt", "OR-rf5kf25")?;
+    let orphan = rig
+        .upload("mam-collaterals", "closedOt/NOPE/subs.srt", "OR-rf5kf25")
+        .await?;
     let err = expect_err(&handler, &orphan).await?;
     assert!(!err.is_retryable(), "{err}");
     assert!(
@@ -468,7 +556,9 @@ async fn a_collateral_is_linked_to_its_essence() -> TestResult {
 async fn busy_or_failing_services_are_retryable_and_refusals_permanent() -> TestResult {
     let rig = Rig::start().await?;
     let handler = rig.handler(rig.media(), &[])?;
-    let event = rig.upload("MAM_HighresVideo", "clip.mxf", "OR-rf5kf25")?;
+    let event = rig
+        .upload("MAM_HighresVideo", "clip.mxf", "OR-rf5kf25")
+        .await?;
     // The MAM label and the token first: later events reuse them.
     for (route, failure, service) in [
         (
@@ -513,12 +603,27 @@ async fn busy_or_failing_services_are_retryable_and_refusals_permanent() -> Test
     for (tenant, why) in [
         ("OR-unknown", "unknown tenant OR-unknown"),
         ("OR-nolabel", "tenant OR-nolabel has no MAM label"),
-        ("OR-12", "tenant \"OR-12\" is not an OR-id"),
     ] {
-        let err = expect_err(&handler, &rig.upload("MAM_HighresVideo", "x.mxf", tenant)?).await?;
+        let mapped = format!("MAM_HighresVideo={tenant}");
+        let other = rig.handler(rig.media(), &[("TENANT_BY_BUCKET", &mapped)])?;
+        let event = rig.upload("MAM_HighresVideo", "x.mxf", tenant).await?;
+        let err = expect_err(&other, &event).await?;
         assert!(!err.is_retryable(), "{err}");
         assert!(err.to_string().contains(why), "{err}");
     }
+    // A tenant that only the event names is no tenant.
+    let err = expect_err(
+        &handler,
+        &rig.upload("unmapped", "x.mxf", "OR-rf5kf25").await?,
+    )
+    .await?;
+    assert!(!err.is_retryable(), "{err}");
+    assert!(
+        err.to_string().contains(
+            "no tenant: TENANT_BY_BUCKET does not name the bucket (the event says \"OR-rf5kf25\""
+        ),
+        "{err}"
+    );
     // After all that, one clean delivery mints exactly one PID.
     assert!(matches!(
         handler.handle(&event, &Invocation::default()).await?,
@@ -535,7 +640,7 @@ async fn the_token_is_reused_renewed_before_expiry_and_after_a_401() -> TestResu
     for key in ["a.mxf", "b.mxf"] {
         handler
             .handle(
-                &rig.upload("MAM_HighresVideo", key, "OR-rf5kf25")?,
+                &rig.upload("MAM_HighresVideo", key, "OR-rf5kf25").await?,
                 &Invocation::default(),
             )
             .await?;
@@ -545,7 +650,8 @@ async fn the_token_is_reused_renewed_before_expiry_and_after_a_401() -> TestResu
     rig.apis.revoke_tokens();
     handler
         .handle(
-            &rig.upload("MAM_HighresVideo", "c.mxf", "OR-rf5kf25")?,
+            &rig.upload("MAM_HighresVideo", "c.mxf", "OR-rf5kf25")
+                .await?,
             &Invocation::default(),
         )
         .await?;
@@ -557,7 +663,7 @@ async fn the_token_is_reused_renewed_before_expiry_and_after_a_401() -> TestResu
     for key in ["d.mxf", "e.mxf"] {
         fresh
             .handle(
-                &rig.upload("MAM_HighresVideo", key, "OR-rf5kf25")?,
+                &rig.upload("MAM_HighresVideo", key, "OR-rf5kf25").await?,
                 &Invocation::default(),
             )
             .await?;
@@ -576,7 +682,9 @@ async fn uploads_over_explicit_tls_to_a_server_that_requires_it() -> TestResult 
     std::fs::write(&key, certified.signing_key.serialize_pem())?;
     rig.ftp = Some(FtpServer::start_tls_on(rig.ftp_root.path(), rig.ftp_port, &cert, &key).await?);
     let host = format!("localhost:{}", rig.ftp_port);
-    let event = rig.upload("MAM_HighresVideo", "clip.mxf", "OR-rf5kf25")?;
+    let event = rig
+        .upload("MAM_HighresVideo", "clip.mxf", "OR-rf5kf25")
+        .await?;
 
     // Plain FTP is refused by the server (a 5xx: permanent), an untrusted certificate by the
     // client.

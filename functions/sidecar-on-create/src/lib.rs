@@ -9,7 +9,6 @@ pub mod services;
 pub mod sidecar;
 pub mod subject;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bucketfn::api::ApiError;
@@ -68,7 +67,7 @@ impl From<PublishFailed> for HandlerError {
     }
 }
 
-/// What the event and the object say, checked.
+/// What the configuration, the store and the event say about the object, checked.
 struct Subject<'a> {
     bucket: &'a str,
     key: &'a str,
@@ -169,24 +168,45 @@ impl SidecarOnCreate {
         outcome
     }
 
-    /// Reads and checks the fields; `None` when the object is gone.
+    /// Reads and checks the fields; `None` when the object is gone. What decides where the
+    /// transfer service fetches from and for whom the item is archived comes from the
+    /// configuration (tenant, domain) and the store (etag, md5), never from the event alone:
+    /// where the event says otherwise, it is logged and overruled.
     async fn subject<'a>(
         &self,
         event: &'a ObjectEvent,
     ) -> Result<Option<Subject<'a>>, HandlerError> {
         let (bucket, key) = (event.bucket.as_str(), event.key.as_str());
         let fail = |problem| unfit(bucket, key, problem);
-        let raw_tenant = event
-            .bucket_metadata
-            .get("tenant")
-            .or_else(|| self.config.tenants.get(bucket))
-            .ok_or_else(|| fail(Problem::NoTenant))?;
-        let tenant = subject::normalize_or_id(raw_tenant).map_err(fail)?;
-        let domain = event
+        let told_tenant = event.bucket_metadata.get("tenant").map(String::as_str);
+        let tenant = self
+            .config
+            .tenants
+            .get(bucket)
+            .ok_or_else(|| fail(Problem::NoTenant(told_tenant.map(str::to_owned))))?
+            .clone();
+        if let Some(told) = told_tenant
+            && subject::normalize_or_id(told).as_deref() != Ok(tenant.as_str())
+        {
+            // Either TENANT_BY_BUCKET is wrong or someone else sends events: an operator looks.
+            tracing::error!(
+                event_tenant = %told.escape_debug(), tenant = %tenant,
+                "The event's tenant is not TENANT_BY_BUCKET's; the configured one is used."
+            );
+        }
+        let domain = self
+            .config
             .domain
             .clone()
-            .or_else(|| self.config.domain.clone())
-            .ok_or_else(|| fail(Problem::NoDomain))?;
+            .ok_or_else(|| fail(Problem::NoDomain(event.domain.clone())))?;
+        if let Some(told) = event.domain.as_deref().filter(|told| *told != domain) {
+            tracing::error!(
+                event_domain = %told.escape_debug(), domain = %domain,
+                "The event's domain is not S3_DOMAIN; S3_DOMAIN is used."
+            );
+        }
+        // Who wrote the object only the event says (a HEAD does not), and it is only
+        // recorded in the sidecar: it chooses neither a place nor a tenant.
         let owner = event
             .principal
             .clone()
@@ -198,26 +218,34 @@ impl SidecarOnCreate {
             None
         };
         // The event is judged before the store is asked, so an unfit one is refused even
-        // when its object is gone. Even a notification that carries metadata and etag is
-        // then checked against the store: archiving an object deleted since would mint a
-        // PID and request a transfer of nothing. AWS S3 notifications carry no user
-        // metadata: it comes from the object.
-        let (metadata, etag) = match self.store.head(bucket, key).await {
-            Ok(info) => (
-                merged(info.metadata, event.metadata.clone()),
-                event.etag.clone().or(info.etag),
-            ),
+        // when its object is gone. The store then says whether the object exists (archiving
+        // one deleted since would mint a PID and request a transfer of nothing), which version
+        // it is (the etag the claim is kept under) and its md5 (its own metadata: AWS S3
+        // notifications carry none, and a notification's word could hide it from the search
+        // for an earlier ingest).
+        let info = match self.store.head(bucket, key).await {
+            Ok(info) => info,
             Err(StoreError::NotFound { .. }) => return Ok(None),
             Err(e) => return Err(e.into()),
         };
+        if let Some(told) = event
+            .etag
+            .as_deref()
+            .filter(|told| info.etag.as_deref() != Some(*told))
+        {
+            tracing::info!(
+                event_etag = %told.escape_debug(), store_etag = info.etag.as_deref().unwrap_or(""),
+                "The event's etag is not the store's; the object as stored is archived."
+            );
+        }
         Ok(Some(Subject {
             bucket,
             key,
-            etag,
+            etag: info.etag,
             tenant,
             domain,
             owner,
-            md5: subject::md5_of(&metadata),
+            md5: subject::md5_of(&info.metadata),
             extension,
             collateral,
         }))
@@ -391,15 +419,6 @@ fn unfit(bucket: &str, key: &str, problem: Problem) -> HandlerError {
         key: key.to_owned(),
         problem,
     })
-}
-
-/// The object's own metadata, with what the notification said winning.
-fn merged(
-    mut stored: BTreeMap<String, String>,
-    notified: BTreeMap<String, String>,
-) -> BTreeMap<String, String> {
-    stored.extend(notified);
-    stored
 }
 
 impl Handler for SidecarOnCreate {

@@ -1,6 +1,6 @@
-//! What the archive needs to know about a created object, read from the event (and the
-//! object's own metadata where the notification lacks it) and checked: tenant (OR-id), domain,
-//! owner, md5, collateral type and media id, file extension.
+//! What the archive needs to know about a created object and the checks it passes: tenant
+//! (OR-id) and domain from the configuration, md5 from the object's metadata, owner, collateral
+//! type and media id, and file extension from the event.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -13,9 +13,11 @@ const MD5_NAMES: &[&str] = &["x-md5sum-meta", "md5sum", "x-amz-meta-md5sum"];
 /// Why a created object cannot be archived. Always permanent: the event will not change.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Problem {
-    NoTenant,
+    /// TENANT_BY_BUCKET names no tenant for the bucket; the event's own, if it named one.
+    NoTenant(Option<String>),
     BadTenant(String),
-    NoDomain,
+    /// S3_DOMAIN is not set; the event's own, if it named one.
+    NoDomain(Option<String>),
     NoOwner,
     BadCollateralKey,
     BadCollateralType(String),
@@ -27,15 +29,29 @@ pub enum Problem {
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::NoTenant => f.write_str(
-                "no tenant: the bucket metadata has no `tenant` and TENANT_BY_BUCKET does not name the bucket",
-            ),
+            Self::NoTenant(told) => {
+                f.write_str("no tenant: TENANT_BY_BUCKET does not name the bucket")?;
+                match told {
+                    Some(told) => write!(
+                        f,
+                        " (the event says {told:?}, which nothing the function trusts confirms)"
+                    ),
+                    None => Ok(()),
+                }
+            }
             Self::BadTenant(value) => write!(
                 f,
                 "tenant {value:?} is not an OR-id (`OR-` and 7 letters or digits)"
             ),
-            Self::NoDomain => {
-                f.write_str("no domain: the event names none and S3_DOMAIN is not set")
+            Self::NoDomain(told) => {
+                f.write_str("no domain: S3_DOMAIN is not set")?;
+                match told {
+                    Some(told) => write!(
+                        f,
+                        " (the event says {told:?}, which nothing the function trusts confirms)"
+                    ),
+                    None => Ok(()),
+                }
             }
             Self::NoOwner => f.write_str("the event names no owner principal"),
             Self::BadCollateralKey => {
@@ -45,10 +61,9 @@ impl fmt::Display for Problem {
                 f,
                 "collateral type {value:?} is not letters, digits, `-` or `_`"
             ),
-            Self::BadExtension(value) => write!(
-                f,
-                "file extension {value:?} is not 1-16 letters or digits"
-            ),
+            Self::BadExtension(value) => {
+                write!(f, "file extension {value:?} is not 1-16 letters or digits")
+            }
             Self::BadPid(value) => write!(f, "PID {value:?} is not 10 lowercase letters or digits"),
             Self::BadName(what, value) => write!(
                 f,
