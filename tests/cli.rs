@@ -195,3 +195,87 @@ fn sweep_catches_up_on_a_local_bucket_and_prints_a_summary() -> TestResult {
     assert!(String::from_utf8_lossy(&again.stdout).contains("0 done, 4 skipped, 1 failed"));
     Ok(())
 }
+
+#[test]
+fn invoke_refuses_events_for_buckets_outside_source_buckets() -> TestResult {
+    let storage = tempfile::tempdir()?;
+    let photos = storage.path().join("media-uploads/incoming");
+    std::fs::create_dir_all(&photos)?;
+    std::fs::write(
+        photos.join("scan 0001.tif"),
+        gradient(1024, 512, ImageFormat::Tiff)?,
+    )?;
+    let dir = storage.path().to_string_lossy().into_owned();
+    let args = ["invoke", "events/sqs/s3-created.json", "--storage", &dir];
+
+    for sources in [
+        ("SOURCE_BUCKETS", "photos,archive/media-uploads"),
+        ("SOURCE_BUCKET", "photos"),
+    ] {
+        let out = run(&args, &[sources])?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(1), "{sources:?}: {stdout}");
+        let variable = sources.0;
+        assert!(
+            stdout.starts_with(&format!(
+                "permanent\t059f36b4-87a3-44ab-83d2-661975830a7d\tbucket \"media-uploads\" is not \
+                 one this function serves ({variable})\n"
+            )),
+            "{stdout}"
+        );
+    }
+    // Only the prefix is served: a key outside it is refused too.
+    let out = run(&args, &[("SOURCE_BUCKETS", "media-uploads/originals/")])?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(
+            "\"incoming/scan 0001.tif\" in bucket \"media-uploads\" is not under a prefix this \
+             function serves there (SOURCE_BUCKETS)"
+        ),
+        "{stdout}"
+    );
+    assert!(!storage.path().join("media-uploads/thumbnails").exists());
+
+    let out = run(&args, &[("SOURCE_BUCKETS", "media-uploads/incoming/")])?;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    Ok(())
+}
+
+#[test]
+fn against_s3_without_source_buckets_nothing_starts() -> TestResult {
+    let out = run(&["invoke", "events/aws-s3/created.json"], &[])?;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("SOURCE_BUCKETS: is required against S3"),
+        "{stderr}"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_sweep_of_a_bucket_outside_the_sources_is_refused() -> TestResult {
+    let storage = tempfile::tempdir()?;
+    let other = storage.path().join("other");
+    std::fs::create_dir_all(&other)?;
+    std::fs::write(other.join("a.png"), gradient(300, 200, ImageFormat::Png)?)?;
+    let dir = storage.path().to_string_lossy().into_owned();
+    let out = run(
+        &["sweep", "--bucket", "other", "--storage", &dir],
+        &[("SOURCE_BUCKET", "photos")],
+    )?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("bucket \"other\" is not one this function serves (SOURCE_BUCKET)"),
+        "{stdout}"
+    );
+    assert!(!other.join("thumbnails").exists());
+    Ok(())
+}

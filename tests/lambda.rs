@@ -211,3 +211,63 @@ async fn bad_configuration_stops_start_up_naming_every_variable() -> TestResult 
     }
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn events_for_buckets_the_function_does_not_serve_are_refused_permanently() -> TestResult {
+    let f = start(&[("SOURCE_BUCKETS", "photos".to_owned())]).await?;
+    // The object exists and the credentials reach it: only the sources keep it out.
+    f.s3.create_bucket("payroll").await?;
+    f.s3.put(
+        "payroll",
+        "scan.jpg",
+        gradient(100, 100, ImageFormat::Jpeg)?,
+    )
+    .await?;
+    f.s3.put("photos", "ok.jpg", gradient(100, 100, ImageFormat::Jpeg)?)
+        .await?;
+    let answer = f.invoke(s3_notification("payroll", "scan.jpg")).await?;
+    assert_eq!(
+        answer,
+        Answer::Error {
+            error_type: "bucketfn.Permanent".to_owned(),
+            message: "bucket \"payroll\" is not one this function serves (SOURCE_BUCKETS)"
+                .to_owned(),
+        },
+        "logs:\n{}",
+        f.process.logs()
+    );
+    let batch = json!({"Records": [
+        sqs_message("m-ok", s3_notification("photos", "ok.jpg").to_string()),
+        sqs_message("m-foreign", s3_notification("payroll", "scan.jpg").to_string()),
+    ]});
+    let answer = f.invoke(batch).await?;
+    assert_eq!(
+        answer,
+        Answer::Response(json!({"batchItemFailures": [{"itemIdentifier": "m-foreign"}]}))
+    );
+    assert!(
+        f.s3.get("photos", "thumbnails/ok.jpg/256.jpg")
+            .await?
+            .is_some()
+    );
+    assert_eq!(
+        f.s3.get("payroll", "thumbnails/scan.jpg/256.jpg").await?,
+        None,
+        "a thumbnail was made in a bucket the function does not serve"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_source_buckets_the_function_does_not_start_under_lambda() -> TestResult {
+    // An empty value is no value: neither SOURCE_BUCKETS nor SOURCE_BUCKET names a bucket.
+    let mut f = start(&[("SOURCE_BUCKETS", String::new())]).await?;
+    let code = f.process.wait(Duration::from_secs(10)).await?;
+    assert_eq!(code, Some(2));
+    let logs = f.process.logs();
+    assert!(
+        logs.contains("SOURCE_BUCKETS: is required against S3"),
+        "{logs}"
+    );
+    Ok(())
+}
