@@ -42,6 +42,90 @@ impl FromStr for Secret {
     }
 }
 
+/// Query parameters whose values are credentials when their name contains one of these
+/// (case-insensitive): `token`, `api_key`, `X-Amz-Signature`, `X-Amz-Credential`, ...
+const SECRET_PARAMETERS: [&str; 8] = [
+    "token",
+    "key",
+    "pass",
+    "pwd",
+    "secret",
+    "sig",
+    "auth",
+    "credential",
+];
+
+/// `url` fit for a log line or a `Debug`: the userinfo (`user:password@`) becomes `***@` and
+/// the values of query parameters that look like credentials become `***`. Works on anything
+/// URL-like, `host:port` lists and scheme-less `user:password@host` included.
+pub fn redact_url(url: &str) -> String {
+    let start = url.find("://").map_or(0, |at| at + 3);
+    let (head, rest) = url.split_at(start);
+    let hier_end = rest.find(['?', '#']).unwrap_or(rest.len());
+    let (hier, tail) = rest.split_at(hier_end);
+    let authority = &hier[..hier.find('/').unwrap_or(hier.len())];
+    // A password with an unencoded `/` puts the `@` past the first `/`: hiding a path
+    // segment too is the lesser harm.
+    let userinfo_end = authority.rfind('@').or_else(|| hier.rfind('@'));
+    let mut out = String::with_capacity(url.len());
+    out.push_str(head);
+    match userinfo_end {
+        Some(at) => {
+            out.push_str("***");
+            out.push_str(&hier[at..]);
+        }
+        None => out.push_str(hier),
+    }
+    let (query, fragment) = match tail.find('#') {
+        Some(at) => tail.split_at(at),
+        None => (tail, ""),
+    };
+    if let Some(query) = query.strip_prefix('?') {
+        out.push('?');
+        for (n, pair) in query.split('&').enumerate() {
+            if n > 0 {
+                out.push('&');
+            }
+            match pair.split_once('=') {
+                Some((name, _)) if is_secret_parameter(name) => {
+                    out.push_str(name);
+                    out.push_str("=***");
+                }
+                _ => out.push_str(pair),
+            }
+        }
+    }
+    out.push_str(fragment);
+    out
+}
+
+fn is_secret_parameter(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    SECRET_PARAMETERS.iter().any(|word| name.contains(word))
+}
+
+/// `text` (an error chain, a message) with every `scheme://...` URL in it passed through
+/// [`redact_url`]: client errors quote the URL they failed on, credentials included.
+pub fn redact_urls_in(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("://") {
+        let scheme_start = rest[..at]
+            .rfind(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.')))
+            .map_or(0, |i| i + 1);
+        let end = rest[at..]
+            .find(|c: char| {
+                c.is_whitespace() || matches!(c, '"' | '\'' | '<' | '>' | '(' | ')' | '`')
+            })
+            .map_or(rest.len(), |i| at + i);
+        out.push_str(&rest[..scheme_start]);
+        out.push_str(&redact_url(&rest[scheme_start..end]));
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
 /// One variable that is missing or does not parse.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigProblem {
@@ -70,10 +154,20 @@ impl fmt::Display for ConfigError {
 }
 
 /// A snapshot of the environment that collects problems while values are read.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Env {
     vars: BTreeMap<String, String>,
     problems: Vec<ConfigProblem>,
+}
+
+impl fmt::Debug for Env {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The names only: the environment holds every secret the function has.
+        f.debug_struct("Env")
+            .field("vars", &self.vars.keys().collect::<Vec<_>>())
+            .field("problems", &self.problems)
+            .finish()
+    }
 }
 
 /// A configuration that can be read from an [`Env`]. `read` returns `None` only after
@@ -126,7 +220,8 @@ impl Env {
         match raw.parse() {
             Ok(value) => Some(value),
             Err(e) => {
-                let message = format!("{raw:?} is not valid: {e}");
+                // The value may be a URL with a password in it: the message is printed.
+                let message = format!("{:?} is not valid: {e}", redact_url(raw));
                 self.problem(name, message);
                 None
             }
@@ -154,11 +249,13 @@ impl Env {
         self.optional(name)
     }
 
-    /// Records a problem found by a check across values.
+    /// Records a problem found by a check across values. Checks quote the values they
+    /// refuse, and a malformed URL may still carry a password: URLs in the message are
+    /// redacted.
     pub fn problem(&mut self, name: &str, message: impl Into<String>) {
         self.problems.push(ConfigProblem {
             variable: name.to_owned(),
-            message: message.into(),
+            message: redact_urls_in(&message.into()),
         });
     }
 
@@ -232,6 +329,63 @@ mod tests {
         let secret: Secret = env.required("PASSWORD").ok_or("missing")?;
         assert_eq!(format!("{secret:?} {secret}"), "*** ***");
         assert_eq!(secret.expose(), "hunter2");
+        Ok(())
+    }
+
+    #[test]
+    fn redact_url_hides_userinfo_and_secret_parameters() {
+        let cases = [
+            (
+                "redis://ledger:hunter2@redis.internal:6379/0",
+                "redis://***@redis.internal:6379/0",
+            ),
+            ("rediss://:hunter2@r:6380", "rediss://***@r:6380"),
+            ("https://u:p/w@host/path", "https://***@host/path"),
+            ("sasl-user:hunter2@kafka-1:9093", "***@kafka-1:9093"),
+            (
+                "https://api.example/x?token=hunter2&page=2&X-Amz-Signature=abc#top",
+                "https://api.example/x?token=***&page=2&X-Amz-Signature=***#top",
+            ),
+            (
+                "https://api.example/x?apiKey=hunter2",
+                "https://api.example/x?apiKey=***",
+            ),
+            (
+                "http://broker-ingress.knative/default",
+                "http://broker-ingress.knative/default",
+            ),
+            ("kafka-1:9092", "kafka-1:9092"),
+            ("ftp.example:2121", "ftp.example:2121"),
+        ];
+        for (url, redacted) in cases {
+            assert_eq!(redact_url(url), redacted, "{url}");
+        }
+    }
+
+    #[test]
+    fn redact_urls_in_finds_every_url_of_a_message() {
+        let text = "error sending request for url (https://u:hunter2@sink.example/e?sig=s3cr3t): \
+                    connection refused; retried redis://:pw2@r:6379";
+        let redacted = redact_urls_in(text);
+        assert_eq!(
+            redacted,
+            "error sending request for url (https://***@sink.example/e?sig=***): \
+             connection refused; retried redis://***@r:6379"
+        );
+        assert_eq!(redact_urls_in("no url: a://"), "no url: a://");
+        assert_eq!(redact_urls_in("plain text"), "plain text");
+    }
+
+    #[test]
+    fn neither_a_malformed_value_nor_the_environment_prints_a_password()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let mut env = Env::from_pairs([("PORT", "http://admin:hunter2@host/")]);
+        let port: Option<u16> = env.optional("PORT");
+        assert_eq!(port, None);
+        assert!(!format!("{env:?}").contains("hunter2"), "{env:?}");
+        let err = env.finish().err().ok_or("accepted")?;
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+        assert!(err.to_string().contains("http://***@host/"), "{err}");
         Ok(())
     }
 

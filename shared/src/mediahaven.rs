@@ -28,7 +28,7 @@ use serde::Deserialize;
 use tokio::sync::Mutex;
 
 use crate::api::{self, ApiError};
-use crate::config::{Env, Secret};
+use crate::config::{Env, Secret, redact_url};
 
 const SERVICE: &str = "MediaHaven";
 const API_PATH: &str = "mediahaven-rest-api/v2/records";
@@ -56,7 +56,7 @@ pub struct MediaHavenSettings {
 impl fmt::Debug for MediaHavenSettings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MediaHavenSettings")
-            .field("url", &self.url)
+            .field("url", &redact_url(&self.url))
             .field("client_id", &self.client_id)
             .field("username", &self.username)
             .field("timeout", &self.timeout)

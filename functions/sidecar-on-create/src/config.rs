@@ -6,6 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use bucketfn::config::redact_url;
 use bucketfn::mediahaven::{MediaHavenSettings, http_timeout};
 use bucketfn::sink::amqp::AmqpSettings;
 use bucketfn::{Env, FromEnv};
@@ -17,8 +18,8 @@ use crate::subject::{normalize_or_id, path_component};
 /// The folder on the transport server when the destination map names none.
 pub const DEFAULT_FOLDER: &str = "DISK-SHARE-EVENTS";
 
-/// Everything the function needs.
-#[derive(Debug, Clone)]
+/// Everything the function needs. `Debug` hides credentials in the service URLs.
+#[derive(Clone)]
 pub struct Config {
     pub mediahaven: MediaHavenSettings,
     /// `PID_SERVICE_URL`.
@@ -40,6 +41,25 @@ pub struct Config {
     pub claims: ClaimSettings,
     /// `HTTP_TIMEOUT_SECS`.
     pub http_timeout: Duration,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("mediahaven", &self.mediahaven)
+            .field("pid_service_url", &redact_url(&self.pid_service_url))
+            .field("organisations_url", &redact_url(&self.organisations_url))
+            .field("ftp", &self.ftp)
+            .field("amqp", &self.amqp)
+            .field("destinations", &self.destinations)
+            .field("collateral_buckets", &self.collateral_buckets)
+            .field("md5_exempt_tenant", &self.md5_exempt_tenant)
+            .field("tenants", &self.tenants)
+            .field("domain", &self.domain)
+            .field("claims", &self.claims)
+            .field("http_timeout", &self.http_timeout)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Folder on the transport server per environment, tenant and type, from

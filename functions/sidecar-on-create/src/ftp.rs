@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bucketfn::config::{Env, Secret};
+use bucketfn::config::{Env, Secret, redact_url};
 use bucketfn::outcome::{BoxError, HandlerError};
 use bucketfn::storage::ObjectPath;
 use rustls::ClientConfig;
@@ -36,7 +36,7 @@ pub struct FtpSettings {
 impl fmt::Debug for FtpSettings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("FtpSettings")
-            .field("host", &self.host)
+            .field("host", &redact_url(&self.host))
             .field("user", &self.user)
             .field("tls", &self.tls)
             .field("ca_file", &self.ca_file)

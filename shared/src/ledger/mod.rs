@@ -125,12 +125,23 @@ pub trait Ledger: Send + Sync + 'static {
 }
 
 /// Which ledger to use, from `LEDGER_URL` (`memory`, the default, or `redis://…`),
-/// `LEDGER_CAPACITY` (entries kept) and `LEDGER_PREFIX` (Redis key prefix).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// `LEDGER_CAPACITY` (entries kept) and `LEDGER_PREFIX` (Redis key prefix). `Debug` hides the
+/// password a Redis URL may carry.
+#[derive(Clone, PartialEq, Eq)]
 pub struct LedgerSettings {
     pub url: Option<String>,
     pub capacity: u64,
     pub prefix: Option<String>,
+}
+
+impl std::fmt::Debug for LedgerSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LedgerSettings")
+            .field("url", &self.url.as_deref().map(crate::config::redact_url))
+            .field("capacity", &self.capacity)
+            .field("prefix", &self.prefix)
+            .finish()
+    }
 }
 
 impl LedgerSettings {

@@ -5,6 +5,7 @@
 //! 404 and 409 are retried too, as Knative's contract asks.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::str::FromStr;
 
 use async_trait::async_trait;
@@ -18,7 +19,7 @@ use serde::Deserialize;
 
 use super::http::{RetryPolicy, Sender, check_url};
 use super::{Message, PublishError, Publisher};
-use crate::config::{Env, FromEnv};
+use crate::config::{Env, FromEnv, redact_url};
 use crate::outcome::BoxError;
 
 /// The attributes every CloudEvent has (CloudEvents 1.0, "Required Attributes").
@@ -77,8 +78,9 @@ impl FromStr for CeOverrides {
     }
 }
 
-/// Where and how to send events, from `K_SINK` and `K_SINK_*`.
-#[derive(Debug, Clone, PartialEq)]
+/// Where and how to send events, from `K_SINK` and `K_SINK_*`. `Debug` hides credentials in
+/// the URL.
+#[derive(Clone, PartialEq)]
 pub struct KSinkSettings {
     /// `K_SINK`: the sink's URL (a broker, a channel, a service).
     pub url: String,
@@ -86,6 +88,16 @@ pub struct KSinkSettings {
     pub overrides: CeOverrides,
     /// `K_SINK_MAX_ATTEMPTS`, `K_SINK_TIMEOUT_SECS`, `K_SINK_BACKOFF_MS`.
     pub retry: RetryPolicy,
+}
+
+impl fmt::Debug for KSinkSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KSinkSettings")
+            .field("url", &redact_url(&self.url))
+            .field("overrides", &self.overrides)
+            .field("retry", &self.retry)
+            .finish()
+    }
 }
 
 impl FromEnv for KSinkSettings {
@@ -105,11 +117,18 @@ impl FromEnv for KSinkSettings {
 }
 
 /// Sends each message as one binary-mode CloudEvent.
-#[derive(Debug)]
 pub struct KSinkPublisher {
     url: String,
     overrides: Vec<(HeaderName, HeaderValue)>,
     sender: Sender,
+}
+
+impl fmt::Debug for KSinkPublisher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KSinkPublisher")
+            .field("sink", &self.sender.sink())
+            .finish_non_exhaustive()
+    }
 }
 
 impl KSinkPublisher {
@@ -123,8 +142,11 @@ impl KSinkPublisher {
             .collect::<Result<_, BoxError>>()?;
         // Knative's data-plane contract has senders retry 404 and 409 too: a broker or channel
         // ingress answers them while it is being created or reconciled.
-        let sender = Sender::new(format!("Knative sink {}", settings.url), settings.retry)?
-            .also_retrying(&[StatusCode::NOT_FOUND, StatusCode::CONFLICT]);
+        let sender = Sender::new(
+            format!("Knative sink {}", redact_url(&settings.url)),
+            settings.retry,
+        )?
+        .also_retrying(&[StatusCode::NOT_FOUND, StatusCode::CONFLICT]);
         Ok(Self {
             url: settings.url,
             overrides,

@@ -19,7 +19,7 @@ use rskafka::{BackoffConfig, ConnectionError, SaslError};
 use tokio::sync::Mutex;
 
 use super::{Message, PublishError, Publisher};
-use crate::config::{Env, FromEnv};
+use crate::config::{Env, FromEnv, redact_url};
 use crate::outcome::BoxError;
 
 /// How records are compressed on the wire (`KAFKA_COMPRESSION`).
@@ -62,8 +62,9 @@ impl std::fmt::Debug for Sasl {
     }
 }
 
-/// Where and how to publish, from `KAFKA_*` variables.
-#[derive(Debug, Clone, PartialEq)]
+/// Where and how to publish, from `KAFKA_*` variables. `Debug` hides the SASL password and
+/// credentials in broker addresses.
+#[derive(Clone, PartialEq)]
 pub struct KafkaSettings {
     /// `KAFKA_BROKERS`: bootstrap brokers, `host:port` separated by commas.
     pub brokers: Vec<String>,
@@ -83,6 +84,22 @@ pub struct KafkaSettings {
     /// `KAFKA_MAX_REQUEST_BYTES`: records per produce request stay under this (the broker's
     /// `message.max.bytes` is 1 MiB by default).
     pub max_request_bytes: usize,
+}
+
+impl std::fmt::Debug for KafkaSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let brokers: Vec<String> = self.brokers.iter().map(|b| redact_url(b)).collect();
+        f.debug_struct("KafkaSettings")
+            .field("brokers", &brokers)
+            .field("topic", &self.topic)
+            .field("tls", &self.tls)
+            .field("sasl", &self.sasl)
+            .field("tls_ca_file", &self.tls_ca_file)
+            .field("compression", &self.compression)
+            .field("timeout", &self.timeout)
+            .field("max_request_bytes", &self.max_request_bytes)
+            .finish()
+    }
 }
 
 impl FromEnv for KafkaSettings {

@@ -9,7 +9,7 @@ use serde_json::{Map, Value, json};
 
 use super::http::{RetryPolicy, Sender, check_url};
 use super::{Message, PublishError, Publisher};
-use crate::config::{Env, FromEnv};
+use crate::config::{Env, FromEnv, redact_url};
 use crate::outcome::BoxError;
 
 /// The API refuses larger request bodies.
@@ -40,7 +40,7 @@ impl std::fmt::Debug for LogIngestSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // The ingestion key never reaches a log line.
         f.debug_struct("LogIngestSettings")
-            .field("url", &self.url)
+            .field("url", &redact_url(&self.url))
             .field("hostname", &self.hostname)
             .field("app", &self.app)
             .finish_non_exhaustive()
@@ -92,7 +92,7 @@ impl std::fmt::Debug for LogIngestPublisher {
 
 impl LogIngestPublisher {
     pub fn new(settings: LogIngestSettings) -> Result<Self, BoxError> {
-        let sink = format!("log ingest {}", settings.url);
+        let sink = format!("log ingest {}", redact_url(&settings.url));
         let sender = Sender::new(sink, settings.retry.clone())?;
         Ok(Self { settings, sender })
     }
