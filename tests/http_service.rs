@@ -1,5 +1,6 @@
 //! The function binary as a Knative / Code Engine service (`serve`): CloudEvents in binary and
-//! structured mode, raw notifications, status codes by the Knative contract, graceful shutdown.
+//! structured mode, raw notifications, status codes by the Knative contract, graceful shutdown,
+//! and failure answers that tell the sender the kind of failure, not the upstream's.
 
 use std::time::Duration;
 
@@ -7,7 +8,7 @@ use image::ImageFormat;
 use serde_json::{Value, json};
 
 use crate::support::function::{
-    FunctionProcess, THUMBNAIL_ON_CREATE, free_port, request, wait_ready,
+    FORWARD_TO_STREAM, FunctionProcess, THUMBNAIL_ON_CREATE, free_port, request, wait_ready,
 };
 use crate::support::images::{dimensions, gradient};
 use crate::support::s3_server::S3Server;
@@ -217,6 +218,80 @@ async fn sigterm_lets_the_event_in_flight_finish() -> TestResult {
             .get("cos-media", "thumbnails/in-flight.jpg/256.jpg")
             .await?
             .is_some()
+    );
+    Ok(())
+}
+
+/// What the sink behind forward-to-stream answers: a refusal that quotes a path on the sink's
+/// side, as real upstreams do.
+const UPSTREAM_BODY: &str = "quota exceeded for /srv/ingest/private/tenant-42";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failure_answers_its_kind_and_an_incident_while_the_log_has_the_chain() -> TestResult {
+    let app = axum::Router::new()
+        .fallback(|| async { (axum::http::StatusCode::BAD_REQUEST, UPSTREAM_BODY) });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let sink = listener.local_addr()?;
+    let upstream = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    let storage = tempfile::tempdir()?;
+    std::fs::create_dir_all(storage.path().join("logs"))?;
+    std::fs::write(storage.path().join("logs/app.log"), "one line\n")?;
+    let port = free_port()?;
+    let password = "sink-password-never-shown";
+    let env = [
+        ("PORT", port.to_string()),
+        ("FORWARD_SINK", "k-sink".to_owned()),
+        (
+            "K_SINK",
+            format!("http://ingest:{password}@{sink}/default/objects"),
+        ),
+        ("K_SINK_MAX_ATTEMPTS", "1".to_owned()),
+        ("SOURCE_BUCKETS", "logs".to_owned()),
+    ];
+    let dir = storage.path().to_string_lossy().into_owned();
+    let process = FunctionProcess::spawn(FORWARD_TO_STREAM, &["serve", "--storage", &dir], &env)?;
+    let url = format!("http://127.0.0.1:{port}");
+    wait_ready(&format!("{url}/healthz"), &process, Duration::from_secs(20)).await?;
+
+    let notification = json!({"Records": [{"eventSource": "minio:s3",
+        "eventName": "s3:ObjectCreated:Put",
+        "s3": {"bucket": {"name": "logs"}, "object": {"key": "app.log", "size": 9}}}]});
+    let reply = request(
+        "POST",
+        &url,
+        &[("content-type", "application/json")],
+        notification.to_string(),
+    )
+    .await?;
+    upstream.abort();
+    let text = String::from_utf8_lossy(&reply.body).into_owned();
+    assert_eq!(reply.status, 400, "{text}\nlogs:\n{}", process.logs());
+    for hidden in [UPSTREAM_BODY, "/srv/ingest", password, &sink.to_string()] {
+        assert!(
+            !text.contains(hidden),
+            "{hidden:?} reached the sender: {text}"
+        );
+    }
+    let body: Value = serde_json::from_slice(&reply.body)?;
+    assert_eq!(body["records"][0]["status"], "permanent");
+    assert_eq!(
+        body["records"][0]["detail"],
+        "logs/app.log: permanent: the destination refused the messages; \
+         sending it again will not help"
+    );
+    let incident = body["incident"].as_str().ok_or("no incident id")?;
+
+    let logs = process.logs();
+    let tied = logs
+        .lines()
+        .find(|l| l.contains(incident))
+        .ok_or_else(|| format!("incident {incident} is not in the log:\n{logs}"))?;
+    assert!(tied.contains(UPSTREAM_BODY), "{tied}");
+    assert!(
+        !logs.contains(password),
+        "the sink's password in the log:\n{logs}"
     );
     Ok(())
 }
