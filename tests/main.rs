@@ -9,6 +9,7 @@ mod forward_to_stream;
 mod governor;
 mod http_service;
 mod lambda;
+mod log_secrets;
 mod runtime_limits;
 mod s3_store;
 mod sidecar;
