@@ -12,6 +12,7 @@ mod lambda;
 mod log_secrets;
 mod runtime_limits;
 mod s3_store;
+mod serve_security;
 mod sidecar;
 mod support;
 mod thumbnail_s3;

@@ -18,6 +18,8 @@ use crate::support::lambda_api::{Answer, ThumbnailLambda};
 use crate::support::s3_server::S3Server;
 use crate::support::{BoxError, TestResult};
 
+const OPS_TOKEN: &str = "ops-token-for-the-tests-0123";
+
 struct Served {
     url: String,
     port: u16,
@@ -33,6 +35,7 @@ async fn serve(extra_env: &[(&'static str, &str)]) -> Result<Served, BoxError> {
     let mut env = s3.env();
     env.push(("PORT", port.to_string()));
     env.push(("LISTEN_ADDRESS", "127.0.0.1".to_owned()));
+    env.push(("OPS_TOKEN", OPS_TOKEN.to_owned()));
     env.extend(extra_env.iter().map(|(k, v)| (*k, (*v).to_owned())));
     let process = FunctionProcess::spawn(THUMBNAIL_ON_CREATE, &["serve"], &env)?;
     let url = format!("http://127.0.0.1:{port}");
@@ -138,7 +141,14 @@ async fn too_many_records_are_413_naming_the_limit_and_no_handler_runs() -> Test
         let thumbnail = format!("thumbnails/{key}/256.jpg");
         assert!(svc.s3.get("photos", &thumbnail).await?.is_none(), "{key}");
     }
-    let stats = request("GET", &format!("{}/events/stats", svc.url), &[], "").await?;
+    let bearer = format!("Bearer {OPS_TOKEN}");
+    let stats = request(
+        "GET",
+        &format!("{}/events/stats", svc.url),
+        &[("authorization", &bearer)],
+        "",
+    )
+    .await?;
     let stats: Value = serde_json::from_slice(&stats.body)?;
     assert_eq!(stats["by_outcome"], json!({}), "{stats}");
 

@@ -16,6 +16,15 @@ pub const THUMBNAIL_ON_CREATE: &str = env!("CARGO_BIN_EXE_tested-thumbnail-on-cr
 
 /// A running function process, killed when dropped. Its stderr (the logs) goes to a file so
 /// that a failing test can show it.
+/// What a test process gets unless its environment names one of the variables before it, so
+/// that tests about other things need not list their buckets or authenticate their requests:
+/// `SOURCE_BUCKETS=*` (the tests of the sources set `SOURCE_BUCKETS` or `SOURCE_BUCKET`, empty
+/// for none at all) and `EVENT_AUTH=none` (the tests of authentication set it).
+const TEST_DEFAULTS: &[(&[&str], &str, &str)] = &[
+    (&["SOURCE_BUCKETS", "SOURCE_BUCKET"], "SOURCE_BUCKETS", "*"),
+    (&["EVENT_AUTH"], "EVENT_AUTH", "none"),
+];
+
 pub struct FunctionProcess {
     child: Child,
     log: PathBuf,
@@ -24,21 +33,19 @@ pub struct FunctionProcess {
 
 impl FunctionProcess {
     /// Starts `binary` with `args` and only the environment given (nothing of the caller's
-    /// AWS configuration leaks in). An environment that names no sources gets
-    /// `SOURCE_BUCKETS=*`, so that tests about other things need not list their buckets; the
-    /// tests of the sources set `SOURCE_BUCKETS` or `SOURCE_BUCKET` (empty for none at all).
+    /// AWS configuration leaks in), plus the [`TEST_DEFAULTS`] it does not name.
     pub fn spawn(binary: &str, args: &[&str], env: &[(&str, String)]) -> Result<Self, BoxError> {
         let dir = tempfile::tempdir()?;
         let log = dir.path().join("stderr.log");
-        let names_sources = env
+        let defaults = TEST_DEFAULTS
             .iter()
-            .any(|(k, _)| *k == "SOURCE_BUCKETS" || *k == "SOURCE_BUCKET");
-        let any_bucket = (!names_sources).then_some(("SOURCE_BUCKETS", "*"));
+            .filter(|(names, _, _)| !env.iter().any(|(k, _)| names.contains(k)))
+            .map(|(_, name, value)| (*name, *value));
         let child = Command::new(binary)
             .args(args)
             .env_clear()
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-            .envs(any_bucket)
+            .envs(defaults)
             .env("LOG_FORMAT", "text")
             .env("HOME", dir.path())
             .stdin(Stdio::null())

@@ -256,11 +256,12 @@ async fn serve<F: Function>(storage: Option<PathBuf>) -> ExitCode {
     };
     match http_runtime::serve(service, &started.settings).await {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
+        Err(http_runtime::ServeError::Io(e)) => {
             tracing::error!(error = %e, "HTTP service stopped.");
             eprintln!("{}: {e}", F::NAME);
             ExitCode::FAILURE
         }
+        Err(e) => fail(format!("{}: {e}", F::NAME)),
     }
 }
 

@@ -1,8 +1,11 @@
 //! The HTTP service for Knative and IBM Code Engine: CloudEvents (binary and structured mode)
 //! and raw JSON notifications on `POST /`, status codes by the Knative data-plane contract,
 //! limits on what a request may cost (header and body read times, body size, records), graceful
-//! shutdown on SIGTERM bounded by the request timeout; and the operations surface: `/healthz`,
-//! `/metrics`, `/events/stats`, `/events/history` and `/files`.
+//! shutdown on SIGTERM bounded by the request timeout; every delivery checked against
+//! `EVENT_AUTH` before its body is read; `/healthz`; and the operations surface (`/metrics`,
+//! `/events/stats`, `/events/history`, `/files`) behind `OPS_TOKEN` or on its own port
+//! (`OPS_PORT`), or off. Every answer carries `nosniff` and a CSP that allows nothing but the
+//! pages' own images and styles.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::pin::pin;
@@ -24,10 +27,11 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio::net::TcpListener;
 
+use super::auth::{AuthError, EventAuthSettings, EventGate, OpsGate};
 use super::dispatch::STOP_GRACE;
 use super::pages::{self, FileRow};
 use super::{Governor, Handler, Observer, RuntimeSettings, positive, process};
-use crate::config::Env;
+use crate::config::{Env, Secret};
 use crate::event::decode;
 use crate::outcome::RecordStatus;
 use crate::storage::{ObjectStore, StoreError};
@@ -63,6 +67,15 @@ pub struct HttpSettings {
     pub body_read_timeout: Duration,
     /// `MAX_BODY_BYTES`: the largest request body read.
     pub max_body_bytes: usize,
+    /// `EVENT_AUTH` and its variables: how deliveries are checked. `serve` refuses to start
+    /// without it.
+    pub event_auth: Option<EventAuthSettings>,
+    /// `OPS_TOKEN`: the credential of the operations pages and `/metrics`.
+    pub ops_token: Option<Secret>,
+    /// `OPS_PORT`: serve the operations pages and `/metrics` on this port instead of `PORT`.
+    pub ops_port: Option<u16>,
+    /// `OPS_PAGES`: `false` turns the operations pages and `/metrics` off.
+    pub ops_pages: bool,
 }
 
 /// A notification is a few KiB (an S3 record with the most user metadata S3 allows is under
@@ -81,6 +94,10 @@ impl HttpSettings {
             header_read_timeout: secs(env, "HEADER_READ_TIMEOUT_SECS", 10),
             body_read_timeout: secs(env, "BODY_READ_TIMEOUT_SECS", 10),
             max_body_bytes: positive(env, "MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES),
+            event_auth: EventAuthSettings::read(env),
+            ops_token: env.optional("OPS_TOKEN"),
+            ops_port: env.optional("OPS_PORT"),
+            ops_pages: env.or("OPS_PAGES", true),
         }
     }
 }
@@ -92,6 +109,7 @@ struct AppState<H> {
     observer: Observer,
     governor: Governor,
     settings: Arc<HttpSettings>,
+    events: EventGate,
 }
 
 impl<H> Clone for AppState<H> {
@@ -103,6 +121,7 @@ impl<H> Clone for AppState<H> {
             observer: self.observer.clone(),
             governor: self.governor.clone(),
             settings: Arc::clone(&self.settings),
+            events: self.events.clone(),
         }
     }
 }
@@ -118,24 +137,137 @@ pub struct Service<H> {
     pub governor: Governor,
 }
 
-/// The service's routes, usable without a socket.
-pub fn app<H: Handler>(service: Service<H>, settings: &RuntimeSettings) -> Router {
-    Router::new()
-        .route("/", post(receive::<H>))
-        .route("/healthz", get(|| async { "ok\n" }))
+/// The service's routes, usable without a socket: `events` for `PORT`, and `ops` for
+/// `OPS_PORT` when the operations surface has a port of its own.
+pub struct Routes {
+    pub events: Router,
+    pub ops: Option<Router>,
+}
+
+/// Why `serve` cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(
+        "EVENT_AUTH is not set: serve checks every delivery, so say how (token, with \
+         EVENT_TOKEN; oidc, with OIDC_ISSUER and OIDC_AUDIENCE; or none, for a listener that \
+         nothing untrusted can reach)"
+    )]
+    NoEventAuth,
+    #[error("OPS_PORT is PORT ({0}): the operations pages need a port of their own")]
+    SamePort(u16),
+    #[error("cannot set up the delivery check: {0}")]
+    EventAuth(String),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+/// Where the operations surface is, from `OPS_PAGES`, `OPS_PORT` and `OPS_TOKEN`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OpsPlace {
+    Off,
+    /// Not asked to be off, but there is neither a credential nor a port of its own.
+    Unprotected,
+    OwnPort,
+    BehindToken,
+}
+
+impl HttpSettings {
+    fn ops_place(&self) -> OpsPlace {
+        match (self.ops_pages, self.ops_port, &self.ops_token) {
+            (false, _, _) => OpsPlace::Off,
+            (true, Some(_), _) => OpsPlace::OwnPort,
+            (true, None, Some(_)) => OpsPlace::BehindToken,
+            (true, None, None) => OpsPlace::Unprotected,
+        }
+    }
+}
+
+pub fn app<H: Handler>(
+    service: Service<H>,
+    settings: &RuntimeSettings,
+) -> Result<Routes, ServeError> {
+    let http = &settings.http;
+    let auth = http.event_auth.as_ref().ok_or(ServeError::NoEventAuth)?;
+    if http.ops_port == Some(http.port) {
+        return Err(ServeError::SamePort(http.port));
+    }
+    let events = EventGate::new(auth).map_err(ServeError::EventAuth)?;
+    let state = AppState {
+        name: service.name,
+        handler: service.handler,
+        store: service.store,
+        observer: service.observer,
+        governor: service.governor,
+        settings: Arc::new(http.clone()),
+        events,
+    };
+    let ops = Router::new()
         .route("/metrics", get(metrics::<H>))
         .route("/events/stats", get(stats::<H>))
         .route("/events/history", get(history::<H>))
         .route("/files", get(files::<H>))
         .route("/files/object", get(derived_object::<H>))
-        .with_state(AppState {
-            name: service.name,
-            handler: service.handler,
-            store: service.store,
-            observer: service.observer,
-            governor: service.governor,
-            settings: Arc::new(settings.http.clone()),
-        })
+        .route_layer(axum::middleware::from_fn_with_state(
+            OpsGate::new(http.ops_token.clone()),
+            ops_guard,
+        ))
+        .with_state(state.clone());
+    let mut main = Router::new()
+        .route("/", post(receive::<H>))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .with_state(state);
+    let place = http.ops_place();
+    if place == OpsPlace::BehindToken {
+        main = main.merge(ops.clone());
+    }
+    let guarded = |router: Router| router.layer(axum::middleware::map_response(protect));
+    Ok(Routes {
+        events: guarded(main),
+        ops: (place == OpsPlace::OwnPort).then(|| guarded(ops)),
+    })
+}
+
+/// The operations surface answers only with the operations credential; a browser is asked for
+/// it (any user name, the token as password).
+async fn ops_guard(
+    State(gate): State<OpsGate>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if gate.allows(request.headers()) {
+        return next.run(request).await;
+    }
+    (
+        StatusCode::UNAUTHORIZED,
+        [(
+            header::WWW_AUTHENTICATE,
+            "Basic realm=\"bucketfn operations\", charset=\"UTF-8\"",
+        )],
+        "the operations pages need OPS_TOKEN\n",
+    )
+        .into_response()
+}
+
+/// What a browser may do with any answer: nothing but show the pages' own images and inline
+/// styles, never guess a type, never frame it.
+async fn protect(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        header::HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        header::HeaderValue::from_static(
+            "default-src 'none'; img-src 'self'; style-src 'unsafe-inline'; \
+             base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+        ),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        header::HeaderValue::from_static("no-referrer"),
+    );
+    response
 }
 
 /// Listens on `LISTEN_ADDRESS:PORT` until SIGTERM or Ctrl-C, then lets in-flight requests
@@ -144,12 +276,30 @@ pub fn app<H: Handler>(service: Service<H>, settings: &RuntimeSettings) -> Route
 pub async fn serve<H: Handler>(
     service: Service<H>,
     settings: &RuntimeSettings,
-) -> std::io::Result<()> {
+) -> Result<(), ServeError> {
     let http = &settings.http;
+    let routes = app(service, settings)?;
     let mut listener = TcpListener::bind((http.listen_address, http.port)).await?;
     let address = listener.local_addr()?;
-    tracing::info!(%address, "Listening.");
-    let router = app(service, settings);
+    let scheme = http
+        .event_auth
+        .as_ref()
+        .map_or_else(|| "none".into(), EventAuthSettings::scheme);
+    match http.ops_place() {
+        OpsPlace::Unprotected => tracing::info!(
+            %address, event_auth = scheme,
+            "Listening; operations pages off (set OPS_TOKEN, or OPS_PORT for a port of their own)."
+        ),
+        place => tracing::info!(%address, event_auth = scheme, ops = ?place, "Listening."),
+    }
+    let mut ops_listener = match (http.ops_port, &routes.ops) {
+        (Some(port), Some(_)) => {
+            let ops = TcpListener::bind((http.listen_address, port)).await?;
+            tracing::info!(address = %ops.local_addr()?, "Operations pages listening.");
+            Some(ops)
+        }
+        _ => None,
+    };
     let mut connections = hyper::server::conn::http1::Builder::new();
     connections
         .timer(TokioTimer::new())
@@ -158,11 +308,14 @@ pub async fn serve<H: Handler>(
     let mut signal = pin!(shutdown_signal());
     loop {
         tokio::select! {
-            // Accept errors (out of file descriptors, ...) are retried inside, after a pause.
-            (stream, peer) = Listener::accept(&mut listener) => {
+            (stream, peer, to_ops) = next_connection(&mut listener, ops_listener.as_mut()) => {
+                let router = match (&routes.ops, to_ops) {
+                    (Some(ops), true) => ops.clone(),
+                    _ => routes.events.clone(),
+                };
                 let connection = connections.serve_connection(
                     TokioIo::new(stream),
-                    TowerToHyperService::new(router.clone()),
+                    TowerToHyperService::new(router),
                 );
                 let connection = graceful.watch(connection);
                 tokio::spawn(async move {
@@ -174,7 +327,7 @@ pub async fn serve<H: Handler>(
             () = &mut signal => break,
         }
     }
-    drop(listener);
+    drop((listener, ops_listener));
     let waited = http.request_timeout + STOP_GRACE + ANSWER_MARGIN;
     if tokio::time::timeout(waited, graceful.shutdown())
         .await
@@ -186,6 +339,24 @@ pub async fn serve<H: Handler>(
         );
     }
     Ok(())
+}
+
+/// The next connection on `PORT` or, when it has one, the operations port (`true`). Accept
+/// errors (out of file descriptors, ...) are retried inside, after a pause.
+async fn next_connection(
+    events: &mut TcpListener,
+    ops: Option<&mut TcpListener>,
+) -> (tokio::net::TcpStream, std::net::SocketAddr, bool) {
+    match ops {
+        None => {
+            let (stream, peer) = Listener::accept(events).await;
+            (stream, peer, false)
+        }
+        Some(ops) => tokio::select! {
+            (stream, peer) = Listener::accept(events) => (stream, peer, false),
+            (stream, peer) = Listener::accept(ops) => (stream, peer, true),
+        },
+    }
 }
 
 async fn shutdown_signal() {
@@ -271,6 +442,32 @@ async fn receive<H: Handler>(
     body: Body,
 ) -> Response {
     let arrived = Instant::now();
+    // Before the body is read: an unauthenticated sender costs a header parse, nothing more.
+    if let Err(e) = state.events.check(&headers).await {
+        return match e {
+            AuthError::Refused(why) => {
+                tracing::warn!(reason = %why, "Delivery refused: not authenticated.");
+                (
+                    StatusCode::UNAUTHORIZED,
+                    [(header::WWW_AUTHENTICATE, "Bearer")],
+                    axum::Json(
+                        json!({ "error": "the delivery is not authenticated (EVENT_AUTH)" }),
+                    ),
+                )
+                    .into_response()
+            }
+            AuthError::Unavailable(why) => {
+                tracing::warn!(reason = %why, "Delivery not checked: the OIDC keys are out of reach.");
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    axum::Json(
+                        json!({ "error": "the delivery's credential cannot be checked now" }),
+                    ),
+                )
+                    .into_response()
+            }
+        };
+    }
     let body = match read_body(&headers, body, &state.settings).await {
         Ok(body) => body,
         Err((status, message)) => return refuse(status, message),
@@ -308,12 +505,27 @@ async fn receive<H: Handler>(
         RecordStatus::Retryable(_) => StatusCode::SERVICE_UNAVAILABLE,
         RecordStatus::Permanent(_) => StatusCode::BAD_REQUEST,
     };
+    // The sender hears what kind of failure each record had; the full chains, which may quote
+    // upstream answers and paths on other services, go to the log under one incident id.
+    let incident = crate::outcome::incident_id();
     let records: Vec<_> = report
         .records
         .iter()
-        .map(|r| json!({ "id": r.id, "status": r.status.label(), "detail": r.summary() }))
+        .map(|r| {
+            if !r.status.is_success() {
+                tracing::warn!(
+                    incident, record_id = r.id.as_deref().unwrap_or(""),
+                    status = r.status.label(), error = %r.summary(),
+                    "Delivery failed; the sender got the reason and the incident id."
+                );
+            }
+            let events = r.events.iter().map(|e| (&e.event, &e.outcome));
+            let detail = crate::outcome::public_summary(&r.status, events);
+            json!({ "id": r.id, "status": r.status.label(), "detail": detail })
+        })
         .collect();
-    (status, axum::Json(json!({ "records": records }))).into_response()
+    let body = json!({ "records": records, "incident": incident });
+    (status, axum::Json(body)).into_response()
 }
 
 async fn metrics<H: Handler>(State(state): State<AppState<H>>) -> Response {
@@ -426,7 +638,8 @@ async fn files<H: Handler>(
                 StoreError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
                 _ => StatusCode::BAD_GATEWAY,
             };
-            return (status, crate::outcome::chain(&e)).into_response();
+            let reason = crate::outcome::incident("the object store cannot list the files", &e);
+            return (status, reason).into_response();
         }
     };
     let next_after = page
@@ -484,7 +697,9 @@ struct ObjectQuery {
 }
 
 /// Serves one derived object (a thumbnail on the files page). Only objects the function
-/// derives from an input key can be asked for, so the route reads nothing else.
+/// derives from an input key can be asked for, so the route reads nothing else; and only
+/// images it wrote are served, as the type their bytes show, so an object stored under a
+/// derived key with another type (`text/html`, say) is never handed to a browser.
 async fn derived_object<H: Handler>(
     State(state): State<AppState<H>>,
     Query(query): Query<ObjectQuery>,
@@ -493,7 +708,7 @@ async fn derived_object<H: Handler>(
         .handler
         .outputs_of(&query.input)
         .into_iter()
-        .find(|d| d.label == query.label)
+        .find(|d| d.label == query.label && d.image)
     else {
         return StatusCode::NOT_FOUND.into_response();
     };
@@ -503,21 +718,43 @@ async fn derived_object<H: Handler>(
         .await
     {
         Ok(object) => {
-            let content_type = object
-                .info
-                .content_type
-                .unwrap_or_else(|| "application/octet-stream".to_owned());
-            (
-                [
-                    (header::CONTENT_TYPE, content_type),
-                    (header::CACHE_CONTROL, "no-cache".to_owned()),
-                ],
-                object.body,
-            )
-                .into_response()
+            let stored = object.info.content_type.as_deref().unwrap_or("");
+            match image_type(&object.body) {
+                Some(sniffed) if sniffed == stored => (
+                    [
+                        (header::CONTENT_TYPE, sniffed),
+                        (header::CACHE_CONTROL, "no-cache"),
+                    ],
+                    object.body,
+                )
+                    .into_response(),
+                _ => {
+                    tracing::warn!(
+                        bucket = %derived.bucket, key = %derived.key, content_type = stored,
+                        "Not serving a derived object that is not an image this function writes."
+                    );
+                    (StatusCode::FORBIDDEN, "not an image this function writes\n").into_response()
+                }
+            }
         }
         Err(StoreError::NotFound { .. }) => StatusCode::NOT_FOUND.into_response(),
-        Err(e) => (StatusCode::BAD_GATEWAY, crate::outcome::chain(&e)).into_response(),
+        Err(e) => {
+            let reason = crate::outcome::incident("the object store cannot serve the object", &e);
+            (StatusCode::BAD_GATEWAY, reason).into_response()
+        }
+    }
+}
+
+/// The type of the image formats the functions write, from the bytes' signature.
+fn image_type(bytes: &[u8]) -> Option<&'static str> {
+    if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
+        Some("image/jpeg")
+    } else if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
+        Some("image/png")
+    } else if bytes.len() >= 12 && bytes.starts_with(b"RIFF") && &bytes[8..12] == b"WEBP" {
+        Some("image/webp")
+    } else {
+        None
     }
 }
 
@@ -569,10 +806,12 @@ mod tests {
                 label: "copy".into(),
                 bucket: "b".into(),
                 key: format!("copies/{key}"),
-                image: false,
+                image: true,
             }]
         }
     }
+
+    const OPS_TOKEN: &str = "ops-token-0123456789";
 
     fn router() -> Result<(Router, Arc<MemoryStore>), Box<dyn std::error::Error>> {
         router_with(&[])
@@ -585,7 +824,8 @@ mod tests {
         let store = Arc::new(MemoryStore::new());
         let raw: Arc<dyn ObjectStore> = Arc::clone(&store) as Arc<dyn ObjectStore>;
         let recording: Arc<dyn ObjectStore> = Arc::new(RecordingStore(Arc::clone(&raw)));
-        let mut env = Env::from_pairs(env.iter().copied());
+        let defaults = [("EVENT_AUTH", "none"), ("OPS_TOKEN", OPS_TOKEN)];
+        let mut env = Env::from_pairs(defaults.into_iter().chain(env.iter().copied()));
         let settings = RuntimeSettings::read(&mut env);
         env.finish()?;
         let ledger = LedgerSettings {
@@ -605,7 +845,7 @@ mod tests {
             },
             governor: Governor::new(&settings),
         };
-        Ok((app(service, &settings), store))
+        Ok((app(service, &settings)?.events, store))
     }
 
     fn notification(key: &str) -> String {
@@ -614,20 +854,40 @@ mod tests {
         .to_string()
     }
 
+    /// A request with the operations credential.
     async fn call(
         router: &Router,
         method: &str,
         uri: &str,
         body: String,
     ) -> Result<(StatusCode, String), Box<dyn std::error::Error>> {
-        let request = Request::builder()
-            .method(method)
-            .uri(uri)
-            .body(Body::from(body))?;
-        let response = router.clone().oneshot(request).await?;
-        let status = response.status();
+        let bearer = format!("Bearer {OPS_TOKEN}");
+        let (status, _, body) = call_as(router, method, uri, Some(&bearer), body).await?;
+        Ok((status, body))
+    }
+
+    async fn call_as(
+        router: &Router,
+        method: &str,
+        uri: &str,
+        authorization: Option<&str>,
+        body: String,
+    ) -> Result<(StatusCode, HeaderMap, String), Box<dyn std::error::Error>> {
+        let mut request = Request::builder().method(method).uri(uri);
+        if let Some(value) = authorization {
+            request = request.header(header::AUTHORIZATION, value);
+        }
+        let response = router
+            .clone()
+            .oneshot(request.body(Body::from(body))?)
+            .await?;
+        let (status, headers) = (response.status(), response.headers().clone());
         let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await?;
-        Ok((status, String::from_utf8(bytes.to_vec())?))
+        Ok((
+            status,
+            headers,
+            String::from_utf8_lossy(&bytes).into_owned(),
+        ))
     }
 
     /// Stats as the service reports them, once `expected` events are in.
@@ -701,7 +961,7 @@ mod tests {
         let (router, store) = router()?;
         store.insert("b", "a.txt", &b"a"[..], "text/plain");
         store.insert("b", "b \"q\".txt", &b"b"[..], "text/plain");
-        store.insert("b", "copies/a.txt", &b"a"[..], "text/plain");
+        store.insert("b", "copies/a.txt", PNG, "image/png");
         let (status, page) = call(&router, "GET", "/files", String::new()).await?;
         assert_eq!(status, StatusCode::OK);
         assert!(page.contains("<th>copy</th>"), "{page}");
@@ -714,14 +974,16 @@ mod tests {
             "an output listed as an input: {page}"
         );
 
-        let (status, body) = call(
-            &router,
-            "GET",
-            "/files/object?input=a.txt&label=copy",
-            String::new(),
-        )
-        .await?;
-        assert_eq!((status, body.as_str()), (StatusCode::OK, "a"));
+        let bearer = format!("Bearer {OPS_TOKEN}");
+        let uri = "/files/object?input=a.txt&label=copy";
+        let (status, headers, body) =
+            call_as(&router, "GET", uri, Some(&bearer), String::new()).await?;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body.len(), String::from_utf8_lossy(PNG).len());
+        assert_eq!(
+            headers.get(header::CONTENT_TYPE).map(|v| v.as_bytes()),
+            Some(&b"image/png"[..])
+        );
         let (status, _) = call(
             &router,
             "GET",
@@ -730,6 +992,127 @@ mod tests {
         )
         .await?;
         assert_eq!(status, StatusCode::NOT_FOUND);
+        Ok(())
+    }
+
+    /// The first bytes of a PNG file: enough for the type check.
+    const PNG: &[u8] = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR";
+
+    #[tokio::test]
+    async fn a_derived_object_that_is_not_an_image_is_never_served() -> TestResult {
+        let (router, store) = router()?;
+        store.insert(
+            "b",
+            "copies/page",
+            &b"<script>alert(1)</script>"[..],
+            "text/html",
+        );
+        store.insert("b", "copies/liar", &b"<html>"[..], "image/png");
+        store.insert("b", "copies/mislabelled", PNG, "text/html");
+        for input in ["page", "liar", "mislabelled"] {
+            let uri = format!("/files/object?input={input}&label=copy");
+            let (status, body) = call(&router, "GET", &uri, String::new()).await?;
+            assert_eq!(status, StatusCode::FORBIDDEN, "{input}: {body}");
+            assert!(!body.contains("<"), "{input}: {body}");
+        }
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn deliveries_without_the_event_token_are_401_and_do_nothing() -> TestResult {
+        let token = "event-token-0123456789";
+        let (router, store) = router_with(&[("EVENT_AUTH", "token"), ("EVENT_TOKEN", token)])?;
+        store.insert("b", "a.txt", &b"a"[..], "text/plain");
+        for authorization in [None, Some("Bearer wrong-token-0123456789"), Some(token)] {
+            let (status, headers, body) =
+                call_as(&router, "POST", "/", authorization, notification("a.txt")).await?;
+            assert_eq!(
+                status,
+                StatusCode::UNAUTHORIZED,
+                "{authorization:?}: {body}"
+            );
+            assert_eq!(
+                headers.get(header::WWW_AUTHENTICATE).map(|v| v.as_bytes()),
+                Some(&b"Bearer"[..])
+            );
+            assert!(!body.contains(token), "{body}");
+        }
+        assert!(store.object("b", "copies/a.txt").is_none(), "a handler ran");
+        let bearer = format!("Bearer {token}");
+        let (status, _, body) =
+            call_as(&router, "POST", "/", Some(&bearer), notification("a.txt")).await?;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+        assert!(store.object("b", "copies/a.txt").is_some());
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn the_operations_pages_need_their_credential_or_are_off() -> TestResult {
+        let (router, _) = router()?;
+        for uri in [
+            "/metrics",
+            "/events/stats",
+            "/events/history",
+            "/files",
+            "/files/object?input=a&label=copy",
+        ] {
+            let (status, headers, _) = call_as(&router, "GET", uri, None, String::new()).await?;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{uri}");
+            assert!(headers.contains_key(header::WWW_AUTHENTICATE), "{uri}");
+            let wrong = Some("Bearer not-the-ops-token");
+            let (status, _, _) = call_as(&router, "GET", uri, wrong, String::new()).await?;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{uri}");
+        }
+        let (status, _) = call(&router, "GET", "/metrics", String::new()).await?;
+        assert_eq!(status, StatusCode::OK);
+
+        // Without a credential or a port of their own, and when turned off, they do not exist.
+        for env in [&[("OPS_TOKEN", "")][..], &[("OPS_PAGES", "false")][..]] {
+            let mut settings = vec![("EVENT_AUTH", "none")];
+            settings.extend_from_slice(env);
+            let (router, _) = router_with(&settings)?;
+            let (status, _) = call(&router, "GET", "/metrics", String::new()).await?;
+            assert_eq!(status, StatusCode::NOT_FOUND, "{env:?}");
+            let (status, _) = call(&router, "GET", "/healthz", String::new()).await?;
+            assert_eq!(status, StatusCode::OK, "{env:?}");
+        }
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn every_answer_forbids_sniffing_scripts_and_framing() -> TestResult {
+        let (router, _) = router()?;
+        for (method, uri) in [
+            ("GET", "/healthz"),
+            ("GET", "/files"),
+            ("GET", "/events/history"),
+            ("POST", "/"),
+        ] {
+            let (_, headers, _) = call_as(&router, method, uri, None, String::new()).await?;
+            assert_eq!(
+                headers
+                    .get(header::X_CONTENT_TYPE_OPTIONS)
+                    .map(|v| v.as_bytes()),
+                Some(&b"nosniff"[..]),
+                "{uri}"
+            );
+            let csp = headers
+                .get(header::CONTENT_SECURITY_POLICY)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default();
+            assert!(
+                csp.contains("default-src 'none'") && csp.contains("frame-ancestors 'none'"),
+                "{uri}: {csp}"
+            );
+        }
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn serve_refuses_to_start_without_an_event_auth_setting() -> TestResult {
+        let result = router_with(&[("EVENT_AUTH", "")]);
+        let error = result.err().ok_or("started")?.to_string();
+        assert!(error.contains("EVENT_AUTH is not set"), "{error}");
         Ok(())
     }
 
