@@ -22,6 +22,7 @@ base_env = {
     "AWS_ACCESS_KEY_ID": "AKIDEXAMPLE",
     "AWS_SECRET_ACCESS_KEY": "secret",
     "RUST_LOG": "warn",
+    "SOURCE_BUCKETS": "*",
 }
 
 first_poll = {}
@@ -54,7 +55,7 @@ def lambda_startup():
 def http_startup():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]
-    env = dict(base_env, PORT=str(port))
+    env = dict(base_env, PORT=str(port), EVENT_AUTH="none")
     start = time.perf_counter()
     proc = subprocess.Popen([binary, "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     while True:

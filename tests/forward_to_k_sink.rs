@@ -205,6 +205,7 @@ fn the_service_does_not_start_without_k_sink_and_says_what_else_is_wrong() -> Te
         .arg("serve")
         .env_clear()
         .env("FORWARD_SINK", "k-sink")
+        .env("SOURCE_BUCKETS", "logs")
         .env("K_CE_OVERRIDES", r#"{"extensions": {"id": "x"}}"#)
         .env("K_SINK_MAX_ATTEMPTS", "0")
         .output()?;

@@ -145,6 +145,7 @@ AWS_REGION='us-east-1'
 S3_MAX_ATTEMPTS='1'
 THUMBNAIL_SIZES='128,256'
 SOURCE_BUCKET='media-uploads'
+SOURCE_BUCKETS='*'
 CLEANUP_TARGETS='derivatives,mediahaven'
 FORWARD_SINK='file'
 FORWARD_FILE='$lam_claims'
@@ -215,10 +216,13 @@ lam_expected() {
     *:invalid/*) echo bucketfn.InvalidEvent ;;
     *:sqs/one-bad-message.json) echo failed:a1f0c2d3-0000-4000-8000-000000000002 ;;
     # Azure Blob Storage has no backend: reading a blob or listing beside it is refused.
+    # (forward-to-stream: no store can confirm the blob a claim would announce.)
     thumbnail-on-create:azure/event-grid-created.json | sidecar-on-create:azure/event-grid-created.json | \
-      cleanup-on-remove:azure/cloudevents-deleted.json) echo bucketfn.Permanent ;;
-    # Neither the bucket metadata nor TENANT_BY_BUCKET names a tenant for these buckets.
-    sidecar-on-create:ceph/created.json | sidecar-on-create:ceph/cloudevent-created.json | \
+      cleanup-on-remove:azure/cloudevents-deleted.json | forward-to-stream:azure/event-grid-created.json)
+      echo bucketfn.Permanent ;;
+    # TENANT_BY_BUCKET names no tenant for these buckets (the gateway's bucket metadata in the
+    # event is not trusted).
+    sidecar-on-create:gateway/created.json | sidecar-on-create:ceph/created.json | sidecar-on-create:ceph/cloudevent-created.json | \
       sidecar-on-create:gcs/*finalize* | sidecar-on-create:demo/created.json | \
       sidecar-on-create:ibm-cos/write.json) echo bucketfn.Permanent ;;
     # OCI events and S3 Batch tasks name no principal, and a sidecar needs the object's owner.
@@ -364,6 +368,9 @@ check "cleanup-on-remove: thumbnails and MediaHaven collateral and essence go, n
 # --- All four as Knative services: CloudEvents over HTTP from curl, binary mode with the
 # samples' headers and structured mode, with the same environment as under Lambda.
 lam_claims_http="$lam_dir/claims-http.jsonl"
+# What a MinIO webhook's auth_token or a curl with a header sends (scripts/e2e.d/45-attacks.sh
+# attacks the services without it).
+lam_event_token=e2e-lambda-local-token-0123
 declare -A lam_http_port
 for lam_function in thumbnail-on-create sidecar-on-create cleanup-on-remove forward-to-stream; do
   lam_http_port[$lam_function]=$(free_port)
@@ -372,6 +379,7 @@ for lam_function in thumbnail-on-create sidecar-on-create cleanup-on-remove forw
     # shellcheck disable=SC1091
     source "$lam_dir/lambda.env"
     PORT=${lam_http_port[$lam_function]} FORWARD_FILE=$lam_claims_http
+    EVENT_AUTH=token EVENT_TOKEN=$lam_event_token
     exec "$BUCKETFN_BIN/$lam_function" serve
   ) >"$lam_dir/serve-$lam_function.log" 2>&1 &
   on_exit "kill $!"
@@ -385,8 +393,8 @@ lam_s3_expect 200 PUT media-uploads "$lam_adapter_key" \
 # Posts sample $2 (a body; headers from its .headers file if there is one, else structured
 # mode) to function $1; prints the HTTP status.
 lam_post() {
-  local headers=(-H 'content-type: application/cloudevents+json')
-  [ -f "${2%.*}.headers" ] && headers=(-H @"${2%.*}.headers")
+  local headers=(-H 'content-type: application/cloudevents+json' -H "authorization: Bearer $lam_event_token")
+  [ -f "${2%.*}.headers" ] && headers=(-H @"${2%.*}.headers" -H "authorization: Bearer $lam_event_token")
   curl -s -o "$lam_dir/http-response" -w '%{http_code}' -X POST \
     "http://127.0.0.1:${lam_http_port[$1]}/" "${headers[@]}" --data-binary @"$2"
 }
@@ -412,6 +420,7 @@ lam_cloudevents_over_http() {
         { log "$function $name: HTTP $code, expected $want: $(head -c 300 "$lam_dir/http-response")"; failed=1; }
     done
     code=$(curl -s -o /dev/null -w '%{http_code}' -X POST "http://127.0.0.1:${lam_http_port[$function]}/" \
+      -H "authorization: Bearer $lam_event_token" \
       -H 'content-type: application/json' --data-binary @"$E2E_REPO/events/invalid/truncated.json")
     [ "$code" = 400 ] || { log "$function: invalid JSON answered $code"; failed=1; }
   done
@@ -472,6 +481,7 @@ lam_ksink_service=$(free_port)
   source "$lam_dir/lambda.env"
   PORT=$lam_ksink_service FORWARD_SINK=k-sink K_SINK="http://127.0.0.1:$lam_ksink_port/"
   K_CE_OVERRIDES='{"extensions": {"cluster": "e2e"}}' K_SINK_BACKOFF_MS=50
+  EVENT_AUTH=token EVENT_TOKEN=$lam_event_token
   exec "$BUCKETFN_BIN/forward-to-stream" serve
 ) >"$lam_dir/serve-k-sink.log" 2>&1 &
 on_exit "kill $!"
@@ -480,7 +490,7 @@ wait_port "$lam_ksink_service"
 lam_forwarded_to_k_sink() {
   local code
   code=$(curl -s -o "$lam_dir/http-response" -w '%{http_code}' -X POST "http://127.0.0.1:$lam_ksink_service/" \
-    -H 'content-type: application/cloudevents+json' \
+    -H 'content-type: application/cloudevents+json' -H "authorization: Bearer $lam_event_token" \
     --data-binary @"$E2E_REPO/events/cloudevents/aws-s3-adapter-structured.json")
   [ "$code" = 202 ] || { log "forward-to-stream answered $code: $(cat "$lam_dir/http-response")"; return 1; }
   python3 - "$lam_dir/k-sink.jsonl" <<'PY'

@@ -92,7 +92,10 @@ check "the claim read back is a binary-mode CloudEvent keyed by the object" clai
 # 2. Content mode through the HTTP service.
 service_port=$(free_port)
 # Started through env (which execs), not a shell function, so that $! is the service itself.
+# The service is on loopback and nothing else posts to it: no delivery check (45-attacks.sh
+# is where deliveries are attacked).
 env KAFKA_TIMEOUT_SECS=5 KAFKA_TOPIC=records FORWARD_MODE=content PORT="$service_port" \
+  LISTEN_ADDRESS=127.0.0.1 EVENT_AUTH=none \
   LOG_FORMAT=json "$BUCKETFN_BIN/forward-to-stream" serve --storage "$storage" \
   >"$kafka_dir/service.log" 2>&1 &
 service_pid=$!

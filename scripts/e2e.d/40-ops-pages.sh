@@ -22,30 +22,35 @@ ops_hostile='2024/<img src=x onerror=alert(1)> & "quoted".jpg'
 cp "$E2E_REPO/demo/photos/samples/lake at dawn.jpg" "$ops_dir/storage/photos/2024/lake.jpg"
 cp "$E2E_REPO/demo/photos/samples/lake at dawn.jpg" "$ops_dir/storage/photos/$ops_hostile"
 
+# Each instance takes events on one port and serves its pages on another (OPS_PORT, without
+# OPS_TOKEN: the port of a pod that only the cluster's monitoring reaches); the pages are
+# ops_a/ops_b, the events ev_a/ev_b.
 ops_a=$(free_port)
 ops_b=$(free_port)
-for port in "$ops_a" "$ops_b"; do
-  PORT=$port LEDGER_URL="redis://127.0.0.1:$ops_redis_port/" SOURCE_BUCKET=photos \
-    THUMBNAIL_SIZES=128,256 LOG_FORMAT=json \
+ev_a=$(free_port)
+ev_b=$(free_port)
+for pair in "$ev_a:$ops_a" "$ev_b:$ops_b"; do
+  PORT=${pair%:*} OPS_PORT=${pair#*:} LISTEN_ADDRESS=127.0.0.1 EVENT_AUTH=token \
+    EVENT_TOKEN=e2e-ops-pages-token-0123 LEDGER_URL="redis://127.0.0.1:$ops_redis_port/" \
+    SOURCE_BUCKET=photos THUMBNAIL_SIZES=128,256 LOG_FORMAT=json \
     "$BUCKETFN_BIN/thumbnail-on-create" serve --storage "$ops_dir/storage" \
-    >"$ops_dir/service-$port.log" 2>&1 &
+    >"$ops_dir/service-${pair%:*}.log" 2>&1 &
   on_exit "kill $!"
 done
-wait_port "$ops_a"
-wait_port "$ops_b"
+for port in "$ev_a" "$ev_b" "$ops_a" "$ops_b"; do wait_port "$port"; done
 
 # A MinIO webhook notification for photos/$1 (URL-encoded the way MinIO does).
 ops_notify() {
   local port=$1 key=$2 encoded
   encoded=$(python3 -c 'import sys, urllib.parse; print(urllib.parse.quote_plus(sys.argv[1]))' "$key")
   curl -s -o /dev/null -w '%{http_code}' -X POST "http://127.0.0.1:$port/" \
-    -H 'content-type: application/json' \
+    -H 'content-type: application/json' -H 'authorization: Bearer e2e-ops-pages-token-0123' \
     --data "{\"EventName\":\"s3:ObjectCreated:Put\",\"Key\":\"photos/x\",\"Records\":[{\"eventVersion\":\"2.0\",\"eventSource\":\"minio:s3\",\"awsRegion\":\"\",\"eventName\":\"s3:ObjectCreated:Put\",\"s3\":{\"bucket\":{\"name\":\"photos\"},\"object\":{\"key\":\"$encoded\",\"size\":56575}}}]}"
 }
 
 ops_events_counted_by_the_other_instance() {
-  [ "$(ops_notify "$ops_a" 2024/lake.jpg)" = 202 ] || return 1
-  [ "$(ops_notify "$ops_b" "$ops_hostile")" = 202 ] || return 1
+  [ "$(ops_notify "$ev_a" 2024/lake.jpg)" = 202 ] || return 1
+  [ "$(ops_notify "$ev_b" "$ops_hostile")" = 202 ] || return 1
   local stats
   for _ in $(seq 1 50); do
     stats=$(curl -s "http://127.0.0.1:$ops_a/events/stats")
@@ -95,7 +100,7 @@ ops_ledger_down_delays_nothing() {
   sleep 0.3
   local started elapsed code
   started=$(date +%s%N)
-  code=$(ops_notify "$ops_a" 2024/lake.jpg)
+  code=$(ops_notify "$ev_a" 2024/lake.jpg)
   elapsed=$(( ($(date +%s%N) - started) / 1000000 ))
   [ "$code" = 202 ] || { log "event failed with the ledger down: $code"; return 1; }
   # A redelivery of done work: a few HEADs, never the ledger's 2 s write timeout.

@@ -14,8 +14,6 @@ use super::BoxError;
 pub const FORWARD_TO_STREAM: &str = env!("CARGO_BIN_EXE_tested-forward-to-stream");
 pub const THUMBNAIL_ON_CREATE: &str = env!("CARGO_BIN_EXE_tested-thumbnail-on-create");
 
-/// A running function process, killed when dropped. Its stderr (the logs) goes to a file so
-/// that a failing test can show it.
 /// What a test process gets unless its environment names one of the variables before it, so
 /// that tests about other things need not list their buckets or authenticate their requests:
 /// `SOURCE_BUCKETS=*` (the tests of the sources set `SOURCE_BUCKETS` or `SOURCE_BUCKET`, empty
@@ -25,6 +23,8 @@ const TEST_DEFAULTS: &[(&[&str], &str, &str)] = &[
     (&["EVENT_AUTH"], "EVENT_AUTH", "none"),
 ];
 
+/// A running function process, killed when dropped. Its stderr (the logs) goes to a file so
+/// that a failing test can show it.
 pub struct FunctionProcess {
     child: Child,
     log: PathBuf,
