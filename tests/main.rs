@@ -8,6 +8,7 @@ mod forward_to_k_sink;
 mod forward_to_stream;
 mod governor;
 mod http_service;
+mod kafka_sasl;
 mod lambda;
 mod log_secrets;
 mod runtime_limits;

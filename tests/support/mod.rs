@@ -5,6 +5,7 @@ pub mod forwarder;
 pub mod ftp_server;
 pub mod function;
 pub mod images;
+pub mod kafka_sasl_peer;
 pub mod knative_sink;
 pub mod lambda_api;
 pub mod log_ingest;

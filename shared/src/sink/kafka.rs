@@ -15,7 +15,7 @@ use rskafka::client::error::{Error as KafkaError, ProtocolError};
 use rskafka::client::partition::{Compression, PartitionClient, UnknownTopicHandling};
 use rskafka::client::{Client, ClientBuilder, Credentials, SaslConfig};
 use rskafka::record::Record;
-use rskafka::{BackoffConfig, ConnectionError, SaslError};
+use rskafka::{BackoffConfig, BackoffError, ConnectionError, SaslError};
 use tokio::sync::Mutex;
 
 use super::{Message, PublishError, Publisher};
@@ -226,14 +226,7 @@ impl KafkaPublisher {
         let mut builder = ClientBuilder::new(self.settings.brokers.clone())
             .client_id("bucketfn")
             .max_message_size(self.settings.max_request_bytes.max(1 << 20) * 2)
-            // rskafka retries with backoff inside each call; the deadline keeps that within
-            // one publish's time budget.
-            .backoff_config(BackoffConfig {
-                init_backoff: Duration::from_millis(100),
-                max_backoff: Duration::from_secs(2),
-                base: 2.0,
-                deadline: Some(self.settings.timeout),
-            });
+            .backoff_config(retries_within(self.settings.timeout));
         if let Some(tls) = &self.tls {
             builder = builder.tls_config(Arc::clone(tls));
         }
@@ -324,38 +317,131 @@ impl KafkaPublisher {
     }
 
     fn classify(&self, error: KafkaError) -> PublishError {
-        let permanent = match &error {
-            KafkaError::ServerError { protocol_error, .. } => matches!(
-                protocol_error,
-                ProtocolError::MessageTooLarge
-                    | ProtocolError::RecordListTooLarge
-                    | ProtocolError::InvalidTopicException
-                    | ProtocolError::TopicAuthorizationFailed
-                    | ProtocolError::ClusterAuthorizationFailed
-                    | ProtocolError::SaslAuthenticationFailed
-                    | ProtocolError::InvalidRecord
-                    | ProtocolError::UnsupportedCompressionType
-                    | ProtocolError::PolicyViolation
-                    | ProtocolError::InvalidRequiredAcks
-            ),
-            // Wrong credentials or mechanism: retrying will not change the answer.
-            KafkaError::Connection(ConnectionError::SaslFailed(sasl)) => {
-                !matches!(sasl, SaslError::RequestError(_))
+        let sink = self.sink.clone();
+        // A refused login or an untrusted certificate is retryable: an operator fixes the
+        // secret or the CA file, and the event should still be there when they have.
+        let refused = match (connect_cause(&error), &self.settings.sasl) {
+            (Some(Cause::Login), Some(sasl)) => ConnectError::Login {
+                mechanism: sasl.mechanism.clone(),
+                username: sasl.username.clone(),
+                source: error,
+            },
+            (Some(Cause::Trust), _) => ConnectError::Trust {
+                ca_file: self.settings.tls_ca_file.clone(),
+                source: error,
+            },
+            _ => {
+                let permanent = matches!(
+                    &error,
+                    KafkaError::ServerError {
+                        protocol_error: ProtocolError::MessageTooLarge
+                            | ProtocolError::RecordListTooLarge
+                            | ProtocolError::InvalidTopicException
+                            | ProtocolError::TopicAuthorizationFailed
+                            | ProtocolError::ClusterAuthorizationFailed
+                            | ProtocolError::InvalidRecord
+                            | ProtocolError::UnsupportedCompressionType
+                            | ProtocolError::PolicyViolation
+                            | ProtocolError::InvalidRequiredAcks,
+                        ..
+                    }
+                );
+                let source = Box::new(error);
+                return if permanent {
+                    PublishError::Rejected { sink, source }
+                } else {
+                    PublishError::Unavailable { sink, source }
+                };
             }
-            _ => false,
         };
-        let source = Box::new(error);
-        if permanent {
-            PublishError::Rejected {
-                sink: self.sink.clone(),
-                source,
-            }
-        } else {
-            PublishError::Unavailable {
-                sink: self.sink.clone(),
-                source,
-            }
+        PublishError::Unavailable {
+            sink,
+            source: Box::new(refused),
         }
+    }
+}
+
+/// A connection the broker or our trust refused, named for the operator who must fix it.
+#[derive(Debug, thiserror::Error)]
+enum ConnectError {
+    #[error(
+        "the broker refused the SASL {mechanism} login of user {username:?} (KAFKA_SASL_MECHANISM, \
+         KAFKA_SASL_USERNAME, KAFKA_SASL_PASSWORD)"
+    )]
+    Login {
+        mechanism: String,
+        username: String,
+        #[source]
+        source: KafkaError,
+    },
+    #[error(
+        "the broker's TLS certificate is not trusted by the system's roots or KAFKA_TLS_CA_FILE \
+         ({})",
+        ca_file.as_ref().map_or("unset".into(), |path| path.display().to_string())
+    )]
+    Trust {
+        ca_file: Option<PathBuf>,
+        #[source]
+        source: KafkaError,
+    },
+}
+
+/// Why connecting failed, where rskafka's error says.
+#[derive(Debug, PartialEq, Eq)]
+enum Cause {
+    Login,
+    Trust,
+}
+
+/// rskafka's words for a failed SASL exchange (`ConnectionError::SaslFailed`), and for the
+/// one kind of it that is not the broker's answer but a broken connection.
+const SASL_FAILED: &str = "Sasl handshake failed: ";
+const SASL_BROKEN: &str = "Request error";
+/// rustls's words for a certificate it does not accept.
+const UNTRUSTED: &str = "invalid peer certificate";
+
+fn connect_cause(error: &KafkaError) -> Option<Cause> {
+    let text = match error {
+        KafkaError::Connection(ConnectionError::SaslFailed(SaslError::RequestError(_))) => {
+            return None;
+        }
+        KafkaError::Connection(ConnectionError::SaslFailed(_)) => return Some(Cause::Login),
+        // rskafka retries a failed connection until its backoff deadline and then reports the
+        // last error of each broker in one list, a private type without `source`: its text is
+        // all there is to go by. The tests pin these words to rskafka's and rustls's own.
+        KafkaError::Connection(ConnectionError::RetryFailed(BackoffError::DeadlineExceded {
+            source,
+            ..
+        }))
+        | KafkaError::RetryFailed(BackoffError::DeadlineExceded { source, .. }) => {
+            source.to_string()
+        }
+        KafkaError::Connection(ConnectionError::Transport { error, .. }) => error.to_string(),
+        _ => return None,
+    };
+    let login = text
+        .match_indices(SASL_FAILED)
+        .any(|(at, found)| !text[at + found.len()..].starts_with(SASL_BROKEN));
+    if login {
+        Some(Cause::Login)
+    } else if text.contains(UNTRUSTED) {
+        Some(Cause::Trust)
+    } else {
+        None
+    }
+}
+
+/// rskafka's retries within one call: its pauses add up to half of `timeout` at most, so that
+/// it gives up with the real cause (a refused login, an untrusted certificate, a refused
+/// connection) while the publish still has time to report it, instead of being cut off at
+/// `KAFKA_TIMEOUT_SECS` with no cause at all.
+fn retries_within(timeout: Duration) -> BackoffConfig {
+    let init_backoff = Duration::from_millis(100);
+    BackoffConfig {
+        init_backoff,
+        max_backoff: (timeout / 4).clamp(init_backoff, Duration::from_secs(2)),
+        base: 2.0,
+        deadline: Some(timeout / 2),
     }
 }
 
@@ -571,6 +657,107 @@ mod tests {
         assert_eq!(sasl.mechanism, "SCRAM-SHA-512");
         assert!(!format!("{sasl:?}").contains("secret"));
         Ok(())
+    }
+
+    fn sasl_publisher() -> Result<KafkaPublisher, BoxError> {
+        KafkaPublisher::new(KafkaSettings {
+            brokers: vec!["127.0.0.1:9".into()],
+            topic: "t".into(),
+            tls: false,
+            sasl: Some(Sasl {
+                mechanism: "SCRAM-SHA-256".into(),
+                username: "alice".into(),
+                password: "hunter2".into(),
+            }),
+            tls_ca_file: None,
+            compression: KafkaCompression::None,
+            timeout: Duration::from_secs(1),
+            max_request_bytes: 1 << 20,
+        })
+    }
+
+    /// What rskafka reports once its retries of a connection are over.
+    fn after_retries(last: impl std::error::Error + Send + Sync + 'static) -> KafkaError {
+        KafkaError::Connection(ConnectionError::RetryFailed(
+            BackoffError::DeadlineExceded {
+                deadline: Duration::from_secs(1),
+                source: Box::new(last),
+            },
+        ))
+    }
+
+    #[test]
+    fn the_markers_are_rskafkas_and_rustls_own_words() {
+        let refused = ConnectionError::SaslFailed(SaslError::ApiError(
+            ProtocolError::SaslAuthenticationFailed,
+        ));
+        assert!(refused.to_string().starts_with(SASL_FAILED), "{refused}");
+        let broken = ConnectionError::SaslFailed(SaslError::RequestError(
+            rskafka::client::error::RequestError::IO(std::io::ErrorKind::BrokenPipe.into()),
+        ));
+        assert!(
+            broken
+                .to_string()
+                .starts_with(&format!("{SASL_FAILED}{SASL_BROKEN}")),
+            "{broken}"
+        );
+        let untrusted = rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
+        assert!(untrusted.to_string().starts_with(UNTRUSTED), "{untrusted}");
+    }
+
+    #[test]
+    fn a_refused_login_after_retries_is_retryable_and_names_mechanism_and_user() -> TestResult {
+        let publisher = sasl_publisher()?;
+        let error = after_retries(ConnectionError::SaslFailed(SaslError::ApiError(
+            ProtocolError::SaslAuthenticationFailed,
+        )));
+        let error = publisher.classify(error);
+        assert!(matches!(error, PublishError::Unavailable { .. }), "{error}");
+        let text = crate::outcome::chain(&error);
+        assert!(
+            text.contains("SASL SCRAM-SHA-256 login of user \"alice\""),
+            "{text}"
+        );
+        assert!(text.contains("SaslAuthenticationFailed"), "{text}");
+        assert!(!text.contains("hunter2"), "{text}");
+        Ok(())
+    }
+
+    #[test]
+    fn a_connection_lost_during_the_login_is_not_called_a_refusal() -> TestResult {
+        let publisher = sasl_publisher()?;
+        let error = after_retries(ConnectionError::SaslFailed(SaslError::RequestError(
+            rskafka::client::error::RequestError::IO(std::io::ErrorKind::BrokenPipe.into()),
+        )));
+        let text = crate::outcome::chain(&publisher.classify(error));
+        assert!(!text.contains("login"), "{text}");
+        Ok(())
+    }
+
+    #[test]
+    fn an_untrusted_certificate_names_the_ca_variable() -> TestResult {
+        let publisher = sasl_publisher()?;
+        let error = after_retries(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer),
+        ));
+        let error = publisher.classify(error);
+        assert!(matches!(error, PublishError::Unavailable { .. }), "{error}");
+        let text = crate::outcome::chain(&error);
+        assert!(text.contains("KAFKA_TLS_CA_FILE (unset)"), "{text}");
+        assert!(text.contains("UnknownIssuer"), "{text}");
+        Ok(())
+    }
+
+    #[test]
+    fn rskafkas_pauses_end_well_before_the_publish_timeout() {
+        for secs in [1, 5, 30] {
+            let timeout = Duration::from_secs(secs);
+            let config = retries_within(timeout);
+            assert!(config.deadline.is_some_and(|d| d <= timeout / 2));
+            assert!(config.max_backoff >= config.init_backoff);
+            assert!(config.max_backoff <= timeout / 4 || config.max_backoff == config.init_backoff);
+        }
     }
 
     #[tokio::test]
