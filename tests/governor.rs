@@ -86,6 +86,7 @@ async fn start<H: Handler>(handler: H, env: &[(&str, &str)]) -> Result<String, B
         url: None,
         capacity: 100,
         prefix: None,
+        ca_file: None,
     }
     .open("governed")?;
     let service = Service {

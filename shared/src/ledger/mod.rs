@@ -8,6 +8,7 @@ mod memory;
 mod redis;
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -125,13 +126,15 @@ pub trait Ledger: Send + Sync + 'static {
 }
 
 /// Which ledger to use, from `LEDGER_URL` (`memory`, the default, or `redis://…`),
-/// `LEDGER_CAPACITY` (entries kept) and `LEDGER_PREFIX` (Redis key prefix). `Debug` hides the
+/// `LEDGER_CAPACITY` (entries kept), `LEDGER_PREFIX` (Redis key prefix) and `LEDGER_CA_FILE`
+/// (PEM certificates a `rediss://` ledger trusts besides the system's). `Debug` hides the
 /// password a Redis URL may carry.
 #[derive(Clone, PartialEq, Eq)]
 pub struct LedgerSettings {
     pub url: Option<String>,
     pub capacity: u64,
     pub prefix: Option<String>,
+    pub ca_file: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for LedgerSettings {
@@ -140,6 +143,7 @@ impl std::fmt::Debug for LedgerSettings {
             .field("url", &self.url.as_deref().map(crate::config::redact_url))
             .field("capacity", &self.capacity)
             .field("prefix", &self.prefix)
+            .field("ca_file", &self.ca_file)
             .finish()
     }
 }
@@ -161,15 +165,25 @@ impl LedgerSettings {
         if capacity == 0 {
             env.problem("LEDGER_CAPACITY", "must be at least 1");
         }
+        let ca_file: Option<PathBuf> = env.optional("LEDGER_CA_FILE");
+        if ca_file.is_some() && !url.as_deref().is_some_and(|u| u.starts_with("rediss://")) {
+            // A CA file beside a ledger without TLS means the operator expects TLS that is off.
+            env.problem(
+                "LEDGER_CA_FILE",
+                "is set but LEDGER_URL is not a rediss:// URL",
+            );
+        }
         Self {
             url: url.filter(|u| u != "memory"),
             capacity: capacity.max(1),
             prefix: env.optional("LEDGER_PREFIX"),
+            ca_file,
         }
     }
 
     /// The ledger these settings name; Redis connects lazily, so a Redis that is down at
-    /// start-up costs only ledger errors, not the function.
+    /// start-up costs only ledger errors, not the function. `LEDGER_CA_FILE` is read now, so
+    /// that a bad file stops the start-up.
     pub fn open(&self, function: &str) -> Result<Arc<dyn Ledger>, LedgerError> {
         match &self.url {
             None => Ok(Arc::new(MemoryLedger::new(self.capacity))),
@@ -178,7 +192,22 @@ impl LedgerSettings {
                     .prefix
                     .clone()
                     .unwrap_or_else(|| format!("bucketfn:{function}"));
-                Ok(Arc::new(RedisLedger::new(url, prefix, self.capacity)?))
+                let ca_certificates =
+                    match &self.ca_file {
+                        Some(path) => crate::tls::ca_certificates("LEDGER_CA_FILE", path).map_err(
+                            |source| LedgerError {
+                                backend: "redis",
+                                source: Box::new(source),
+                            },
+                        )?,
+                        None => Vec::new(),
+                    };
+                Ok(Arc::new(RedisLedger::new(
+                    url,
+                    prefix,
+                    self.capacity,
+                    &ca_certificates,
+                )?))
             }
         }
     }
@@ -361,12 +390,39 @@ mod tests {
         assert_eq!(files[0].target, "b/0");
     }
 
+    #[test]
+    fn a_ledger_ca_file_is_for_rediss_and_a_bad_one_stops_the_start()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let mut env = Env::from_pairs([
+            ("LEDGER_URL", "redis://127.0.0.1:1/"),
+            ("LEDGER_CA_FILE", "/nowhere/ca.pem"),
+        ]);
+        LedgerSettings::read(&mut env);
+        let err = env.finish().err().ok_or("accepted a CA file without TLS")?;
+        assert_eq!(err.problems[0].variable, "LEDGER_CA_FILE");
+
+        let mut env = Env::from_pairs([
+            ("LEDGER_URL", "rediss://127.0.0.1:1/"),
+            ("LEDGER_CA_FILE", "/nowhere/ca.pem"),
+        ]);
+        let settings = LedgerSettings::read(&mut env);
+        env.finish()?;
+        let err = settings
+            .open("test")
+            .err()
+            .ok_or("opened with no CA file")?;
+        let text = crate::outcome::chain(&err);
+        assert!(text.contains("LEDGER_CA_FILE /nowhere/ca.pem"), "{text}");
+        Ok(())
+    }
+
     #[tokio::test]
     async fn a_failing_ledger_is_counted_not_awaited() -> Result<(), Box<dyn std::error::Error>> {
         let unreachable = LedgerSettings {
             url: Some("redis://127.0.0.1:1/".to_owned()),
             capacity: 10,
             prefix: None,
+            ca_file: None,
         };
         let recorder = Recorder::start(unreachable.open("test")?);
         let began = std::time::Instant::now();

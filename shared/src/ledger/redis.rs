@@ -2,8 +2,9 @@
 //! every instance of a function behind one route shows the same view.
 
 use async_trait::async_trait;
-use redis::AsyncCommands;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{AsyncCommands, TlsCertificates};
+use rustls_pki_types::CertificateDer;
 use tokio::sync::OnceCell;
 
 use super::{EventEntry, HistoryPage, Ledger, LedgerError, Stats};
@@ -28,14 +29,33 @@ fn failed(error: impl std::error::Error + Send + Sync + 'static) -> LedgerError 
 
 impl RedisLedger {
     /// A ledger at `url`; `rediss://` trusts the system's roots (the OS store, or
-    /// `SSL_CERT_FILE` / `SSL_CERT_DIR` when set).
-    pub fn new(url: &str, prefix: String, capacity: u64) -> Result<Self, LedgerError> {
-        if url.starts_with("rediss://") {
+    /// `SSL_CERT_FILE` / `SSL_CERT_DIR` when set) and `ca_certificates`.
+    pub fn new(
+        url: &str,
+        prefix: String,
+        capacity: u64,
+        ca_certificates: &[CertificateDer<'static>],
+    ) -> Result<Self, LedgerError> {
+        let client = if url.starts_with("rediss://") {
             // redis builds its TLS configuration from rustls's process default.
             crate::tls::install_default_provider();
-        }
+            if ca_certificates.is_empty() {
+                redis::Client::open(url)
+            } else {
+                // redis trusts only the roots it is given then, so the system's go too.
+                let mut roots = rustls_native_certs::load_native_certs().certs;
+                roots.extend_from_slice(ca_certificates);
+                let certificates = TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(crate::tls::to_pem(&roots).into_bytes()),
+                };
+                redis::Client::build_with_tls(url, certificates)
+            }
+        } else {
+            redis::Client::open(url)
+        };
         Ok(Self {
-            client: redis::Client::open(url).map_err(failed)?,
+            client: client.map_err(failed)?,
             connection: OnceCell::new(),
             stats_key: format!("{prefix}:stats"),
             history_key: format!("{prefix}:history"),

@@ -484,6 +484,7 @@ mod tests {
             url: None,
             capacity: 100,
             prefix: None,
+            ca_file: None,
         }
         .open("probe")?;
         Ok(Observer {
