@@ -1,9 +1,9 @@
 # TLS wherever a URL asks for it, against real servers that listen only on TLS with the
 # certificate of a throw-away CA (openssl, in a temp folder): sidecar-on-create publishes its
 # file-transfer request to RabbitMQ over amqps:// (trusting AMQP_CA_FILE), forward-to-stream
-# records its events in a Redis ledger over rediss:// (trusting the CA through SSL_CERT_FILE,
-# the system store's override), and a client that trusts another CA fails with an error that
-# says the certificate is not trusted. Read back with independent clients (pika with an SSL
+# records its events in a Redis ledger over rediss:// (trusting LEDGER_CA_FILE besides the
+# system store), and a client that trusts another CA fails with an error that says the
+# certificate is not trusted. Read back with independent clients (pika with an SSL
 # context, `redis-cli --tls`). Sourced by scripts/e2e.sh.
 # Cold: rabbitmq-server, redis-server and redis-tools from apt (about 25 s), pika from PyPI.
 
@@ -149,10 +149,10 @@ mkdir -p "$tls_dir/storage/logs/vpc"
 echo "2 123456789010 eni-1 10.0.1.5 10.0.0.220 39812 80 6 20 4249 1418530010 1418530070 ACCEPT OK" \
   >"$tls_dir/storage/logs/vpc/a.log"
 tls_serve() {
-  # $1: the CA the process trusts (as its system store), $2: the log file, $3: the ledger's
-  # key prefix; sets tls_port. Nothing untrusted reaches the loopback listener.
+  # $1: the CA the ledger trusts (LEDGER_CA_FILE), $2: the log file, $3: the ledger's key
+  # prefix; sets tls_port. Nothing untrusted reaches the loopback listener.
   tls_port=$(free_port)
-  env SSL_CERT_FILE="$1" LEDGER_URL="rediss://127.0.0.1:$tls_redis_port/" LEDGER_PREFIX="$3" \
+  env LEDGER_CA_FILE="$1" LEDGER_URL="rediss://127.0.0.1:$tls_redis_port/" LEDGER_PREFIX="$3" \
     FORWARD_SINK=file FORWARD_FILE="$tls_dir/claims.jsonl" PORT="$tls_port" LOG_FORMAT=json \
     EVENT_AUTH=none "$BUCKETFN_BIN/forward-to-stream" serve --storage "$tls_dir/storage" \
     >"$2" 2>&1 &
