@@ -6,7 +6,7 @@ use image::ImageFormat;
 
 use crate::support::function::THUMBNAIL_ON_CREATE;
 use crate::support::images::{dimensions, gradient};
-use crate::support::{TestResult, workspace_root};
+use crate::support::{BoxError, TestResult, workspace_root};
 
 fn run(args: &[&str], env: &[(&str, &str)]) -> std::io::Result<Output> {
     Command::new(THUMBNAIL_ON_CREATE)
@@ -69,8 +69,8 @@ fn decode_rejects_bad_input_with_exit_2_and_a_message() -> TestResult {
     Ok(())
 }
 
-#[test]
-fn invoke_with_a_local_directory_writes_the_thumbnail_and_reports_each_record() -> TestResult {
+/// A store directory holding the object `events/sqs/s3-created.json` announces, and its path.
+fn scan_in_media_uploads() -> Result<(tempfile::TempDir, String), BoxError> {
     let storage = tempfile::tempdir()?;
     let photos = storage.path().join("media-uploads/incoming");
     std::fs::create_dir_all(&photos)?;
@@ -79,6 +79,12 @@ fn invoke_with_a_local_directory_writes_the_thumbnail_and_reports_each_record() 
         gradient(1024, 512, ImageFormat::Tiff)?,
     )?;
     let dir = storage.path().to_string_lossy().into_owned();
+    Ok((storage, dir))
+}
+
+#[test]
+fn invoke_with_a_local_directory_writes_the_thumbnail_and_reports_each_record() -> TestResult {
+    let (storage, dir) = scan_in_media_uploads()?;
 
     let out = run(
         &["invoke", "events/sqs/s3-created.json", "--storage", &dir],
@@ -198,14 +204,7 @@ fn sweep_catches_up_on_a_local_bucket_and_prints_a_summary() -> TestResult {
 
 #[test]
 fn invoke_refuses_events_for_buckets_outside_source_buckets() -> TestResult {
-    let storage = tempfile::tempdir()?;
-    let photos = storage.path().join("media-uploads/incoming");
-    std::fs::create_dir_all(&photos)?;
-    std::fs::write(
-        photos.join("scan 0001.tif"),
-        gradient(1024, 512, ImageFormat::Tiff)?,
-    )?;
-    let dir = storage.path().to_string_lossy().into_owned();
+    let (storage, dir) = scan_in_media_uploads()?;
     let args = ["invoke", "events/sqs/s3-created.json", "--storage", &dir];
 
     for sources in [

@@ -607,38 +607,31 @@ mod tests {
         let other = Issuer::start().await?;
         let gate = issuer.gate("thumbnail-on-create")?;
         let good = json!({"iss": issuer.url, "aud": "thumbnail-on-create", "exp": in_an_hour()});
+        let (aud, now) = ("thumbnail-on-create", chrono::Utc::now().timestamp());
+        let claims = |iss: &str, aud: &str, exp: Option<i64>| match exp {
+            Some(exp) => json!({"iss": iss, "aud": aud, "exp": exp}),
+            None => json!({"iss": iss, "aud": aud}),
+        };
         let mut cases = vec![
             ("signed by another key", other.token(good.clone(), "k1")?),
             (
                 "expired",
-                issuer.token(
-                    json!({"iss": issuer.url, "aud": "thumbnail-on-create",
-                    "exp": chrono::Utc::now().timestamp() - 600}),
-                    "k1",
-                )?,
+                issuer.token(claims(&issuer.url, aud, Some(now - 600)), "k1")?,
             ),
             (
                 "for another audience",
                 issuer.token(
-                    json!({"iss": issuer.url, "aud": "cleanup-on-remove",
-                    "exp": in_an_hour()}),
+                    claims(&issuer.url, "cleanup-on-remove", Some(in_an_hour())),
                     "k1",
                 )?,
             ),
             (
                 "from another issuer",
-                issuer.token(
-                    json!({"iss": other.url, "aud": "thumbnail-on-create",
-                    "exp": in_an_hour()}),
-                    "k1",
-                )?,
+                issuer.token(claims(&other.url, aud, Some(in_an_hour())), "k1")?,
             ),
             (
                 "with no expiry",
-                issuer.token(
-                    json!({"iss": issuer.url, "aud": "thumbnail-on-create"}),
-                    "k1",
-                )?,
+                issuer.token(claims(&issuer.url, aud, None), "k1")?,
             ),
             ("naming an unknown key", issuer.token(good.clone(), "k2")?),
         ];
