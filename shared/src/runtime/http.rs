@@ -832,6 +832,7 @@ mod tests {
             url: None,
             capacity: 100,
             prefix: None,
+            ca_file: None,
         }
         .open("copier")?;
         let service = Service {
