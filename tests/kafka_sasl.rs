@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use bucketfn::{Done, Handler, Invocation, ObjectEvent};
+use bucketfn::{Done, Handler, Invocation, ObjectEvent, ObjectStore};
 use forward_to_stream::Forwarder;
 
 use crate::support::forwarder::{BUCKET, forwarder_over};
@@ -57,9 +57,11 @@ async fn the_claim_check_arrives_after_each_sasl_login_over_tls() -> TestResult 
     for mechanism in MECHANISMS {
         let peer = KafkaSaslPeer::start(USER, PASSWORD, TOPIC).await?;
         let env = kafka_env(&peer, "SASL_SSL", mechanism, PASSWORD, peer.ca_file());
-        let done = forwarder(env)?
-            .handle(&created()?, &Invocation::default())
-            .await?;
+        let (store, forwarder) = forwarder_over(env, KEY, "one line\n".to_owned())?;
+        // An event that claims another version: the store's etag is what reaches Kafka.
+        let mut event = created()?;
+        event.etag = Some("forged-etag".into());
+        let done = forwarder.handle(&event, &Invocation::default()).await?;
         assert!(matches!(done, Done::Completed(_)), "{mechanism}: {done}");
         let records = peer.records();
         assert_eq!(records.len(), 1, "{mechanism}: {records:?}");
@@ -88,6 +90,10 @@ async fn the_claim_check_arrives_after_each_sasl_login_over_tls() -> TestResult 
         let value: serde_json::Value =
             serde_json::from_slice(record.value.as_deref().ok_or("no value")?)?;
         assert_eq!(value["uri"], format!("s3://{BUCKET}/{KEY}"));
+        let stored = store.head(BUCKET, KEY).await?.etag;
+        assert_eq!(value["etag"].as_str(), stored.as_deref(), "{value}");
+        let sent = String::from_utf8_lossy(record.value.as_deref().unwrap_or_default());
+        assert!(!sent.contains("forged"), "{sent}");
         // rskafka logs in on the bootstrap connection and again on the leader's.
         let logins = peer.logins();
         assert!(!logins.is_empty(), "{mechanism}");

@@ -46,25 +46,9 @@ ssl_options.keyfile = $tls_dir/server.key
 ssl_options.verify = verify_none
 ssl_options.fail_if_no_peer_cert = false
 CONF
-tls_rabbit_env=(
-  RABBITMQ_NODENAME="$tls_node"
-  RABBITMQ_DIST_PORT="$tls_dist_port"
-  RABBITMQ_CONFIG_FILE="$tls_rabbit_dir/rabbitmq.conf"
-  RABBITMQ_MNESIA_BASE="$tls_rabbit_dir/mnesia"
-  RABBITMQ_LOG_BASE="$tls_rabbit_dir/log"
-  RABBITMQ_ENABLED_PLUGINS_FILE="$tls_rabbit_dir/enabled_plugins"
-  RABBITMQ_PID_FILE="$tls_rabbit_dir/pid"
-)
-tls_epmd_before=$(pgrep -x epmd || true)
 log "starting RabbitMQ node $tls_node with only a TLS listener on 127.0.0.1:$tls_amqps_port"
-env "${tls_rabbit_env[@]}" rabbitmq-server -detached
-on_exit "rabbitmqctl -n '$tls_node' stop '$tls_rabbit_dir/pid'; [ -n '$tls_epmd_before' ] || epmd -kill"
-tls_up=
-for _ in $(seq 1 120); do
-  if rabbitmqctl -n "$tls_node" await_startup >/dev/null 2>&1; then tls_up=1; break; fi
-  sleep 0.5
-done
-[ -n "$tls_up" ] || { log "RabbitMQ did not start: $(tail -5 "$tls_rabbit_dir"/log/*.log 2>&1)"; false; }
+start_rabbitmq "$tls_node" "$tls_rabbit_dir" RABBITMQ_DIST_PORT="$tls_dist_port" \
+  RABBITMQ_CONFIG_FILE="$tls_rabbit_dir/rabbitmq.conf"
 wait_port "$tls_amqps_port" 30
 
 # --- Redis with a TLS port only.

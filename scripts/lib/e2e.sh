@@ -83,6 +83,32 @@ wait_port() {
   done
 }
 
+# start_rabbitmq NODE DIR VAR=VALUE...: starts a RabbitMQ node of its own (Debian's
+# rabbitmq-server, run as the rabbitmq user, which must own DIR) with its state in DIR and the
+# given RABBITMQ_* settings, waits until it is up, and stops it (and an epmd it started) at the
+# end.
+start_rabbitmq() {
+  local node=$1 dir=$2 epmd_before up=
+  shift 2
+  local settings=(
+    RABBITMQ_NODENAME="$node"
+    RABBITMQ_MNESIA_BASE="$dir/mnesia"
+    RABBITMQ_LOG_BASE="$dir/log"
+    RABBITMQ_ENABLED_PLUGINS_FILE="$dir/enabled_plugins"
+    RABBITMQ_PID_FILE="$dir/pid"
+    "$@"
+  )
+  epmd_before=$(pgrep -x epmd || true)
+  env "${settings[@]}" rabbitmq-server -detached
+  # With the pid file, `stop` returns only once the node's process has exited.
+  on_exit "rabbitmqctl -n '$node' stop '$dir/pid'; [ -n '$epmd_before' ] || epmd -kill"
+  for _ in $(seq 1 120); do
+    if rabbitmqctl -n "$node" await_startup >/dev/null 2>&1; then up=1; break; fi
+    sleep 0.5
+  done
+  [ -n "$up" ] || { log "RabbitMQ did not start: $(tail -5 "$dir"/log/*.log 2>&1)"; return 1; }
+}
+
 # check NAME COMMAND...: runs one end-to-end check and counts it.
 check() {
   local name=$1
