@@ -75,7 +75,7 @@ check "claim check published from the command line" \
   forward KAFKA_TOPIC=objects "$BUCKETFN_BIN/forward-to-stream" invoke "$kafka_dir/created.json" --storage "$storage"
 claim_matches() {
   kafka_tool consume objects 1 >"$kafka_dir/objects.jsonl"
-  python - "$kafka_dir/objects.jsonl" <<'PY'
+  python - "$kafka_dir/objects.jsonl" "$(stat -c %s "$storage/logs/vpc/a.log")" <<'PY'
 import json, sys
 [message] = [json.loads(line) for line in open(sys.argv[1])]
 data = json.loads(message["value"])
@@ -84,7 +84,9 @@ assert message["key"] == "logs/vpc/a.log", message
 assert h["ce_specversion"] == "1.0" and h["ce_type"] == "io.bucketfn.object.created", h
 assert h["ce_source"] == "s3://logs" and h["ce_subject"] == "vpc/a.log", h
 assert h["content-type"] == "application/json" and len(h["ce_id"]) == 32, h
-assert data["uri"] == "s3://logs/vpc/a.log" and data["etag"] == "e2e", data
+# The event said etag "e2e" and size 1: the claim carries the store's values.
+assert data["uri"] == "s3://logs/vpc/a.log" and data["etag"] not in ("", "e2e"), data
+assert data["size"] == int(sys.argv[2]), data
 PY
 }
 check "the claim read back is a binary-mode CloudEvent keyed by the object" claim_matches
