@@ -156,11 +156,10 @@ async fn status_codes_follow_the_knative_contract() -> TestResult {
     );
     let body: Value = serde_json::from_slice(&reply.body)?;
     assert_eq!(body["records"][0]["status"], "permanent");
+    let detail = body["records"][0]["detail"].as_str().unwrap_or("");
     assert!(
-        body["records"][0]["detail"]
-            .as_str()
-            .unwrap_or("")
-            .contains("corrupt.jpg")
+        detail.contains("cos-media/corrupt.jpg cannot be thumbnailed"),
+        "{detail}"
     );
 
     svc.s3

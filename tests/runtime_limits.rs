@@ -164,6 +164,33 @@ async fn too_many_records_are_413_naming_the_limit_and_no_handler_runs() -> Test
 }
 
 /// The binary under the Lambda runtime, with the template's memory size.
+#[tokio::test(flavor = "multi_thread")]
+async fn work_past_the_request_timeout_is_503_naming_the_deadline() -> TestResult {
+    let svc = serve(&[("REQUEST_TIMEOUT_SECS", "1")]).await?;
+    svc.s3
+        .put("photos", "slow.png", gradient(64, 64, ImageFormat::Png)?)
+        .await?;
+    // Every S3 request now outlasts the request timeout.
+    svc.s3.stall(Duration::from_secs(3));
+    let reply = request(
+        "POST",
+        &svc.url,
+        &[("content-type", "application/json")],
+        minio_notification(&["slow.png"]),
+    )
+    .await;
+    svc.s3.stall(Duration::ZERO);
+    let reply = reply?;
+    assert_eq!(reply.status, 503, "logs:\n{}", svc.process.logs());
+    let body: Value = serde_json::from_slice(&reply.body)?;
+    let detail = body["records"][0]["detail"].as_str().unwrap_or_default();
+    assert_eq!(
+        detail, "photos/slow.png: retryable: not finished before the invocation deadline",
+        "{body}"
+    );
+    Ok(())
+}
+
 async fn lambda(extra_env: &[(&'static str, &str)]) -> Result<ThumbnailLambda, BoxError> {
     let env: Vec<(&'static str, String)> = extra_env
         .iter()

@@ -206,6 +206,46 @@ async fn the_operations_pages_are_on_their_own_port_behind_their_credential() ->
     Ok(())
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_token_that_cannot_be_checked_now_is_503_and_does_nothing() -> TestResult {
+    let s3 = S3Server::start().await?;
+    s3.create_bucket("photos").await?;
+    s3.put("photos", "a.jpg", gradient(400, 300, ImageFormat::Jpeg)?)
+        .await?;
+    let issuer = Issuer::start().await?;
+    let port = free_port()?;
+    let mut env = s3.env();
+    env.extend([
+        ("PORT", port.to_string()),
+        ("LISTEN_ADDRESS", "127.0.0.1".to_owned()),
+        ("SOURCE_BUCKET", "photos".to_owned()),
+        ("EVENT_AUTH", "oidc".to_owned()),
+        ("OIDC_ISSUER", issuer.url.clone()),
+        ("OIDC_AUDIENCE", AUDIENCE.to_owned()),
+        // Nothing listens there: the issuer's keys are out of reach.
+        (
+            "OIDC_JWKS_URL",
+            format!("http://127.0.0.1:{}/keys", free_port()?),
+        ),
+    ]);
+    let process = FunctionProcess::spawn(THUMBNAIL_ON_CREATE, &["serve"], &env)?;
+    let url = format!("http://127.0.0.1:{port}");
+    wait_ready(&format!("{url}/healthz"), &process, Duration::from_secs(20)).await?;
+    let bearer = format!("Bearer {}", issuer.token_for(AUDIENCE)?);
+    let headers = [
+        ("content-type", "application/json"),
+        ("authorization", bearer.as_str()),
+    ];
+    let reply = request("POST", &url, &headers, created("a.jpg")).await?;
+    assert_eq!(reply.status, 503, "logs:\n{}", process.logs());
+    assert!(
+        s3.get("photos", "thumbnails/a.jpg/256.jpg")
+            .await?
+            .is_none()
+    );
+    Ok(())
+}
+
 #[test]
 fn serve_does_not_start_without_an_event_auth_setting() -> TestResult {
     let out = std::process::Command::new(THUMBNAIL_ON_CREATE)

@@ -258,7 +258,9 @@ impl From<ContentError> for HandlerError {
             ContentError::Read { .. }
             | ContentError::Deadline { .. }
             | ContentError::Stopped { .. } => Self::retryable(error),
-            _ => Self::permanent(error),
+            // Corrupt gzip, a limit, JSON that is not the shape: about the object the sender
+            // named, so the sender may read it.
+            _ => Self::permanent(error).for_sender(),
         }
     }
 }

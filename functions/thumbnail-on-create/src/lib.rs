@@ -213,12 +213,14 @@ impl Thumbnailer {
         body: Bytes,
         invocation: &Invocation,
     ) -> Result<Vec<Thumbnail>, HandlerError> {
+        // What is wrong with the object the sender named: the sender may read it.
         let image_error = |source| {
             HandlerError::permanent(ImageError {
                 bucket: bucket.to_owned(),
                 key: key.to_owned(),
                 source,
             })
+            .for_sender()
         };
         let unfinished = || {
             HandlerError::retryable(Unfinished {

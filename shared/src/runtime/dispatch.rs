@@ -310,7 +310,8 @@ async fn run_one<H: Handler>(
                 "not started before the invocation deadline: {} events (BATCH_CONCURRENCY) \
                  were already running in this process",
                 governor.concurrency
-            ))),
+            ))
+            .for_sender()),
         };
         let took = began.elapsed();
         let elapsed_ms = took.as_millis() as u64;
@@ -357,9 +358,7 @@ async fn finish_by(
         );
     }
     finished.unwrap_or_else(|_| {
-        Err(HandlerError::retryable(
-            "not finished before the invocation deadline",
-        ))
+        Err(HandlerError::retryable("not finished before the invocation deadline").for_sender())
     })
 }
 
