@@ -598,6 +598,21 @@ mod tests {
                 .await?;
         }
         assert_eq!(issuer.fetches.load(Ordering::SeqCst), 1, "keys are cached");
+        // Tokens naming keys the issuer does not publish are refused without a fetch each:
+        // the keys were fetched less than REFETCH_AFTER ago.
+        let forged = json!({"iss": issuer.url, "aud": "thumbnail-on-create", "exp": in_an_hour()});
+        for kid in ["k2", "k3", "k4"] {
+            let token = issuer.token(forged.clone(), kid)?;
+            let verdict = gate
+                .check(&with_authorization(&format!("Bearer {token}"))?)
+                .await;
+            assert!(matches!(verdict, Err(AuthError::Refused(_))), "{verdict:?}");
+        }
+        assert_eq!(
+            issuer.fetches.load(Ordering::SeqCst),
+            1,
+            "a fetch per unknown key"
+        );
         Ok(())
     }
 
