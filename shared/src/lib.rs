@@ -5,6 +5,7 @@
 pub mod api;
 pub mod budget;
 pub mod config;
+pub mod derivatives;
 pub mod event;
 pub mod ledger;
 #[cfg(feature = "mediahaven")]

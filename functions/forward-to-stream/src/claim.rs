@@ -216,6 +216,7 @@ mod tests {
             last_modified: Some("2024-11-05T14:22:35Z".parse()?),
             content_type: None,
             metadata: Default::default(),
+            version_id: None,
         };
         let mut claim = Claim::of_event(&event()?);
         assert_eq!(claim.confirm(&stored), Some("abc".to_owned()));

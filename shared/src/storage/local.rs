@@ -146,6 +146,7 @@ impl LocalStore {
             last_modified: modified,
             content_type: sidecar.content_type,
             metadata: sidecar.metadata,
+            version_id: None,
         })
     }
 
@@ -340,6 +341,9 @@ impl ObjectStore for LocalStore {
         let _serialised = self.conditional.lock().await;
         let _locked = self.lock_file().await.map_err(fail)?;
         match &condition {
+            Condition::VersionIs(_) => {
+                return Err(StoreError::version_condition_on_write(bucket, key));
+            }
             Condition::Absent => match self.write_new(&content, &object.body).await {
                 Ok(()) => {}
                 Err(e) if e.kind() == ErrorKind::AlreadyExists => return Err(refused(condition)),
@@ -376,6 +380,31 @@ impl ObjectStore for LocalStore {
                 Err(e) => return Err(Self::io_error(Op::Delete, bucket, key, e)),
             }
         }
+        Ok(())
+    }
+
+    async fn delete_if(
+        &self,
+        bucket: &str,
+        key: &str,
+        _condition: Condition,
+    ) -> Result<(), StoreError> {
+        Err(StoreError::Unsupported {
+            bucket: bucket.to_owned(),
+            capability: format!("conditional deletes are not implemented yet (key {key:?})"),
+            consequence: "nothing is deleted".to_owned(),
+        })
+    }
+
+    async fn copy(&self, copy: super::CopyRequest) -> Result<(), StoreError> {
+        Err(StoreError::Unsupported {
+            bucket: copy.from_bucket,
+            capability: "copies are not implemented yet".to_owned(),
+            consequence: "nothing is copied".to_owned(),
+        })
+    }
+
+    async fn check_bucket(&self, _bucket: &str) -> Result<(), StoreError> {
         Ok(())
     }
 

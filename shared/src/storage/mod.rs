@@ -44,6 +44,20 @@ pub struct ObjectInfo {
     pub content_type: Option<String>,
     /// User metadata, names lower-case without `x-amz-meta-`.
     pub metadata: BTreeMap<String, String>,
+    /// The version id on a versioned bucket (S3 `x-amz-version-id`; not `null`).
+    pub version_id: Option<String>,
+}
+
+impl ObjectInfo {
+    /// The condition that names exactly this version: its version id where the bucket keeps
+    /// versions, else its etag. `None` when the store said neither.
+    pub fn read_version(&self) -> Option<Condition> {
+        match (&self.version_id, &self.etag) {
+            (Some(version), _) => Some(Condition::VersionIs(version.clone())),
+            (None, Some(etag)) => Some(Condition::EtagIs(etag.clone())),
+            (None, None) => None,
+        }
+    }
 }
 
 /// A whole object, read into memory.
@@ -107,6 +121,29 @@ pub trait ObjectStore: Send + Sync + 'static {
     /// Deletes an object; deleting one that does not exist succeeds.
     async fn delete(&self, bucket: &str, key: &str) -> Result<(), StoreError>;
 
+    /// Deletes the object only if it is still the version `condition` names
+    /// ([`Condition::EtagIs`]: S3 `If-Match` on DELETE; [`Condition::VersionIs`]: that version
+    /// and no other); [`StoreError::ConditionFailed`] when another version is there. A key
+    /// that is already gone succeeds. [`Condition::Absent`] is refused as
+    /// [`StoreError::Unsupported`].
+    async fn delete_if(
+        &self,
+        bucket: &str,
+        key: &str,
+        condition: Condition,
+    ) -> Result<(), StoreError>;
+
+    /// Copies an object inside the store (S3 CopyObject: no bytes pass through the
+    /// function) only if the source is still the version `copy.expected` names, replacing
+    /// its metadata with `copy.metadata`; [`StoreError::ConditionFailed`] otherwise,
+    /// [`StoreError::NotFound`] when the source is gone, [`StoreError::TooLarge`] over
+    /// [`MAX_COPY_BYTES`].
+    async fn copy(&self, copy: CopyRequest) -> Result<(), StoreError>;
+
+    /// Whether `bucket` exists and these credentials may use it:
+    /// [`StoreError::NoSuchBucket`] or [`StoreError::Rejected`] when not.
+    async fn check_bucket(&self, bucket: &str) -> Result<(), StoreError>;
+
     /// Lists objects whose keys start with `prefix`, in key order, after `start_after`.
     async fn list(
         &self,
@@ -117,13 +154,15 @@ pub trait ObjectStore: Send + Sync + 'static {
     ) -> Result<ListPage, StoreError>;
 }
 
-/// When a conditional write may happen.
+/// When a conditional write, delete or copy may happen.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Condition {
-    /// No object exists under the key (S3 `If-None-Match: *`).
+    /// No object exists under the key (S3 `If-None-Match: *`); writes only.
     Absent,
     /// The object's current etag is this one (S3 `If-Match`).
     EtagIs(String),
+    /// This version of the object (S3 `versionId`); deletes and copies only.
+    VersionIs(String),
 }
 
 impl fmt::Display for Condition {
@@ -131,8 +170,26 @@ impl fmt::Display for Condition {
         match self {
             Self::Absent => f.write_str("the key is free"),
             Self::EtagIs(etag) => write!(f, "the etag is {etag:?}"),
+            Self::VersionIs(version) => write!(f, "version {version:?}"),
         }
     }
+}
+
+/// S3's limit for one CopyObject; larger objects would need a multipart copy.
+pub const MAX_COPY_BYTES: u64 = 5 * 1024 * 1024 * 1024;
+
+/// An object copied inside the store, see [`ObjectStore::copy`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct CopyRequest {
+    pub from_bucket: String,
+    pub from_key: String,
+    /// The source version that was read: the copy happens only if it is still there.
+    pub expected: Condition,
+    pub to_bucket: String,
+    pub to_key: String,
+    pub content_type: String,
+    /// The copy's user metadata (replacing the source's).
+    pub metadata: BTreeMap<String, String>,
 }
 
 /// Which store operation failed, for messages.
@@ -143,6 +200,7 @@ pub enum Op {
     Put,
     Delete,
     List,
+    Copy,
 }
 
 impl Op {
@@ -160,6 +218,7 @@ impl fmt::Display for Op {
             Self::Put => "writing",
             Self::Delete => "deleting",
             Self::List => "listing",
+            Self::Copy => "copying",
         })
     }
 }
@@ -176,9 +235,27 @@ impl fmt::Display for ObjectPath<'_> {
 /// A store operation that failed, classified once here so handlers can use `?`.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// The object (or its bucket) does not exist; for a source object, the event is stale.
+    /// The key does not exist in a bucket that does; for a source object, the event is stale.
+    /// The only "not found" that may make an event a skip.
     #[error("{} does not exist", ObjectPath(bucket, key))]
     NotFound { bucket: String, key: String },
+    /// The bucket does not exist where the store was reached (a wrong endpoint, region or
+    /// account, or a bucket deleted): permanent, never a skip.
+    #[error(
+        "bucket {:?} does not exist at this store (check the endpoint, region and bucket name)",
+        bucket.escape_debug().to_string()
+    )]
+    NoSuchBucket { bucket: String },
+    /// The store does not do what a feature relies on (found by a probe, or asked of the
+    /// wrong kind of condition); permanent, names the capability.
+    #[error("bucket {:?}: {capability}; {consequence}", bucket.escape_debug().to_string())]
+    Unsupported {
+        bucket: String,
+        /// What the store does not do, e.g. "the store ignores If-None-Match".
+        capability: String,
+        /// What is refused because of it.
+        consequence: String,
+    },
     #[error(
         "{} is larger than the limit of {limit} bytes",
         ObjectPath(bucket, key)
@@ -235,6 +312,17 @@ impl From<StoreError> for HandlerError {
         match error {
             StoreError::Unavailable { .. } => Self::retryable(error),
             _ => Self::permanent(error),
+        }
+    }
+}
+
+impl StoreError {
+    /// A write asked to be conditional on a version id, which no store offers for writes.
+    pub(crate) fn version_condition_on_write(bucket: &str, key: &str) -> Self {
+        Self::Unsupported {
+            bucket: bucket.to_owned(),
+            capability: format!("a write of {key:?} cannot be conditional on a version id"),
+            consequence: "the write is refused".to_owned(),
         }
     }
 }

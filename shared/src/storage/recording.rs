@@ -5,8 +5,8 @@ use async_trait::async_trait;
 use std::sync::Arc;
 
 use super::{
-    Condition, ListPage, NewObject, ObjectInfo, ObjectPath, ObjectReader, ObjectStore, StoreError,
-    StoredObject,
+    Condition, CopyRequest, ListPage, NewObject, ObjectInfo, ObjectPath, ObjectReader, ObjectStore,
+    StoreError, StoredObject,
 };
 use crate::ledger::note;
 
@@ -82,6 +82,29 @@ impl ObjectStore for RecordingStore {
 
     async fn delete(&self, bucket: &str, key: &str) -> Result<(), StoreError> {
         noted(bucket, key, "deleted", self.0.delete(bucket, key).await)
+    }
+
+    async fn delete_if(
+        &self,
+        bucket: &str,
+        key: &str,
+        condition: Condition,
+    ) -> Result<(), StoreError> {
+        noted(
+            bucket,
+            key,
+            "deleted",
+            self.0.delete_if(bucket, key, condition).await,
+        )
+    }
+
+    async fn copy(&self, copy: CopyRequest) -> Result<(), StoreError> {
+        let (bucket, key) = (copy.to_bucket.clone(), copy.to_key.clone());
+        noted(&bucket, &key, "written", self.0.copy(copy).await)
+    }
+
+    async fn check_bucket(&self, bucket: &str) -> Result<(), StoreError> {
+        self.0.check_bucket(bucket).await
     }
 
     async fn list(

@@ -141,6 +141,7 @@ fn object_info(
         last_modified: last_modified.and_then(to_chrono),
         content_type: content_type.map(str::to_owned),
         metadata: decode_metadata(metadata),
+        version_id: None,
     }
 }
 
@@ -227,6 +228,9 @@ impl ObjectStore for S3Store {
         let request = match &condition {
             Condition::Absent => request.if_none_match("*"),
             Condition::EtagIs(etag) => request.if_match(format!("\"{etag}\"")),
+            Condition::VersionIs(_) => {
+                return Err(StoreError::version_condition_on_write(bucket, key));
+            }
         };
         match request.send().await {
             Ok(_) => Ok(()),
@@ -251,6 +255,31 @@ impl ObjectStore for S3Store {
             .send()
             .await
             .map_err(|e| classify(Op::Delete, bucket, key, e))?;
+        Ok(())
+    }
+
+    async fn delete_if(
+        &self,
+        bucket: &str,
+        key: &str,
+        _condition: Condition,
+    ) -> Result<(), StoreError> {
+        Err(StoreError::Unsupported {
+            bucket: bucket.to_owned(),
+            capability: format!("conditional deletes are not implemented yet (key {key:?})"),
+            consequence: "nothing is deleted".to_owned(),
+        })
+    }
+
+    async fn copy(&self, copy: super::CopyRequest) -> Result<(), StoreError> {
+        Err(StoreError::Unsupported {
+            bucket: copy.from_bucket,
+            capability: "copies are not implemented yet".to_owned(),
+            consequence: "nothing is copied".to_owned(),
+        })
+    }
+
+    async fn check_bucket(&self, _bucket: &str) -> Result<(), StoreError> {
         Ok(())
     }
 
