@@ -134,6 +134,10 @@ fn failure_class(error: &(dyn StdError + 'static)) -> Option<&'static str> {
             StoreError::NotFound { .. } => "an object the event needs does not exist",
             StoreError::TooLarge { .. } => "an object is over the size the function reads",
             StoreError::Rejected { .. } => "the object store refused the function's request",
+            StoreError::NoSuchBucket { .. } => "a bucket the function needs does not exist",
+            StoreError::Unsupported { .. } => {
+                "the object store lacks a capability the function relies on"
+            }
             _ => "the object store cannot hold what the function needs",
         });
     }
