@@ -121,3 +121,22 @@ check() {
     log "FAILED: $name"
   fi
 }
+
+# The moto server's version (PyPI `moto[server]`), the second S3 implementation beside s3s-fs.
+E2E_MOTO_VERSION=5.2.5
+
+# start_moto LOG: starts moto's S3 server (installed into the repo's venv once) on a free
+# loopback port, logging to LOG; sets moto_url and stops the server at the end. moto accepts
+# any credentials and keeps everything in memory.
+start_moto() {
+  local logfile=$1 port
+  need_venv
+  # need_venv asks pip by package name, which `moto[server]` is not: ask moto itself.
+  python -c "import moto, moto.server; assert moto.__version__ == '$E2E_MOTO_VERSION'" 2>/dev/null ||
+    need_venv "moto[server]==$E2E_MOTO_VERSION"
+  port=$(free_port)
+  moto_server -H 127.0.0.1 -p "$port" >"$logfile" 2>&1 &
+  on_exit "kill $!"
+  wait_port "$port" 60 || { log "moto did not start: $(tail -5 "$logfile")"; return 1; }
+  moto_url="http://127.0.0.1:$port"
+}
