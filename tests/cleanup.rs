@@ -10,7 +10,7 @@ use cleanup_on_remove::{CleanupOnRemove, Config};
 use serde_json::json;
 
 use crate::support::archive_apis::{
-    ArchiveApis, CLIENT_ID, CLIENT_SECRET, Failure, PASSWORD, Route, StubRecord, USERNAME,
+    ArchiveApis, CLIENT_ID, CLIENT_SECRET, Failure, Matching, PASSWORD, Route, StubRecord, USERNAME,
 };
 use crate::support::notifications::only_event;
 use crate::support::s3_server::S3Server;
@@ -127,6 +127,78 @@ async fn a_404_on_delete_counts_as_done() -> TestResult {
     );
     let ids: Vec<String> = apis.seen().deletes.into_iter().map(|(id, _)| id).collect();
     assert_eq!(ids, ["ESSENCE"]);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn records_a_loose_search_proposes_for_other_objects_are_left_alone() -> TestResult {
+    let (apis, _dir, handler) = start("mediahaven").await?;
+    // An index that folds case and matches parts of values proposes all of these for
+    // media/in/clip.mxf, and M10's and M2's collaterals for M1.
+    apis.set_matching(Matching::Loose);
+    for (id, is_fragment, fields) in [
+        (
+            "BUCKET",
+            false,
+            &[("s3_bucket", "media-old"), ("s3_object_key", "in/clip.mxf")][..],
+        ),
+        (
+            "CASE",
+            false,
+            &[("s3_bucket", "media"), ("s3_object_key", "IN/Clip.mxf")],
+        ),
+        (
+            "SPACE",
+            false,
+            &[("s3_bucket", "media"), ("s3_object_key", "in/clip.mxf ")],
+        ),
+        (
+            "PREFIX",
+            false,
+            &[("s3_bucket", "media"), ("s3_object_key", "old/in/clip.mxf")],
+        ),
+        (
+            "LOOSE-FRAGMENT",
+            true,
+            &[
+                ("s3_bucket", "media"),
+                ("s3_object_key", "in/clip.mxf.bak"),
+                ("dc_identifier_localid", "M2"),
+            ],
+        ),
+        ("ITS-SUBS", false, &[("dc_identifier_localid", "M2")]),
+        ("NEAR-SUBS", false, &[("dc_identifier_localid", "M10")]),
+    ] {
+        apis.add_record(StubRecord::new(id, is_fragment, fields));
+    }
+    let outcome = handler
+        .handle(&removed("media", "in/clip.mxf")?, &Invocation::default())
+        .await?;
+    assert!(matches!(outcome, Done::Completed(_)), "{outcome}");
+    let ids: Vec<String> = apis.seen().deletes.into_iter().map(|(id, _)| id).collect();
+    assert_eq!(ids, ["SUBS", "ESSENCE"]);
+
+    // A key no record has exactly: the loose answer deletes nothing.
+    let outcome = handler
+        .handle(&removed("media", "in/clip")?, &Invocation::default())
+        .await?;
+    assert!(matches!(outcome, Done::Skipped(_)), "{outcome}");
+    assert_eq!(apis.seen().deletes.len(), 2);
+    let left: Vec<String> = apis.records().into_iter().map(|r| r.fragment_id).collect();
+    assert_eq!(
+        left,
+        [
+            "FRAGMENT",
+            "OTHER",
+            "BUCKET",
+            "CASE",
+            "SPACE",
+            "PREFIX",
+            "LOOSE-FRAGMENT",
+            "ITS-SUBS",
+            "NEAR-SUBS"
+        ]
+    );
     Ok(())
 }
 

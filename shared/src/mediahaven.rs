@@ -10,9 +10,13 @@
 //! - Search: `GET {MEDIAHAVEN_URL}/mediahaven-rest-api/v2/records?q=...&startIndex=N&nrOfResults=M`
 //!   with `Accept: application/json` -> `200 {"TotalNrOfResults", "NrOfResults", "StartIndex",
 //!   "Results": [{"Internal": {"FragmentId", "IsFragment"}, "Dynamic": {"PID",
-//!   "dc_identifier_localid", ...}}]}`. The query language is MediaHaven's Lucene-like `q`:
-//!   `+(field:"value" field:"value")` matches any of the pairs, `+(a:"x") +(b:"y")` all of them;
-//!   inside quotes `\` and `"` are escaped with a backslash.
+//!   "dc_identifier_localid", "s3_bucket", "s3_object_key", "CP_id", "md5", ...},
+//!   "Technical": {"Md5", ...}}]}` (the `Dynamic` fields are the sidecar's `MDProperties`).
+//!   The query language is MediaHaven's Lucene-like `q`: `+(field:"value" field:"value")`
+//!   matches any of the pairs, `+(a:"x") +(b:"y")` all of them; inside quotes `\` and `"` are
+//!   escaped with a backslash. An index may match more loosely than the query reads (case
+//!   folded, values split into words), so what a search returns is a candidate: whoever acts
+//!   on a record compares its fields first ([`Record::is_of`]).
 //! - Update: `POST .../records/{FragmentId}` as `multipart/form-data` with a part `metadata`
 //!   (an XML sidecar, `application/xml`) and a field `reason` -> 2xx.
 //! - Delete: `DELETE .../records/{FragmentId}` with JSON `{"Reason": "..."}` -> `204`; `404`
@@ -119,6 +123,11 @@ impl Query {
         Self(terms.join(" "))
     }
 
+    /// Records matching this query and `other` as well.
+    pub fn and(self, other: Query) -> Self {
+        Self(format!("{} {}", self.0, other.0))
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -147,6 +156,36 @@ pub struct Record {
     pub is_fragment: bool,
     pub pid: Option<String>,
     pub local_id: Option<String>,
+    /// `s3_bucket` and `s3_object_key`: the object the record was ingested from.
+    pub s3_bucket: Option<String>,
+    pub s3_object_key: Option<String>,
+    /// `CP_id`: the tenant (organisation id) the record was archived for.
+    pub cp_id: Option<String>,
+    /// The file's md5: MediaHaven's own (`Technical.Md5`), else the sidecar's (`md5`).
+    pub md5: Option<String>,
+}
+
+impl Record {
+    /// Whether the record is of exactly `bucket/key`, byte for byte, whatever the search
+    /// matched it by.
+    pub fn is_of(&self, bucket: &str, key: &str) -> bool {
+        self.s3_bucket.as_deref() == Some(bucket) && self.s3_object_key.as_deref() == Some(key)
+    }
+}
+
+impl From<RawRecord> for Record {
+    fn from(raw: RawRecord) -> Self {
+        Self {
+            fragment_id: raw.internal.fragment_id,
+            is_fragment: raw.internal.is_fragment,
+            pid: raw.dynamic.pid,
+            local_id: raw.dynamic.dc_identifier_localid,
+            s3_bucket: raw.dynamic.s3_bucket,
+            s3_object_key: raw.dynamic.s3_object_key,
+            cp_id: raw.dynamic.cp_id,
+            md5: raw.technical.md5.or(raw.dynamic.md5),
+        }
+    }
 }
 
 /// What a delete found.
@@ -171,6 +210,8 @@ struct RawRecord {
     internal: RawInternal,
     #[serde(default)]
     dynamic: RawDynamic,
+    #[serde(default)]
+    technical: RawTechnical,
 }
 
 #[derive(Deserialize)]
@@ -186,6 +227,17 @@ struct RawDynamic {
     #[serde(rename = "PID")]
     pid: Option<String>,
     dc_identifier_localid: Option<String>,
+    s3_bucket: Option<String>,
+    s3_object_key: Option<String>,
+    #[serde(rename = "CP_id")]
+    cp_id: Option<String>,
+    md5: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+struct RawTechnical {
+    #[serde(rename = "Md5")]
+    md5: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -232,12 +284,7 @@ impl MediaHaven {
                 .await?;
             let page: Page = api::json(SERVICE, response).await?;
             let got = page.results.len();
-            records.extend(page.results.into_iter().map(|raw| Record {
-                fragment_id: raw.internal.fragment_id,
-                is_fragment: raw.internal.is_fragment,
-                pid: raw.dynamic.pid,
-                local_id: raw.dynamic.dc_identifier_localid,
-            }));
+            records.extend(page.results.into_iter().map(Record::from));
             // An empty page ends the walk even if the total promised more (records deleted
             // while paging), so a changing index cannot loop forever.
             if got == 0 || records.len() >= page.total_nr_of_results {
@@ -349,6 +396,40 @@ mod tests {
         assert_eq!(q.as_str(), r#"+(s3_object_key:"a \"b\":c\\d" md5:"00ff")"#);
         let q = Query::all_of(&[("s3_object_key", "k"), ("s3_bucket", "b")]);
         assert_eq!(q.as_str(), r#"+(s3_object_key:"k") +(s3_bucket:"b")"#);
+        let q = Query::any_of(&[("s3_object_key", "k"), ("md5", "00ff")])
+            .and(Query::all_of(&[("s3_bucket", "b")]));
+        assert_eq!(
+            q.as_str(),
+            r#"+(s3_object_key:"k" md5:"00ff") +(s3_bucket:"b")"#
+        );
+    }
+
+    #[test]
+    fn records_carry_their_object_tenant_and_md5_and_match_only_exactly()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let page: Page = serde_json::from_value(serde_json::json!({
+            "TotalNrOfResults": 2, "NrOfResults": 2, "StartIndex": 0, "Results": [
+                {"Internal": {"FragmentId": "F1", "IsFragment": false},
+                 "Dynamic": {"PID": "abcdefghij", "s3_bucket": "media",
+                     "s3_object_key": "in/clip.mxf", "CP_id": "OR-rf5kf25", "md5": "sidecar"},
+                 "Technical": {"Md5": "computed"}},
+                {"Internal": {"FragmentId": "F2"}, "Dynamic": {"md5": "sidecar"}}]}))?;
+        let records: Vec<Record> = page.results.into_iter().map(Record::from).collect();
+        assert_eq!(records[0].cp_id.as_deref(), Some("OR-rf5kf25"));
+        assert_eq!(records[0].md5.as_deref(), Some("computed"));
+        assert_eq!(records[1].md5.as_deref(), Some("sidecar"));
+        assert!(records[0].is_of("media", "in/clip.mxf"));
+        for (bucket, key) in [
+            ("media2", "in/clip.mxf"),
+            ("media", "in/Clip.mxf"),
+            ("media", "in/clip.mxf "),
+            ("media", "clip.mxf"),
+            ("media", "in/clip"),
+        ] {
+            assert!(!records[0].is_of(bucket, key), "{bucket}/{key}");
+        }
+        assert!(!records[1].is_of("media", "in/clip.mxf"));
+        Ok(())
     }
 
     #[test]

@@ -42,6 +42,29 @@ pub enum Failure {
     Stall(Duration),
 }
 
+/// How the search compares a query's values with a record's fields.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Matching {
+    /// Byte for byte.
+    #[default]
+    Exact,
+    /// As a full-text index may: case folded, surrounding spaces ignored, and a value found
+    /// anywhere inside the field counts (`media` finds `media-old`, `M1` finds `M10`).
+    Loose,
+}
+
+impl Matching {
+    fn accepts(self, field: &str, value: &str) -> bool {
+        match self {
+            Self::Exact => field == value,
+            Self::Loose => field
+                .trim()
+                .to_lowercase()
+                .contains(&value.trim().to_lowercase()),
+        }
+    }
+}
+
 /// One MediaHaven record: its ids and its metadata fields.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
 pub struct StubRecord {
@@ -79,6 +102,7 @@ pub struct Seen {
 #[derive(Default)]
 struct Inner {
     records: Vec<StubRecord>,
+    matching: Matching,
     organisations: BTreeMap<String, Option<String>>,
     valid_tokens: BTreeSet<String>,
     token_lifetime: u64,
@@ -175,6 +199,11 @@ impl ArchiveApis {
 
     pub fn add_record(&self, record: StubRecord) {
         self.shared.lock().records.push(record);
+    }
+
+    /// How searches match from now on.
+    pub fn set_matching(&self, matching: Matching) {
+        self.shared.lock().matching = matching;
     }
 
     pub fn records(&self) -> Vec<StubRecord> {
@@ -298,11 +327,14 @@ pub fn parse_query(q: &str) -> Result<Vec<Vec<(String, String)>>, String> {
     }
 }
 
-fn matches(record: &StubRecord, groups: &[Vec<(String, String)>]) -> bool {
+fn matches(record: &StubRecord, groups: &[Vec<(String, String)>], matching: Matching) -> bool {
     groups.iter().all(|group| {
-        group
-            .iter()
-            .any(|(field, value)| record.fields.get(field) == Some(value))
+        group.iter().any(|(field, value)| {
+            record
+                .fields
+                .get(field)
+                .is_some_and(|found| matching.accepts(found, value))
+        })
     })
 }
 
@@ -345,7 +377,7 @@ async fn search(
     let hits: Vec<&StubRecord> = inner
         .records
         .iter()
-        .filter(|r| matches(r, &groups))
+        .filter(|r| matches(r, &groups, inner.matching))
         .collect();
     let page: Vec<Value> = hits
         .iter()
