@@ -9,10 +9,11 @@ use bucketfn::sink::MemoryPublisher;
 use bucketfn::storage::{LocalStore, MemoryStore, S3Store};
 use bucketfn::{Done, Env, Handler, HandlerError, Invocation, NewObject, ObjectEvent, ObjectStore};
 use serde_json::{Value, json};
+use sidecar_on_create::claim::Claims;
 use sidecar_on_create::{Config, SidecarOnCreate};
 
 use crate::support::archive_apis::{
-    ArchiveApis, CLIENT_ID, CLIENT_SECRET, Failure, PASSWORD, Route, StubRecord, USERNAME,
+    ArchiveApis, CLIENT_ID, CLIENT_SECRET, Failure, Matching, PASSWORD, Route, StubRecord, USERNAME,
 };
 use crate::support::ftp_server::FtpServer;
 use crate::support::function::free_port;
@@ -226,10 +227,13 @@ async fn archives_an_essence_once_however_often_it_is_delivered() -> TestResult 
             "destination": {"path": "/mnt/STORAGE/INGEST/SIDECAR/VRT/DISK-SHARE-EVENTS/pid0000001.MXF",
                 "host": "127.0.0.1"}})
     );
-    // The md5 took part in the search for an earlier ingest, and the key was quoted.
+    // The md5 took part in the search for an earlier ingest in this bucket, and the key was
+    // quoted.
     assert_eq!(
         seen.queries,
-        [format!("+(s3_object_key:\"{KEY}\" md5:\"{MD5}\")")]
+        [format!(
+            "+(s3_object_key:\"{KEY}\" md5:\"{MD5}\") +(s3_bucket:\"MAM_HighresVideo\")"
+        )]
     );
     Ok(())
 }
@@ -288,9 +292,23 @@ async fn a_forged_domain_tenant_etag_and_md5_do_not_reach_the_sidecar_or_the_req
     let published = rig.publisher.published();
     let body: Value = serde_json::from_slice(&published[0].body)?;
     assert_eq!(body["source"]["domain"]["name"], "s3.meemoo.test");
-    // The claim is kept under the store's etag: the same object with its true etag is done.
+    // The claim is kept under the store's etag, not the event's: its folder is the one of
+    // the stored version, and the same object with its true etag is done.
+    let stored_etag = rig.media.head("MAM_HighresVideo", "clip.mxf").await?.etag;
+    let claims = Claims::new(rig.media(), rig.config(&[])?.claims);
+    let expected = claims.locate("MAM_HighresVideo", "clip.mxf", stored_etag.as_deref());
+    let forged = claims.locate("MAM_HighresVideo", "clip.mxf", Some("forged"));
+    let claim_keys: Vec<String> = rig.media.keys().into_iter().map(|(_, k)| k).collect();
+    assert!(
+        claim_keys.iter().any(|k| k.contains(expected.id())),
+        "{claim_keys:?}"
+    );
+    assert!(
+        !claim_keys.iter().any(|k| k.contains(forged.id())),
+        "{claim_keys:?}"
+    );
     let mut honest = event.clone();
-    honest.etag = rig.media.head("MAM_HighresVideo", "clip.mxf").await?.etag;
+    honest.etag = stored_etag;
     let again = handler.handle(&honest, &Invocation::default()).await?;
     assert!(
         matches!(&again, Done::Skipped(why) if why.contains("archived already")),
@@ -462,7 +480,7 @@ async fn items_already_in_mediahaven_are_skipped_with_quoted_keys() -> TestResul
     let handler = rig.handler(rig.media(), &[])?;
     let hostile = "a \"quoted\" key: with colon.mxf";
     rig.apis
-        .add_record(StubRecord::new("F1", false, &[("s3_object_key", hostile)]));
+        .add_record(ingested("F1", &[("s3_object_key", hostile)]));
     let event = rig
         .upload(
             "MAM_HighresVideo",
@@ -487,11 +505,98 @@ async fn items_already_in_mediahaven_are_skipped_with_quoted_keys() -> TestResul
     Ok(())
 }
 
+/// An essence record as an earlier ingest from `MAM_HighresVideo` for `OR-rf5kf25` left it,
+/// with `fields` added or replacing those.
+fn ingested(fragment_id: &str, fields: &[(&str, &str)]) -> StubRecord {
+    let mut record = StubRecord::new(
+        fragment_id,
+        false,
+        &[("s3_bucket", "MAM_HighresVideo"), ("CP_id", "OR-rf5kf25")],
+    );
+    for (name, value) in fields {
+        record
+            .fields
+            .insert((*name).to_owned(), (*value).to_owned());
+    }
+    record
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_earlier_ingest_counts_only_from_the_same_bucket_and_tenant() -> TestResult {
+    let rig = Rig::start().await?;
+    // An index that folds case and matches parts of values proposes all of these.
+    rig.apis.set_matching(Matching::Loose);
+    for record in [
+        ingested(
+            "OTHER-BUCKET",
+            &[
+                ("s3_bucket", "MAM_HighresVideo-old"),
+                ("s3_object_key", "clip.mxf"),
+            ],
+        ),
+        ingested(
+            "OTHER-TENANT",
+            &[("CP_id", "OR-zz99zz9"), ("s3_object_key", "clip.mxf")],
+        ),
+        StubRecord::new(
+            "NO-TENANT",
+            false,
+            &[
+                ("s3_bucket", "MAM_HighresVideo"),
+                ("s3_object_key", "clip.mxf"),
+            ],
+        ),
+        ingested(
+            "OTHER-BUCKET-MD5",
+            &[("s3_bucket", "elsewhere MAM_HighresVideo"), ("md5", MD5)],
+        ),
+        ingested("OTHER-TENANT-MD5", &[("CP_id", "OR-zz99zz9"), ("md5", MD5)]),
+        ingested("CASE", &[("s3_object_key", "CLIP.mxf")]),
+        ingested("SPACE", &[("s3_object_key", " clip.mxf")]),
+        ingested("PREFIX", &[("s3_object_key", "old/clip.mxf")]),
+    ] {
+        rig.apis.add_record(record);
+    }
+    if let Some(record) = rig
+        .apis
+        .records()
+        .iter()
+        .find(|r| r.fragment_id == "NO-TENANT")
+    {
+        let mut without = record.clone();
+        without.fields.remove("CP_id");
+        without.fragment_id = "NO-TENANT-AT-ALL".to_owned();
+        rig.apis.add_record(without);
+    }
+    let handler = rig.handler(rig.media(), &[])?;
+    let event = rig
+        .upload("MAM_HighresVideo", "clip.mxf", "OR-rf5kf25")
+        .await?;
+    let outcome = handler.handle(&event, &Invocation::default()).await?;
+    assert!(matches!(outcome, Done::Completed(_)), "{outcome}");
+
+    // The same object from an earlier ingest for this tenant (whatever case its id was
+    // written in) is the one that makes a later one skip.
+    rig.apis.add_record(ingested(
+        "SAME",
+        &[("s3_object_key", "again.mxf"), ("CP_id", "or-RF5KF25")],
+    ));
+    let again = rig
+        .upload("MAM_HighresVideo", "again.mxf", "OR-rf5kf25")
+        .await?;
+    let outcome = handler.handle(&again, &Invocation::default()).await?;
+    assert!(
+        matches!(&outcome, Done::Skipped(why) if why.contains("in MediaHaven already")),
+        "{outcome}"
+    );
+    assert_eq!(rig.apis.seen().pids.len(), 1);
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn md5_matches_unless_the_tenant_is_md5_exempt() -> TestResult {
     let rig = Rig::start().await?;
-    rig.apis
-        .add_record(StubRecord::new("F1", false, &[("md5", MD5)]));
+    rig.apis.add_record(ingested("F1", &[("md5", MD5)]));
     let event = rig
         .upload("MAM_HighresVideo", "renamed.mxf", "OR-rf5kf25")
         .await?;

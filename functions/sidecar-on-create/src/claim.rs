@@ -4,7 +4,10 @@
 //!
 //! For each object version (bucket, key, etag) a folder `<CLAIM_PREFIX><sha-256>/` holds:
 //! - `lease`: who is archiving it and until when (`put_if` absent; taken over with `put_if`
-//!   etag once expired, so a crashed worker's claim frees itself);
+//!   etag once expired, so a crashed worker's claim frees itself). Its holder remembers the
+//!   etag of the lease it wrote and releases it only while that lease is still there
+//!   (`delete_if` etag), so a delivery whose lease expired and was taken over never frees
+//!   the lease of the one that took it;
 //! - `pid`: the PID, written once (`put_if` absent) before it is used anywhere, so every retry
 //!   after a partial failure (FTP or broker down) reuses it;
 //! - `done`: written after the broker confirmed the message; its presence makes later
@@ -19,6 +22,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bucketfn::config::Env;
+use bucketfn::storage::ObjectPath;
 use bucketfn::{Condition, NewObject, ObjectStore, StoreError};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
@@ -97,10 +101,23 @@ pub struct Done {
     pub at: DateTime<Utc>,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct Lease {
     owner: String,
     until: DateTime<Utc>,
+}
+
+/// A lease this delivery wrote, and the etag the store gave it: what a release must find.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Held {
+    lease: Lease,
+    etag: String,
+}
+
+/// The lease object as found: its content (`None` when unreadable) and etag.
+struct Found {
+    lease: Option<Lease>,
+    etag: Option<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -111,7 +128,7 @@ struct Pid {
 /// The outcome of asking for the lease.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Acquired {
-    Mine,
+    Mine(Held),
     /// Another delivery holds it until then.
     Busy(DateTime<Utc>),
 }
@@ -158,44 +175,29 @@ impl Claims {
 
     /// Takes the lease, or takes it over from a delivery whose lease ran out.
     pub async fn acquire(&self, claim: &Claim) -> Result<Acquired, StoreError> {
-        let key = claim.key("lease");
         // Twice: a lease released between our failed write and our read is simply free.
         for _ in 0..2 {
-            let lease = self.lease_object()?;
-            match self
-                .store
-                .put_if(&claim.bucket, &key, lease, Condition::Absent)
-                .await
-            {
-                Ok(()) => return Ok(Acquired::Mine),
-                Err(StoreError::ConditionFailed { .. }) => {}
-                Err(e) => return Err(e),
+            if let Some(held) = self.write_lease(claim, Condition::Absent).await? {
+                return Ok(Acquired::Mine(held));
             }
-            let current = match self.store.get(&claim.bucket, &key, MAX_CLAIM_BYTES).await {
-                Ok(current) => current,
-                Err(StoreError::NotFound { .. }) => continue,
-                Err(e) => return Err(e),
+            let Some(current) = self.read_lease(claim).await? else {
+                continue;
             };
             // An unreadable lease is treated as expired rather than blocking forever.
-            let until = serde_json::from_slice::<Lease>(&current.body).map(|l| l.until);
-            if let Ok(until) = until
-                && until > Utc::now()
+            if let Some(lease) = &current.lease
+                && lease.until > Utc::now()
             {
-                return Ok(Acquired::Busy(until));
+                return Ok(Acquired::Busy(lease.until));
             }
-            let Some(etag) = current.info.etag else {
+            let Some(etag) = current.etag else {
                 return Ok(Acquired::Busy(Utc::now()));
             };
-            let lease = self.lease_object()?;
-            return match self
-                .store
-                .put_if(&claim.bucket, &key, lease, Condition::EtagIs(etag))
-                .await
-            {
-                Ok(()) => Ok(Acquired::Mine),
-                Err(StoreError::ConditionFailed { .. }) => Ok(Acquired::Busy(Utc::now())),
-                Err(e) => Err(e),
-            };
+            return Ok(
+                match self.write_lease(claim, Condition::EtagIs(etag)).await? {
+                    Some(held) => Acquired::Mine(held),
+                    None => Acquired::Busy(Utc::now()),
+                },
+            );
         }
         Ok(Acquired::Busy(Utc::now()))
     }
@@ -228,27 +230,96 @@ impl Claims {
         }
     }
 
-    /// Marks the object archived, then frees the lease (in that order, so that a delivery
-    /// that takes the freed lease sees the marker).
+    /// Marks the object archived; the lease is released after it, so that a delivery that
+    /// takes the freed lease sees the marker.
     pub async fn finish(&self, claim: &Claim, done: &Done) -> Result<(), StoreError> {
         self.store
             .put(&claim.bucket, &claim.key("done"), json_object(done)?)
-            .await?;
-        self.release(claim).await
+            .await
     }
 
-    /// Frees the lease so that a retry need not wait for it to expire.
-    pub async fn release(&self, claim: &Claim) -> Result<(), StoreError> {
-        self.store.delete(&claim.bucket, &claim.key("lease")).await
+    /// Frees the lease so that a retry need not wait for it to expire, only while it is still
+    /// the one `held` names: a lease taken over since is the new holder's and stays.
+    pub async fn release(&self, claim: &Claim, held: &Held) -> Result<(), StoreError> {
+        let key = claim.key("lease");
+        let left_alone = || {
+            tracing::info!(
+                lease = %ObjectPath(&claim.bucket, &key),
+                "Lease left alone: another delivery has taken it over."
+            );
+        };
+        let Some(current) = self.read_lease(claim).await? else {
+            return Ok(());
+        };
+        if current.lease.as_ref() != Some(&held.lease)
+            || current.etag.as_deref() != Some(held.etag.as_str())
+        {
+            left_alone();
+            return Ok(());
+        }
+        match self
+            .store
+            .delete_if(&claim.bucket, &key, Condition::EtagIs(held.etag.clone()))
+            .await
+        {
+            Err(StoreError::ConditionFailed { .. }) => {
+                left_alone();
+                Ok(())
+            }
+            other => other,
+        }
     }
 
-    fn lease_object(&self) -> Result<NewObject, StoreError> {
+    /// Writes a new lease of ours under `condition`; `None` when the condition failed, or when
+    /// the lease read back is not the one written (ours expired and was taken over at once).
+    async fn write_lease(
+        &self,
+        claim: &Claim,
+        condition: Condition,
+    ) -> Result<Option<Held>, StoreError> {
         let lease_for = chrono::Duration::from_std(self.settings.lease)
             .unwrap_or_else(|_| chrono::Duration::minutes(5));
-        json_object(&Lease {
+        let lease = Lease {
             owner: owner_id(),
             until: Utc::now() + lease_for,
+        };
+        match self
+            .store
+            .put_if(
+                &claim.bucket,
+                &claim.key("lease"),
+                json_object(&lease)?,
+                condition,
+            )
+            .await
+        {
+            Ok(()) => {}
+            Err(StoreError::ConditionFailed { .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        }
+        Ok(match self.read_lease(claim).await? {
+            Some(Found {
+                lease: Some(found),
+                etag: Some(etag),
+            }) if found == lease => Some(Held { lease, etag }),
+            _ => None,
         })
+    }
+
+    /// The lease object, `None` when there is none.
+    async fn read_lease(&self, claim: &Claim) -> Result<Option<Found>, StoreError> {
+        match self
+            .store
+            .get(&claim.bucket, &claim.key("lease"), MAX_CLAIM_BYTES)
+            .await
+        {
+            Ok(current) => Ok(Some(Found {
+                lease: serde_json::from_slice(&current.body).ok(),
+                etag: current.info.etag,
+            })),
+            Err(StoreError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     async fn read<T: for<'de> Deserialize<'de>>(
@@ -319,15 +390,75 @@ mod tests {
     async fn a_held_lease_is_busy_and_an_expired_one_is_taken_over() -> TestResult {
         let (_, claims) = claims_with(Duration::from_secs(60));
         let claim = claims.locate("b", "k", Some("e1"));
-        assert_eq!(claims.acquire(&claim).await?, Acquired::Mine);
+        assert!(matches!(claims.acquire(&claim).await?, Acquired::Mine(_)));
         assert!(matches!(claims.acquire(&claim).await?, Acquired::Busy(_)));
 
         let (store, short) = claims_with(Duration::from_millis(1));
         let claim = short.locate("b", "k", Some("e1"));
-        assert_eq!(short.acquire(&claim).await?, Acquired::Mine);
+        assert!(matches!(short.acquire(&claim).await?, Acquired::Mine(_)));
         tokio::time::sleep(Duration::from_millis(5)).await;
-        assert_eq!(short.acquire(&claim).await?, Acquired::Mine);
+        assert!(matches!(short.acquire(&claim).await?, Acquired::Mine(_)));
         assert_eq!(store.keys().len(), 1);
+        Ok(())
+    }
+
+    fn mine(acquired: Acquired) -> Result<Held, Box<dyn std::error::Error>> {
+        match acquired {
+            Acquired::Mine(held) => Ok(held),
+            Acquired::Busy(until) => Err(format!("busy until {until}").into()),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_lease_taken_over_is_not_released_by_its_first_holder() -> TestResult {
+        let store = Arc::new(MemoryStore::new());
+        let holder = |lease_ms: u64| {
+            let settings = ClaimSettings {
+                bucket: None,
+                prefix: "claims/".to_owned(),
+                lease: Duration::from_millis(lease_ms),
+            };
+            Claims::new(Arc::clone(&store) as Arc<dyn ObjectStore>, settings)
+        };
+        let (first, second) = (holder(20), holder(60_000));
+        let claim = first.locate("b", "k", Some("e1"));
+        let first_held = mine(first.acquire(&claim).await?)?;
+        // The first delivery stalls past its lease; the second takes the lease over.
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        let second_held = mine(second.acquire(&claim).await?)?;
+        assert_ne!(first_held, second_held);
+
+        let lease_key = claim.key("lease");
+        let lease_now = || store.object("b", &lease_key).map(|o| o.body);
+        let taken_over = lease_now().ok_or("no lease")?;
+        first.release(&claim, &first_held).await?;
+        assert_eq!(lease_now(), Some(taken_over));
+        assert!(matches!(first.acquire(&claim).await?, Acquired::Busy(_)));
+
+        second.release(&claim, &second_held).await?;
+        assert_eq!(lease_now(), None);
+        // Releasing a lease that is gone already is no error.
+        second.release(&claim, &second_held).await?;
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_missing_claim_bucket_is_an_error_not_an_absent_claim() -> TestResult {
+        let (store, claims) = claims_with(Duration::from_secs(60));
+        let claim = claims.locate("b", "k", Some("e1"));
+        let held = mine(claims.acquire(&claim).await?)?;
+        store.remove_bucket("b");
+        for result in [
+            claims.done(&claim).await.map(|_| ()),
+            claims.pid(&claim).await.map(|_| ()),
+            claims.acquire(&claim).await.map(|_| ()),
+            claims.release(&claim, &held).await,
+        ] {
+            assert!(
+                matches!(result, Err(StoreError::NoSuchBucket { ref bucket }) if bucket == "b"),
+                "{result:?}"
+            );
+        }
         Ok(())
     }
 
@@ -343,10 +474,10 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn finishing_leaves_the_marker_and_frees_the_lease() -> TestResult {
+    async fn finishing_then_releasing_leaves_only_the_marker() -> TestResult {
         let (store, claims) = claims_with(Duration::from_secs(60));
         let claim = claims.locate("b", "k", Some("e"));
-        claims.acquire(&claim).await?;
+        let held = mine(claims.acquire(&claim).await?)?;
         let done = Done {
             bucket: "b".into(),
             key: "k".into(),
@@ -355,6 +486,7 @@ mod tests {
             at: Utc::now(),
         };
         claims.finish(&claim, &done).await?;
+        claims.release(&claim, &held).await?;
         assert_eq!(claims.done(&claim).await?, Some(done));
         let keys: Vec<String> = store.keys().into_iter().map(|(_, k)| k).collect();
         assert_eq!(keys, [format!("{}done", claim.dir)]);

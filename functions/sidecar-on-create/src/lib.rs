@@ -12,7 +12,7 @@ pub mod subject;
 use std::sync::Arc;
 
 use bucketfn::api::ApiError;
-use bucketfn::mediahaven::{MediaHaven, Query};
+use bucketfn::mediahaven::{MediaHaven, Query, Record};
 use bucketfn::outcome::BoxError;
 use bucketfn::sink::amqp::AmqpPublisher;
 use bucketfn::sink::{Message, PublishError, Publisher};
@@ -136,15 +136,15 @@ impl SidecarOnCreate {
             )));
         }
 
-        match self.claims.acquire(&claim).await? {
-            Acquired::Mine => {}
+        let held = match self.claims.acquire(&claim).await? {
+            Acquired::Mine(held) => held,
             Acquired::Busy(until) => {
                 return Err(HandlerError::retryable(format!(
                     "{} is being archived by another delivery (its claim holds until {until})",
                     ObjectPath(bucket, key)
                 )));
             }
-        }
+        };
         // The marker may have been written between the first look and taking the lease.
         let outcome = match self.claims.done(&claim).await {
             Ok(Some(done)) => Ok(Done::Skipped(format!(
@@ -158,12 +158,11 @@ impl SidecarOnCreate {
             }
             Err(e) => Err(e.into()),
         };
-        if outcome.is_err() || matches!(outcome, Ok(Done::Skipped(_))) {
-            // Free the lease so that the redelivery need not wait for it to expire; if this
-            // fails too, the lease expires by itself.
-            if let Err(e) = self.claims.release(&claim).await {
-                tracing::warn!(error = %e, "Claim not released.");
-            }
+        // Whatever the outcome (the `done` marker, if any, is written by now): a redelivery
+        // need not wait for the lease to expire. A lease that cannot be freed expires by
+        // itself, so this never undoes an archiving that happened.
+        if let Err(e) = self.claims.release(&claim, &held).await {
+            tracing::warn!(error = %e, "Claim not released.");
         }
         outcome
     }
@@ -251,25 +250,42 @@ impl SidecarOnCreate {
         }))
     }
 
-    /// Whether MediaHaven holds the item: by key, and by md5 where there is one (not for the
-    /// md5-exempt tenant's essences, whose files come back with new content).
+    /// Whether MediaHaven holds the item for this bucket and tenant: a record of the same key,
+    /// or of the same md5 where there is one (not for the md5-exempt tenant's essences, whose
+    /// files come back with new content). The search only proposes records; each one's own
+    /// bucket, tenant and key or md5 decide, so that a record of another bucket or tenant, or
+    /// one a loose index matched, does not keep this object from being archived.
     async fn in_mediahaven(&self, s: &Subject<'_>, cp_name: &str) -> Result<bool, HandlerError> {
         let exempt =
             self.config.md5_exempt_tenant.as_deref().is_some_and(|t| {
                 t.eq_ignore_ascii_case(cp_name) || t.eq_ignore_ascii_case(&s.tenant)
             });
+        let md5 = s
+            .md5
+            .as_deref()
+            .filter(|_| s.collateral.is_some() || !exempt);
         let mut pairs = vec![("s3_object_key", s.key)];
-        if let Some(md5) = &s.md5
-            && (s.collateral.is_some() || !exempt)
-        {
-            pairs.push(("md5", md5.as_str()));
-        }
+        pairs.extend(md5.map(|md5| ("md5", md5)));
+        let query = Query::any_of(&pairs).and(Query::all_of(&[("s3_bucket", s.bucket)]));
         let found = self
             .mediahaven
-            .search(&Query::any_of(&pairs))
+            .search(&query)
             .await
             .map_err(|e| e.about("looking for an earlier ingest", s.bucket, s.key))?;
-        Ok(!found.is_empty())
+        Ok(found.iter().any(|record| {
+            let same_file = record.s3_object_key.as_deref() == Some(s.key)
+                || md5.is_some_and(|md5| {
+                    record
+                        .md5
+                        .as_deref()
+                        .is_some_and(|theirs| theirs.eq_ignore_ascii_case(md5))
+                });
+            let same_tenant = record
+                .cp_id
+                .as_deref()
+                .is_some_and(|id| subject::normalize_or_id(id).is_ok_and(|id| id == s.tenant));
+            record.s3_bucket.as_deref() == Some(s.bucket) && same_tenant && same_file
+        }))
     }
 
     async fn archive_claimed(
@@ -378,10 +394,15 @@ impl SidecarOnCreate {
             .search(&Query::any_of(&[("dc_identifier_localid", &c.media_id)]))
             .await
             .map_err(|e| e.about("looking up the essence", bucket, key))?;
-        let essence = records
+        // Only records of exactly this media id: the search may match loosely.
+        let exact: Vec<&Record> = records
+            .iter()
+            .filter(|r| r.local_id.as_deref() == Some(c.media_id.as_str()))
+            .collect();
+        let essence = exact
             .iter()
             .find(|r| !r.is_fragment)
-            .or_else(|| records.first())
+            .or_else(|| exact.first())
             .ok_or_else(|| {
                 ApiError::refused(
                     "MediaHaven",
