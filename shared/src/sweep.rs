@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use crate::outcome::{Done, HandlerError};
 use crate::runtime::Invocation;
-use crate::storage::{ListedObject, NewObject, ObjectStore, StoreError};
+use crate::storage::{Condition, ListedObject, NewObject, ObjectStore, StoreError};
 
 /// What to walk.
 #[derive(Debug, Clone)]
@@ -39,16 +39,25 @@ struct Cursor {
 
 const CURSOR_MAX_BYTES: u64 = 64 * 1024;
 
+/// The cursor as a sweep found it at its start.
+struct Saved {
+    /// `None` when it could not be read: that only costs a walk from the start.
+    resume_after: Option<String>,
+    etag: Option<String>,
+}
+
 async fn load_cursor(
     store: &dyn ObjectStore,
     bucket: &str,
     key: &str,
-) -> Result<Option<String>, HandlerError> {
+) -> Result<Option<Saved>, HandlerError> {
     match store.get(bucket, key, CURSOR_MAX_BYTES).await {
         Ok(object) => {
-            // A cursor that cannot be read only costs a walk from the start.
             let cursor: Option<Cursor> = serde_json::from_slice(&object.body).ok();
-            Ok(cursor.map(|c| c.resume_after))
+            Ok(Some(Saved {
+                resume_after: cursor.map(|c| c.resume_after),
+                etag: object.info.etag,
+            }))
         }
         Err(StoreError::NotFound { .. }) => Ok(None),
         Err(e) => Err(e.into()),
@@ -58,13 +67,24 @@ async fn load_cursor(
 async fn save_cursor(
     store: &dyn ObjectStore,
     cursor: Option<&(&str, String)>,
+    saved: Option<&Saved>,
     summary: &SweepSummary,
 ) -> Result<(), HandlerError> {
     let Some((bucket, key)) = cursor else {
         return Ok(());
     };
     match (&summary.resume_after, summary.finished) {
-        (_, true) => store.delete(bucket, key).await?,
+        // Only the cursor this run started from is removed: one written since by another run
+        // holds that run's progress.
+        (_, true) => match saved.map(|s| s.etag.clone()) {
+            Some(Some(etag)) => match store.delete_if(bucket, key, Condition::EtagIs(etag)).await {
+                Ok(()) | Err(StoreError::ConditionFailed { .. }) => {}
+                Err(e) => return Err(e.into()),
+            },
+            // A store that gives no etags cannot be asked; the cursor must not outlive the pass.
+            Some(None) => store.delete(bucket, key).await?,
+            None => {}
+        },
         (Some(resume_after), false) => {
             let body = serde_json::to_vec(&Cursor {
                 resume_after: resume_after.clone(),
@@ -157,14 +177,16 @@ where
     F: FnMut(ListedObject) -> Fut,
     Fut: Future<Output = Result<Done, HandlerError>>,
 {
-    if let Some((bucket, key)) = &scope.cursor
-        && let Some(saved) = load_cursor(store, bucket, key).await?
-    {
-        scope.start_after = scope.start_after.max(Some(saved));
+    let saved = match &scope.cursor {
+        Some((bucket, key)) => load_cursor(store, bucket, key).await?,
+        None => None,
+    };
+    if let Some(resume_after) = saved.as_ref().and_then(|s| s.resume_after.clone()) {
+        scope.start_after = scope.start_after.max(Some(resume_after));
     }
     let cursor = scope.cursor.clone();
     let summary = walk(store, scope, invocation, concurrency, handle).await?;
-    save_cursor(store, cursor.as_ref(), &summary).await?;
+    save_cursor(store, cursor.as_ref(), saved.as_ref(), &summary).await?;
     Ok(summary)
 }
 
@@ -361,6 +383,39 @@ mod tests {
         assert!(second.finished);
         assert_eq!(*seen.lock().map_err(|_| "poisoned")?, ["in/2", "in/3"]);
         assert!(store.object("b", "in/out/cursor").is_none());
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_cursor_another_run_wrote_meanwhile_outlives_this_runs_end() -> TestResult {
+        let store = store(&["in/1", "in/2", "in/3"]);
+        let with_cursor = || Scope {
+            cursor: Some(("b", "in/out/cursor".to_owned())),
+            ..scope(None)
+        };
+        let stopped = sweep(&store, with_cursor(), &Invocation::default(), 1, |o| {
+            let stop = o.key == "in/2";
+            async move {
+                match stop {
+                    true => Err(HandlerError::retryable("store down")),
+                    false => Ok(Done::Completed(String::new())),
+                }
+            }
+        })
+        .await?;
+        assert_eq!(stopped.resume_after.as_deref(), Some("in/1"));
+        // While this run walks, another one saves its own progress.
+        let other = br#"{"resume_after": "in/2", "updated": "2024-11-05T14:22:31Z"}"#;
+        let finished = sweep(&store, with_cursor(), &Invocation::default(), 1, |_| {
+            store.insert("b", "in/out/cursor", &other[..], "application/json");
+            async { Ok(Done::Completed(String::new())) }
+        })
+        .await?;
+        assert!(finished.finished);
+        let left = store
+            .object("b", "in/out/cursor")
+            .ok_or("the cursor was removed")?;
+        assert_eq!(left.body.as_ref(), &other[..]);
         Ok(())
     }
 

@@ -332,8 +332,13 @@ mod tests {
             return Err("the expired lease was not taken over".into());
         };
         assert_eq!(second.checkpoint.last_key.as_deref(), Some("in/05"));
-        // The crashed sweep, come back, has lost its lease and cannot write.
+        // The crashed sweep, come back, has lost its lease and can neither write nor give
+        // up the second's lease.
         assert!(!short.save(&mut first, |c| c.forwarded = 99, false).await?);
+        assert!(!short.save(&mut first, |c| c.forwarded = 99, true).await?);
+        let (now, _) = short.read().await?.ok_or("no checkpoint")?;
+        assert_eq!(now.lease.map(|l| l.holder).as_deref(), Some("second"));
+        assert_eq!(now.forwarded, second.checkpoint.forwarded);
         Ok(())
     }
 
