@@ -1,9 +1,11 @@
 //! bucketfn's S3 store against a real S3 protocol server: metadata with any Unicode, listing
-//! in pages after a key (with `+` and non-ASCII keys), idempotent deletes, streaming reads.
+//! in pages after a key (with `+`, `%`, control characters and non-ASCII keys, from stores that
+//! encode listings and stores that do not), idempotent and conditional deletes, conditional
+//! copies, a missing key told apart from a missing bucket, streaming reads.
 
 use std::collections::BTreeMap;
 
-use bucketfn::storage::{Condition, S3Store, StoreError};
+use bucketfn::storage::{Condition, CopyRequest, S3Store, StoreError};
 use bucketfn::{NewObject, ObjectStore};
 use bytes::Bytes;
 use tokio::io::AsyncReadExt;
@@ -134,5 +136,208 @@ async fn conditional_writes_refuse_a_taken_key_and_a_stale_etag() -> TestResult 
         store.get("bucket-b", "claim", 100).await?.body.as_ref(),
         b"fourth"
     );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_missing_key_is_not_found_and_a_missing_bucket_is_no_such_bucket() -> TestResult {
+    let server = S3Server::start().await?;
+    server.create_bucket("bucket-b").await?;
+    let store = S3Store::new(server.client(1));
+    store.check_bucket("bucket-b").await?;
+    let missing_key = [
+        store.head("bucket-b", "nope").await.err(),
+        store.get("bucket-b", "nope", 10).await.err(),
+    ];
+    for err in missing_key {
+        let err = err.ok_or("a missing key was found")?;
+        assert!(matches!(err, StoreError::NotFound { .. }), "{err}");
+    }
+    // A fresh store has confirmed no bucket yet: the HEAD's bodiless 404 must be told apart.
+    let store = S3Store::new(server.client(1));
+    let missing_bucket = [
+        store.head("no-such-bucket", "k").await.err(),
+        store.get("no-such-bucket", "k", 10).await.err(),
+        store.check_bucket("no-such-bucket").await.err(),
+        store.list("no-such-bucket", "", None, 10).await.err(),
+        store.delete("no-such-bucket", "k").await.err(),
+    ];
+    for err in missing_bucket {
+        let err = err.ok_or("a missing bucket was found")?;
+        assert!(
+            matches!(&err, StoreError::NoSuchBucket { bucket } if bucket == "no-such-bucket"),
+            "{err}"
+        );
+        assert!(
+            err.to_string()
+                .contains("bucket \"no-such-bucket\" does not exist"),
+            "{err}"
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_conditional_delete_keeps_an_object_whose_etag_changed() -> TestResult {
+    let server = S3Server::start().await?;
+    server.conditional_deletes(true);
+    server.create_bucket("bucket-b").await?;
+    let store = S3Store::new(server.client(1));
+    store
+        .put("bucket-b", "source.jpg", object(b"first"))
+        .await?;
+    let read = store.head("bucket-b", "source.jpg").await?;
+    store
+        .put("bucket-b", "source.jpg", object(b"second"))
+        .await?;
+    let stale = read.read_version().ok_or("no etag")?;
+    let err = store
+        .delete_if("bucket-b", "source.jpg", stale)
+        .await
+        .err()
+        .ok_or("a stale etag deleted the new version")?;
+    assert!(matches!(err, StoreError::ConditionFailed { .. }), "{err}");
+    assert_eq!(
+        store
+            .get("bucket-b", "source.jpg", 100)
+            .await?
+            .body
+            .as_ref(),
+        b"second"
+    );
+    let current = store.head("bucket-b", "source.jpg").await?;
+    let current = current.read_version().ok_or("no etag")?;
+    store
+        .delete_if("bucket-b", "source.jpg", current.clone())
+        .await?;
+    let err = store.head("bucket-b", "source.jpg").await.err();
+    assert!(matches!(err, Some(StoreError::NotFound { .. })), "{err:?}");
+    // Gone already: what the caller wanted.
+    store.delete_if("bucket-b", "source.jpg", current).await?;
+    let err = store
+        .delete_if("bucket-b", "source.jpg", Condition::Absent)
+        .await
+        .err();
+    assert!(
+        matches!(err, Some(StoreError::Unsupported { .. })),
+        "{err:?}"
+    );
+    Ok(())
+}
+
+fn copy_of(from_key: &str, expected: Condition, to_bucket: &str) -> CopyRequest {
+    CopyRequest {
+        from_bucket: "bucket-b".to_owned(),
+        from_key: from_key.to_owned(),
+        expected,
+        to_bucket: to_bucket.to_owned(),
+        to_key: "moved/café +1 100%.jpg".to_owned(),
+        content_type: "image/jpeg".to_owned(),
+        metadata: BTreeMap::from([("moved-from".to_owned(), "bucket-b/in ☀".to_owned())]),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_copy_happens_only_from_the_version_that_was_read() -> TestResult {
+    let server = S3Server::start().await?;
+    server.create_bucket("bucket-b").await?;
+    server.create_bucket("bucket-c").await?;
+    let store = S3Store::new(server.client(1));
+    let from = "in/café +1 100%.jpg";
+    store.put("bucket-b", from, object(b"first")).await?;
+    let read = store.head("bucket-b", from).await?;
+    let read = read.read_version().ok_or("no etag")?;
+    store.put("bucket-b", from, object(b"second")).await?;
+
+    let err = store
+        .copy(copy_of(from, read, "bucket-c"))
+        .await
+        .err()
+        .ok_or("a stale etag was copied")?;
+    assert!(matches!(err, StoreError::ConditionFailed { .. }), "{err}");
+    assert!(
+        store
+            .list("bucket-c", "", None, 10)
+            .await?
+            .objects
+            .is_empty()
+    );
+
+    let current = store.head("bucket-b", from).await?;
+    let current = current.read_version().ok_or("no etag")?;
+    store
+        .copy(copy_of(from, current.clone(), "bucket-c"))
+        .await?;
+    let copied = store.get("bucket-c", "moved/café +1 100%.jpg", 100).await?;
+    assert_eq!(copied.body.as_ref(), b"second");
+    assert_eq!(copied.info.content_type.as_deref(), Some("image/jpeg"));
+    assert_eq!(
+        copied.info.metadata,
+        copy_of(from, current.clone(), "").metadata
+    );
+    // The source is as it was.
+    assert_eq!(
+        store.head("bucket-b", from).await?.metadata,
+        object(b"").metadata
+    );
+
+    let err = store
+        .copy(copy_of("in/gone.jpg", current.clone(), "bucket-c"))
+        .await
+        .err();
+    assert!(matches!(err, Some(StoreError::NotFound { .. })), "{err:?}");
+    let err = store
+        .copy(copy_of(from, current, "no-such-bucket"))
+        .await
+        .err();
+    assert!(
+        matches!(&err, Some(StoreError::NoSuchBucket { bucket }) if bucket == "no-such-bucket"),
+        "{err:?}"
+    );
+    Ok(())
+}
+
+/// Every key under `prefix`, page by page.
+async fn listed_keys(
+    store: &S3Store,
+    bucket: &str,
+    prefix: &str,
+) -> Result<Vec<String>, StoreError> {
+    let mut seen = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = store.list(bucket, prefix, after.as_deref(), 2).await?;
+        seen.extend(page.objects.iter().map(|o| o.key.clone()));
+        after = page.objects.last().map(|o| o.key.clone());
+        if !page.more {
+            return Ok(seen);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn keys_with_control_characters_percent_and_plus_list_back_exactly() -> TestResult {
+    let server = S3Server::start().await?;
+    server.create_bucket("bucket-b").await?;
+    let store = S3Store::new(server.client(1));
+    let mut keys = vec![
+        "p/a\u{1}b.jpg",
+        "p/100%25 +1 & <x>.jpg",
+        "p/a b.jpg",
+        "p/a+b.jpg",
+        "p/é%.png",
+    ];
+    for key in &keys {
+        store.put("bucket-b", key, object(b"x")).await?;
+    }
+    keys.sort_unstable();
+    assert_eq!(listed_keys(&store, "bucket-b", "p/").await?, keys);
+
+    // A store that ignores `encoding-type=url` sends raw keys and says so by omission: they
+    // are taken as they are, not decoded (which would turn `%25` into `%` and `+` into a space).
+    server.raw_listings(true);
+    store.delete("bucket-b", "p/a\u{1}b.jpg").await?;
+    keys.retain(|k| !k.contains('\u{1}'));
+    assert_eq!(listed_keys(&store, "bucket-b", "p/").await?, keys);
     Ok(())
 }

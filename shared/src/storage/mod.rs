@@ -4,6 +4,7 @@
 mod local;
 #[cfg(any(test, feature = "testing"))]
 mod memory;
+mod probe;
 mod recording;
 mod s3;
 
