@@ -257,6 +257,22 @@ async fn an_object_deleted_before_its_event_arrives_is_not_archived() -> TestRes
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_bucket_the_store_does_not_have_is_a_permanent_error_not_a_skip() -> TestResult {
+    let rig = Rig::start().await?;
+    let handler = rig.handler(rig.media(), &[])?;
+    let event = rig
+        .upload("MAM_HighresVideo", "clip.mxf", "OR-rf5kf25")
+        .await?;
+    rig.media.remove_bucket("MAM_HighresVideo");
+    let err = expect_err(&handler, &event).await?;
+    assert!(!err.is_retryable(), "{err}");
+    assert!(err.to_string().contains("MAM_HighresVideo"), "{err}");
+    assert!(rig.apis.seen().pids.is_empty());
+    assert!(rig.publisher.published().is_empty());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_forged_domain_tenant_etag_and_md5_do_not_reach_the_sidecar_or_the_request() -> TestResult
 {
     let rig = Rig::start().await?;

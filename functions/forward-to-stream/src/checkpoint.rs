@@ -370,6 +370,19 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_missing_bucket_is_an_error_not_a_missing_checkpoint() -> TestResult {
+        let store = MemoryStore::new();
+        store.remove_bucket("b");
+        let err = checkpoints(&store, Duration::from_secs(60))
+            .acquire("in/", "a")
+            .await
+            .err()
+            .ok_or("a checkpoint was started in a bucket that is not there")?;
+        assert!(!err.is_retryable(), "{err}");
+        Ok(())
+    }
+
+    #[tokio::test]
     async fn a_checkpoint_that_is_not_json_is_a_permanent_error_naming_it() -> TestResult {
         let store = MemoryStore::new();
         store.insert(
