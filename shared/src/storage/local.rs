@@ -1,8 +1,12 @@
 //! A directory tree as object storage (`DIR/<bucket>/<key>`), for `invoke --storage DIR`,
 //! `serve --storage DIR` and demos. Keys that would leave the root are refused. Content type
 //! and metadata live in `DIR/.bucketfn/meta/<bucket>/<key>` (JSON), and writes go through
-//! `DIR/.bucketfn/tmp/` so that a reader never sees half an object. Conditional writes hold a
-//! lock file, so compare-and-swap holds across processes too.
+//! `DIR/.bucketfn/tmp/` so that a reader never sees half an object. Conditional writes,
+//! conditional deletes and copies hold a lock file, so compare-and-swap holds across processes
+//! too. A bucket is a directory: reading, listing or deleting in one that does not exist is
+//! [`StoreError::NoSuchBucket`], as on S3, but a write creates it (a laptop convenience, so that
+//! `--storage DIR` needs no set-up for the buckets a function writes to). There are no versions:
+//! a condition on a version id never holds.
 
 use std::collections::BTreeMap;
 use std::fs::OpenOptions;
@@ -15,11 +19,11 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use md5::{Digest, Md5};
 use serde::{Deserialize, Serialize};
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::{
-    Condition, ListPage, ListedObject, NewObject, ObjectInfo, ObjectReader, ObjectStore, Op,
-    StoreError, StoredObject,
+    Condition, CopyRequest, ListPage, ListedObject, MAX_COPY_BYTES, NewObject, ObjectInfo,
+    ObjectReader, ObjectStore, Op, StoreError, StoredObject,
 };
 
 /// Where the store keeps what a plain file cannot hold; bucket names may not start with `.`.
@@ -61,7 +65,7 @@ impl LocalStore {
         }
     }
 
-    fn check_bucket(bucket: &str) -> Result<(), &'static str> {
+    fn valid_bucket_name(bucket: &str) -> Result<(), &'static str> {
         if bucket.is_empty() || bucket.contains(['/', '\\', '\0']) || bucket.starts_with('.') {
             return Err("the bucket name is not a single plain directory name");
         }
@@ -91,7 +95,7 @@ impl LocalStore {
             key: key.to_owned(),
             reason,
         };
-        Self::check_bucket(bucket).map_err(invalid)?;
+        Self::valid_bucket_name(bucket).map_err(invalid)?;
         let content = Self::join_key(self.root.join(bucket), key).map_err(invalid)?;
         let meta = Self::join_key(self.root.join(STATE_DIR).join("meta").join(bucket), key)
             .map_err(invalid)?;
@@ -120,13 +124,41 @@ impl LocalStore {
         }
     }
 
+    /// Whether the bucket's directory is there: [`StoreError::NoSuchBucket`] when not.
+    async fn bucket_exists(&self, op: Op, bucket: &str) -> Result<(), StoreError> {
+        let no_such_bucket = || StoreError::NoSuchBucket {
+            bucket: bucket.to_owned(),
+        };
+        match tokio::fs::metadata(self.root.join(bucket)).await {
+            Ok(stat) if stat.is_dir() => Ok(()),
+            Ok(_) => Err(no_such_bucket()),
+            Err(e) if e.kind() == ErrorKind::NotFound => Err(no_such_bucket()),
+            Err(e) => Err(Self::io_error(op, bucket, "", e)),
+        }
+    }
+
+    /// What a key with no file means: [`StoreError::NotFound`] only where the bucket exists.
+    async fn missing(&self, op: Op, bucket: &str, key: &str) -> StoreError {
+        match self.bucket_exists(op, bucket).await {
+            Ok(()) => StoreError::NotFound {
+                bucket: bucket.to_owned(),
+                key: key.to_owned(),
+            },
+            Err(e) => e,
+        }
+    }
+
     async fn info(&self, op: Op, bucket: &str, key: &str) -> Result<ObjectInfo, StoreError> {
         let (content, meta) = self.paths_of(bucket, key)?;
-        let fail = |e| Self::io_error(op, bucket, key, e);
-        let stat = tokio::fs::metadata(&content).await.map_err(fail)?;
-        if !stat.is_file() {
-            return Err(fail(ErrorKind::NotFound.into()));
-        }
+        let stat = match tokio::fs::metadata(&content).await {
+            Ok(stat) if stat.is_file() => stat,
+            // A directory is no object, and `a/b` under a file `a` is a key that is not there.
+            Ok(_) => return Err(self.missing(op, bucket, key).await),
+            Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory) => {
+                return Err(self.missing(op, bucket, key).await);
+            }
+            Err(e) => return Err(Self::io_error(op, bucket, key, e)),
+        };
         let sidecar: Sidecar = match tokio::fs::read(&meta).await {
             Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_default(),
             Err(_) => Sidecar::default(),
@@ -150,17 +182,44 @@ impl LocalStore {
         })
     }
 
-    /// A new temporary file holding `bytes`, and the target's directory created.
-    async fn stage(&self, target: &Path, bytes: &[u8]) -> std::io::Result<PathBuf> {
+    /// A fresh temporary path for content bound for `target`, whose directory is created.
+    async fn temp_for(&self, target: &Path) -> std::io::Result<PathBuf> {
         let temp_dir = self.root.join(STATE_DIR).join("tmp");
         tokio::fs::create_dir_all(&temp_dir).await?;
         if let Some(parent) = target.parent() {
             tokio::fs::create_dir_all(parent).await?;
         }
         let n = self.temp_counter.fetch_add(1, Ordering::Relaxed);
-        let temp = temp_dir.join(format!("{}-{n}", std::process::id()));
+        Ok(temp_dir.join(format!("{}-{n}", std::process::id())))
+    }
+
+    /// A new temporary file holding `bytes`, and the target's directory created.
+    async fn stage(&self, target: &Path, bytes: &[u8]) -> std::io::Result<PathBuf> {
+        let temp = self.temp_for(target).await?;
         tokio::fs::write(&temp, bytes).await?;
         Ok(temp)
+    }
+
+    /// Copies `from` to `target` through a temporary file and a rename; the MD5 of what was
+    /// copied, read as it is copied.
+    async fn copy_atomically(&self, from: &Path, target: &Path) -> std::io::Result<String> {
+        let temp = self.temp_for(target).await?;
+        let mut source = tokio::fs::File::open(from).await?;
+        let mut copy = tokio::fs::File::create(&temp).await?;
+        let mut hash = Md5::new();
+        let mut buffer = vec![0; 64 * 1024];
+        loop {
+            let n = source.read(&mut buffer).await?;
+            if n == 0 {
+                break;
+            }
+            hash.update(&buffer[..n]);
+            copy.write_all(&buffer[..n]).await?;
+        }
+        copy.flush().await?;
+        drop(copy);
+        tokio::fs::rename(&temp, target).await?;
+        Ok(hex(&hash.finalize()))
     }
 
     /// Writes `bytes` to `target` through a temporary file and a rename.
@@ -178,29 +237,56 @@ impl LocalStore {
         linked
     }
 
-    /// Records content type, metadata and the etag of the content just written to `content`.
+    /// Records content type, metadata and the MD5 of the content just written to `content`.
     async fn write_sidecar(
         &self,
         meta: &Path,
         content: &Path,
-        object: &NewObject,
+        content_type: &str,
+        metadata: &BTreeMap<String, String>,
+        md5: String,
     ) -> std::io::Result<()> {
         let stat = tokio::fs::metadata(content).await?;
         let modified = stat.modified().ok().map(DateTime::<Utc>::from);
         let sidecar = Sidecar {
-            content_type: Some(object.content_type.clone()),
-            metadata: object.metadata.clone(),
+            content_type: Some(content_type.to_owned()),
+            metadata: metadata.clone(),
             written: nanos(modified).map(|modified_ns| Written {
-                md5: Md5::digest(&object.body)
-                    .iter()
-                    .map(|b| format!("{b:02x}"))
-                    .collect(),
+                md5,
                 size: stat.len(),
                 modified_ns,
             }),
         };
         let bytes = serde_json::to_vec(&sidecar).map_err(std::io::Error::other)?;
         self.write_atomically(meta, &bytes).await
+    }
+
+    /// Records what `put` and `put_if` wrote.
+    async fn write_sidecar_of(
+        &self,
+        meta: &Path,
+        content: &Path,
+        object: &NewObject,
+    ) -> std::io::Result<()> {
+        let md5 = hex(&Md5::digest(&object.body));
+        self.write_sidecar(meta, content, &object.content_type, &object.metadata, md5)
+            .await
+    }
+
+    /// Both locks that conditional writes, conditional deletes and copies hold: this
+    /// process's, then the lock file that other processes on the same directory wait for.
+    async fn lock_conditional(
+        &self,
+        op: Op,
+        bucket: &str,
+        key: &str,
+    ) -> Result<(tokio::sync::MutexGuard<'_, ()>, std::fs::File), StoreError> {
+        let serialised = self.conditional.lock().await;
+        let locked = self
+            .lock_file()
+            .await
+            .map_err(|e| Self::io_error(op, bucket, key, e))?;
+        Ok((serialised, locked))
     }
 
     /// An exclusive lock on `DIR/.bucketfn/lock`, held until the file is dropped: conditional
@@ -238,6 +324,18 @@ impl LocalStore {
 fn weak_etag(size: u64, modified: Option<DateTime<Utc>>) -> String {
     let nanos = nanos(modified).unwrap_or(0);
     format!("{size:x}-{nanos:x}")
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Whether what is stored (`info`) is the version `condition` names; there are no versions.
+fn is_version(condition: &Condition, info: &ObjectInfo) -> bool {
+    match condition {
+        Condition::EtagIs(etag) => info.etag.as_ref() == Some(etag),
+        Condition::VersionIs(_) | Condition::Absent => false,
+    }
 }
 
 fn nanos(time: Option<DateTime<Utc>>) -> Option<i64> {
@@ -319,7 +417,7 @@ impl ObjectStore for LocalStore {
         self.write_atomically(&content, &object.body)
             .await
             .map_err(fail)?;
-        self.write_sidecar(&meta, &content, &object)
+        self.write_sidecar_of(&meta, &content, &object)
             .await
             .map_err(fail)
     }
@@ -338,8 +436,7 @@ impl ObjectStore for LocalStore {
             key: key.to_owned(),
             condition,
         };
-        let _serialised = self.conditional.lock().await;
-        let _locked = self.lock_file().await.map_err(fail)?;
+        let _locked = self.lock_conditional(Op::Put, bucket, key).await?;
         match &condition {
             Condition::VersionIs(_) => {
                 return Err(StoreError::version_condition_on_write(bucket, key));
@@ -363,13 +460,14 @@ impl ObjectStore for LocalStore {
                     .map_err(fail)?;
             }
         }
-        self.write_sidecar(&meta, &content, &object)
+        self.write_sidecar_of(&meta, &content, &object)
             .await
             .map_err(fail)
     }
 
     async fn delete(&self, bucket: &str, key: &str) -> Result<(), StoreError> {
         let (content, meta) = self.paths_of(bucket, key)?;
+        self.bucket_exists(Op::Delete, bucket).await?;
         for (path, stop) in [
             (content, self.root.join(bucket)),
             (meta, self.root.join(STATE_DIR).join("meta").join(bucket)),
@@ -387,25 +485,74 @@ impl ObjectStore for LocalStore {
         &self,
         bucket: &str,
         key: &str,
-        _condition: Condition,
+        condition: Condition,
     ) -> Result<(), StoreError> {
-        Err(StoreError::Unsupported {
+        if condition == Condition::Absent {
+            return Err(StoreError::absent_condition_refused(
+                Op::Delete,
+                bucket,
+                key,
+            ));
+        }
+        let _locked = self.lock_conditional(Op::Delete, bucket, key).await?;
+        let current = match self.info(Op::Head, bucket, key).await {
+            Ok(info) => info,
+            Err(StoreError::NotFound { .. }) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        if !is_version(&condition, &current) {
+            return Err(StoreError::ConditionFailed {
+                bucket: bucket.to_owned(),
+                key: key.to_owned(),
+                condition,
+            });
+        }
+        self.delete(bucket, key).await
+    }
+
+    async fn copy(&self, copy: CopyRequest) -> Result<(), StoreError> {
+        let (from_bucket, from_key) = (copy.from_bucket.as_str(), copy.from_key.as_str());
+        if copy.expected == Condition::Absent {
+            return Err(StoreError::absent_condition_refused(
+                Op::Copy,
+                from_bucket,
+                from_key,
+            ));
+        }
+        let (from, _) = self.paths_of(from_bucket, from_key)?;
+        let (to, to_meta) = self.paths_of(&copy.to_bucket, &copy.to_key)?;
+        let _locked = self
+            .lock_conditional(Op::Copy, from_bucket, from_key)
+            .await?;
+        let source = self.info(Op::Copy, from_bucket, from_key).await?;
+        if !is_version(&copy.expected, &source) {
+            return Err(StoreError::ConditionFailed {
+                bucket: copy.from_bucket,
+                key: copy.from_key,
+                condition: copy.expected,
+            });
+        }
+        if source.size > MAX_COPY_BYTES {
+            return Err(StoreError::TooLarge {
+                bucket: copy.from_bucket,
+                key: copy.from_key,
+                limit: MAX_COPY_BYTES,
+            });
+        }
+        let fail = |e| Self::io_error(Op::Copy, &copy.to_bucket, &copy.to_key, e);
+        let md5 = self.copy_atomically(&from, &to).await.map_err(fail)?;
+        self.write_sidecar(&to_meta, &to, &copy.content_type, &copy.metadata, md5)
+            .await
+            .map_err(fail)
+    }
+
+    async fn check_bucket(&self, bucket: &str) -> Result<(), StoreError> {
+        Self::valid_bucket_name(bucket).map_err(|reason| StoreError::InvalidKey {
             bucket: bucket.to_owned(),
-            capability: format!("conditional deletes are not implemented yet (key {key:?})"),
-            consequence: "nothing is deleted".to_owned(),
-        })
-    }
-
-    async fn copy(&self, copy: super::CopyRequest) -> Result<(), StoreError> {
-        Err(StoreError::Unsupported {
-            bucket: copy.from_bucket,
-            capability: "copies are not implemented yet".to_owned(),
-            consequence: "nothing is copied".to_owned(),
-        })
-    }
-
-    async fn check_bucket(&self, _bucket: &str) -> Result<(), StoreError> {
-        Ok(())
+            key: String::new(),
+            reason,
+        })?;
+        self.bucket_exists(Op::List, bucket).await
     }
 
     async fn list(
@@ -415,11 +562,12 @@ impl ObjectStore for LocalStore {
         start_after: Option<&str>,
         limit: usize,
     ) -> Result<ListPage, StoreError> {
-        Self::check_bucket(bucket).map_err(|reason| StoreError::InvalidKey {
+        Self::valid_bucket_name(bucket).map_err(|reason| StoreError::InvalidKey {
             bucket: bucket.to_owned(),
             key: prefix.to_owned(),
             reason,
         })?;
+        self.bucket_exists(Op::List, bucket).await?;
         let dir = self.root.join(bucket);
         let mut keys = tokio::task::spawn_blocking(move || {
             let mut keys = Vec::new();
@@ -513,9 +661,9 @@ mod tests {
     #[tokio::test]
     async fn missing_is_not_found_and_large_is_refused() -> TestResult {
         let (_dir, store) = store()?;
+        store.put("b", "big", object(b"eleven byte")).await?;
         let err = store.get("b", "nope", 10).await.err().ok_or("found")?;
         assert!(matches!(err, StoreError::NotFound { .. }), "{err}");
-        store.put("b", "big", object(b"eleven byte")).await?;
         let err = store.get("b", "big", 10).await.err().ok_or("read")?;
         assert!(
             matches!(err, StoreError::TooLarge { limit: 10, .. }),
@@ -616,6 +764,131 @@ mod tests {
         assert_eq!(text, "first");
         store.put("b", "k", object(b"second")).await?;
         assert_ne!(store.head("b", "k").await?.etag, info.etag);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_missing_bucket_directory_is_no_such_bucket_but_a_write_creates_it() -> TestResult {
+        let (dir, store) = store()?;
+        let missing = [
+            store.head("b", "k").await.err(),
+            store.get("b", "k", 10).await.err(),
+            store.open("b", "k").await.err(),
+            store.list("b", "", None, 10).await.err(),
+            store.delete("b", "k").await.err(),
+            store
+                .delete_if("b", "k", Condition::EtagIs("e".into()))
+                .await
+                .err(),
+            store.check_bucket("b").await.err(),
+        ];
+        for err in missing {
+            let err = err.ok_or("a missing bucket was found")?;
+            assert!(
+                matches!(&err, StoreError::NoSuchBucket { bucket } if bucket == "b"),
+                "{err}"
+            );
+        }
+        store.put("b", "k", object(b"x")).await?;
+        store.check_bucket("b").await?;
+        let err = store.head("b", "other").await.err().ok_or("found")?;
+        assert!(matches!(err, StoreError::NotFound { .. }), "{err}");
+        // Under a file, a key is missing, not refused.
+        let err = store.head("b", "k/under").await.err().ok_or("found")?;
+        assert!(matches!(err, StoreError::NotFound { .. }), "{err}");
+        std::fs::write(dir.path().join("file"), b"not a bucket")?;
+        let err = store.check_bucket("file").await.err();
+        assert!(
+            matches!(err, Some(StoreError::NoSuchBucket { .. })),
+            "{err:?}"
+        );
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_conditional_delete_keeps_an_object_whose_etag_changed() -> TestResult {
+        let (_dir, store) = store()?;
+        store.put("b", "k", object(b"first")).await?;
+        let read = store
+            .head("b", "k")
+            .await?
+            .read_version()
+            .ok_or("no etag")?;
+        store.put("b", "k", object(b"second")).await?;
+        for condition in [read, Condition::VersionIs("v1".into())] {
+            let err = store.delete_if("b", "k", condition).await.err();
+            assert!(
+                matches!(err, Some(StoreError::ConditionFailed { .. })),
+                "{err:?}"
+            );
+        }
+        assert_eq!(store.get("b", "k", 10).await?.body, "second");
+        let current = store
+            .head("b", "k")
+            .await?
+            .read_version()
+            .ok_or("no etag")?;
+        store.delete_if("b", "k", current.clone()).await?;
+        assert!(store.list("b", "", None, 10).await?.objects.is_empty());
+        store.delete_if("b", "k", current).await?;
+        let err = store.delete_if("b", "k", Condition::Absent).await.err();
+        assert!(
+            matches!(err, Some(StoreError::Unsupported { .. })),
+            "{err:?}"
+        );
+        Ok(())
+    }
+
+    fn copy_of(expected: Condition) -> CopyRequest {
+        CopyRequest {
+            from_bucket: "b".to_owned(),
+            from_key: "in/a.jpg".to_owned(),
+            expected,
+            to_bucket: "c".to_owned(),
+            to_key: "moved/a.jpg".to_owned(),
+            content_type: "image/jpeg".to_owned(),
+            metadata: BTreeMap::from([("moved-from".to_owned(), "b/in ☀".to_owned())]),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_copy_happens_only_from_the_version_that_was_read() -> TestResult {
+        let (_dir, store) = store()?;
+        store.put("b", "in/a.jpg", object(b"first")).await?;
+        let read = store.head("b", "in/a.jpg").await?.read_version();
+        store.put("b", "in/a.jpg", object(b"second")).await?;
+        let err = store.copy(copy_of(read.ok_or("no etag")?)).await.err();
+        assert!(
+            matches!(err, Some(StoreError::ConditionFailed { .. })),
+            "{err:?}"
+        );
+        assert!(store.head("c", "moved/a.jpg").await.is_err());
+
+        let source = store.head("b", "in/a.jpg").await?;
+        let current = source.read_version().ok_or("no etag")?;
+        store.copy(copy_of(current.clone())).await?;
+        let copied = store.get("c", "moved/a.jpg", 100).await?;
+        assert_eq!(copied.body, "second");
+        assert_eq!(copied.info.content_type.as_deref(), Some("image/jpeg"));
+        assert_eq!(copied.info.metadata, copy_of(current.clone()).metadata);
+        // The same content, the same etag: the copy's sidecar holds its content hash.
+        assert_eq!(copied.info.etag, source.etag);
+        assert_eq!(
+            store.head("b", "in/a.jpg").await?.metadata,
+            object(b"").metadata
+        );
+
+        let mut gone = copy_of(current.clone());
+        gone.from_key = "in/gone.jpg".to_owned();
+        let err = store.copy(gone).await.err();
+        assert!(matches!(err, Some(StoreError::NotFound { .. })), "{err:?}");
+        let mut no_bucket = copy_of(current);
+        no_bucket.from_bucket = "nope".to_owned();
+        let err = store.copy(no_bucket).await.err();
+        assert!(
+            matches!(err, Some(StoreError::NoSuchBucket { .. })),
+            "{err:?}"
+        );
         Ok(())
     }
 }
