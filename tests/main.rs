@@ -15,5 +15,6 @@ mod runtime_limits;
 mod s3_store;
 mod serve_security;
 mod sidecar;
+mod store_capabilities;
 mod support;
 mod thumbnail_s3;

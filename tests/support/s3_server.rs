@@ -252,6 +252,13 @@ impl S3Server {
         quirks.conditional_deletes.store(on, Ordering::SeqCst);
     }
 
+    /// `If-None-Match` and `If-Match` are ignored on PUT and DELETE, as by a store without
+    /// conditional writes.
+    pub fn ignore_conditions(&self, on: bool) {
+        let quirks = &self.control.quirks;
+        quirks.ignore_conditions.store(on, Ordering::SeqCst);
+    }
+
     /// Listings ignore `encoding-type=url`: raw keys, no `EncodingType` in the answer.
     pub fn raw_listings(&self, on: bool) {
         let quirks = &self.control.quirks;

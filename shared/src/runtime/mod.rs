@@ -23,7 +23,7 @@ use crate::ledger::{LedgerSettings, Recorder, instance_name};
 use crate::outcome::{BoxError, Outcome};
 use crate::progress::Progress;
 use crate::sources::Sources;
-use crate::storage::{LocalStore, ObjectStore, RecordingStore, S3Settings, S3Store};
+use crate::storage::{CheckedStore, LocalStore, ObjectStore, RecordingStore, S3Settings, S3Store};
 use crate::telemetry;
 use metrics::Metrics;
 
@@ -192,7 +192,8 @@ pub(crate) struct Started<F> {
     pub(crate) observer: Observer,
     /// The one memory budget and event bound of this process, shared by every delivery.
     pub(crate) governor: Governor,
-    /// The store as configured (without the ledger's recording), for the pages.
+    /// The store as configured, its conditions checked (without the ledger's recording), for
+    /// the pages.
     pub(crate) store: Arc<dyn ObjectStore>,
 }
 
@@ -214,10 +215,11 @@ pub(crate) async fn start<F: Function>(storage: Option<PathBuf>) -> Result<Start
     let config = F::Config::read(&mut env);
     env.finish()?;
     let config = config.ok_or_else(|| StartError::Failed("configuration was not read".into()))?;
-    let store: Arc<dyn ObjectStore> = match storage {
+    let configured: Arc<dyn ObjectStore> = match storage {
         Some(dir) => Arc::new(LocalStore::new(dir)),
         None => Arc::new(S3Store::connect(&settings.s3).await),
     };
+    let store: Arc<dyn ObjectStore> = Arc::new(CheckedStore::new(configured));
     let ledger = settings
         .ledger
         .open(F::NAME)

@@ -23,6 +23,7 @@ use crate::outcome::{BoxError, HandlerError};
 pub use local::LocalStore;
 #[cfg(any(test, feature = "testing"))]
 pub use memory::MemoryStore;
+pub use probe::CheckedStore;
 pub use recording::RecordingStore;
 pub use s3::{S3Settings, S3Store};
 
