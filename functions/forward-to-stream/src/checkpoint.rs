@@ -300,13 +300,16 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn the_lease_is_exclusive_on_a_local_directory_shared_by_two_stores() -> TestResult {
+        // The swept bucket exists (a missing one is an error, not a missing checkpoint).
         let dir = tempfile::tempdir()?;
+        std::fs::create_dir(dir.path().join("b"))?;
         // Two store instances stand for two processes on one directory.
         let one: Arc<dyn ObjectStore> = Arc::new(LocalStore::new(dir.path()));
         let two: Arc<dyn ObjectStore> = Arc::new(LocalStore::new(dir.path()));
         let (a, b) = tokio::join!(race(one, 8), race(two, 8));
         assert_eq!(a? + b?, 1);
         let fresh = tempfile::tempdir()?;
+        std::fs::create_dir(fresh.path().join("b"))?;
         exclusive(Arc::new(LocalStore::new(fresh.path()))).await
     }
 
