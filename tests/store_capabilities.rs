@@ -3,14 +3,17 @@
 //! ignore them, and buckets that do not exist, at start-up and in events.
 
 use std::collections::BTreeMap;
+use std::process::Command;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bucketfn::storage::{CheckedStore, Condition, S3Store, StoreError};
 use bucketfn::{NewObject, ObjectStore};
 use bytes::Bytes;
 
-use crate::support::TestResult;
+use crate::support::function::{FunctionProcess, THUMBNAIL_ON_CREATE, free_port, wait_ready};
 use crate::support::s3_server::S3Server;
+use crate::support::{TestResult, workspace_root};
 
 fn claim() -> NewObject {
     NewObject {
@@ -114,5 +117,76 @@ async fn deletes_on_an_etag_happen_only_where_the_store_makes_them_conditional()
         .delete_if("bucket-b", "in/photo.jpg", read.ok_or("no etag")?)
         .await?;
     assert_eq!(all_keys(&s3, "bucket-b").await?, Vec::<String>::new());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_source_bucket_the_store_lacks_stops_the_start_naming_it() -> TestResult {
+    let server = S3Server::start().await?;
+    server.create_bucket("photos").await?;
+    let mut env = server.env();
+    env.push(("PORT", free_port()?.to_string()));
+    env.push(("SOURCE_BUCKETS", "photos,no-such-bucket/in/".to_owned()));
+    let mut process = FunctionProcess::spawn(THUMBNAIL_ON_CREATE, &["serve"], &env)?;
+    let code = process.wait(Duration::from_secs(20)).await?;
+    let logs = process.logs();
+    assert_eq!(code, Some(2), "{logs}");
+    assert!(
+        logs.contains(
+            "start-up failed: SOURCE_BUCKETS names bucket \"no-such-bucket\", which cannot be \
+             used: bucket \"no-such-bucket\" does not exist at this store"
+        ),
+        "{logs}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_store_that_cannot_answer_at_start_up_is_warned_about_and_the_start_goes_on() -> TestResult
+{
+    let server = S3Server::start().await?;
+    server.create_bucket("photos").await?;
+    server.fail_next_of(http::Method::HEAD, 1000);
+    let port = free_port()?;
+    let mut env = server.env();
+    env.push(("PORT", port.to_string()));
+    env.push(("SOURCE_BUCKETS", "photos".to_owned()));
+    let process = FunctionProcess::spawn(THUMBNAIL_ON_CREATE, &["serve"], &env)?;
+    let ready = format!("http://127.0.0.1:{port}/healthz");
+    wait_ready(&ready, &process, Duration::from_secs(20)).await?;
+    let logs = process.logs();
+    assert!(
+        logs.contains("The store could not confirm a configured bucket"),
+        "{logs}"
+    );
+    assert!(logs.contains("HTTP 503"), "{logs}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_event_for_a_bucket_the_store_lacks_is_permanent_not_skipped() -> TestResult {
+    let server = S3Server::start().await?;
+    let home = tempfile::tempdir()?;
+    let mut command = Command::new(THUMBNAIL_ON_CREATE);
+    command
+        .args(["invoke", "events/aws-s3/created.json"])
+        .current_dir(workspace_root())
+        .env_clear()
+        .envs(server.env())
+        .env("HOME", home.path())
+        .env("SOURCE_BUCKETS", "*");
+    let out = tokio::task::spawn_blocking(move || command.output()).await??;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.starts_with("permanent\t"), "{stdout}");
+    assert!(
+        stdout.contains("bucket \"media-uploads\" does not exist at this store"),
+        "{stdout}"
+    );
     Ok(())
 }

@@ -23,7 +23,9 @@ use crate::ledger::{LedgerSettings, Recorder, instance_name};
 use crate::outcome::{BoxError, Outcome};
 use crate::progress::Progress;
 use crate::sources::Sources;
-use crate::storage::{CheckedStore, LocalStore, ObjectStore, RecordingStore, S3Settings, S3Store};
+use crate::storage::{
+    CheckedStore, LocalStore, ObjectStore, RecordingStore, S3Settings, S3Store, StoreError,
+};
 use crate::telemetry;
 use metrics::Metrics;
 
@@ -63,6 +65,12 @@ pub trait Handler: Send + Sync + 'static {
 
     /// What the function makes of the input object `key`, labelled, for the `/files` page.
     fn outputs_of(&self, _key: &str) -> Vec<Derived> {
+        Vec::new()
+    }
+
+    /// Buckets the configuration names, checked at start-up (as `SOURCE_BUCKETS` is): one
+    /// that does not exist, or that the credentials may not use, stops the start.
+    fn buckets(&self) -> Vec<String> {
         Vec::new()
     }
 }
@@ -231,6 +239,12 @@ pub(crate) async fn start<F: Function>(storage: Option<PathBuf>) -> Result<Start
     };
     let recording: Arc<dyn ObjectStore> = Arc::new(RecordingStore(Arc::clone(&store)));
     let function = Arc::new(F::start(config, recording).await?);
+    check_buckets(
+        store.as_ref(),
+        settings.sources.as_ref(),
+        function.buckets(),
+    )
+    .await?;
     let governor = Governor::new(&settings);
     tracing::info!(
         startup_us = began.elapsed().as_micros() as u64,
@@ -245,6 +259,75 @@ pub(crate) async fn start<F: Function>(storage: Option<PathBuf>) -> Result<Start
         governor,
         store,
     })
+}
+
+/// How long the start-up bucket checks may take together: Lambda gives the whole start 10 s,
+/// and a store that does not answer is only warned about.
+const BUCKET_CHECK_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// A bucket the configuration names that the store says cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("{named_by} names bucket {:?}, which cannot be used", bucket.escape_debug().to_string())]
+struct UnusableBucket {
+    bucket: String,
+    /// The variable, or "the function's configuration".
+    named_by: &'static str,
+    #[source]
+    source: StoreError,
+}
+
+/// Checks every bucket that `SOURCE_BUCKETS` (not `*`) and the function name, so that a wrong
+/// endpoint, region or bucket name stops the start instead of failing every event. A store
+/// that does not answer now is warned about: its events then fail as retryable.
+async fn check_buckets(
+    store: &dyn ObjectStore,
+    sources: Option<&Sources>,
+    function_buckets: Vec<String>,
+) -> Result<(), StartError> {
+    let mut named: Vec<(String, &'static str)> = Vec::new();
+    if let Some(Sources::Only { entries, variable }) = sources {
+        named.extend(entries.iter().map(|e| (e.bucket.clone(), *variable)));
+    }
+    named.extend(
+        function_buckets
+            .into_iter()
+            .map(|bucket| (bucket, "the function's configuration")),
+    );
+    let mut seen = std::collections::HashSet::new();
+    named.retain(|(bucket, _)| seen.insert(bucket.clone()));
+    let checks = named.iter().map(|(bucket, _)| store.check_bucket(bucket));
+    let answers =
+        tokio::time::timeout(BUCKET_CHECK_TIMEOUT, futures_util::future::join_all(checks)).await;
+    let Ok(answers) = answers else {
+        let buckets: Vec<&str> = named.iter().map(|(b, _)| b.as_str()).collect();
+        tracing::warn!(
+            buckets = ?buckets,
+            timeout_s = BUCKET_CHECK_TIMEOUT.as_secs(),
+            "The store did not confirm the configured buckets in time; events for a bucket \
+             it lacks will fail."
+        );
+        return Ok(());
+    };
+    for ((bucket, named_by), answer) in named.into_iter().zip(answers) {
+        match answer {
+            Ok(()) => {}
+            Err(e @ StoreError::Unavailable { .. }) => tracing::warn!(
+                bucket,
+                named_by,
+                error = crate::outcome::chain(&e),
+                "The store could not confirm a configured bucket; its events fail as \
+                 retryable until it answers."
+            ),
+            Err(source) => {
+                return Err(StartError::Failed(Box::new(UnusableBucket {
+                    bucket,
+                    named_by,
+                    source,
+                })));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The whole of a function binary's `main`.
