@@ -73,6 +73,8 @@ async fn start(
         apis.add_record(record);
     }
     let dir = tempfile::tempdir()?;
+    // The bucket exists and the removed object is gone from it.
+    std::fs::create_dir(dir.path().join("media"))?;
     let store: Arc<dyn ObjectStore> = Arc::new(LocalStore::new(dir.path().to_path_buf()));
     let handler = CleanupOnRemove::new(config(&apis, targets)?, store)?;
     Ok((apis, dir, handler))
