@@ -257,6 +257,15 @@ async fn an_object_deleted_before_its_event_arrives_is_not_archived() -> TestRes
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn claim_bucket_is_a_bucket_checked_at_start_up() -> TestResult {
+    let rig = Rig::start().await?;
+    assert!(rig.handler(rig.media(), &[])?.buckets().is_empty());
+    let handler = rig.handler(rig.media(), &[("CLAIM_BUCKET", "archive-claims")])?;
+    assert_eq!(handler.buckets(), ["archive-claims"]);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_bucket_the_store_does_not_have_is_a_permanent_error_not_a_skip() -> TestResult {
     let rig = Rig::start().await?;
     let handler = rig.handler(rig.media(), &[])?;

@@ -175,6 +175,11 @@ impl Forwarder {
 }
 
 impl Handler for Forwarder {
+    /// The swept bucket, which holds the checkpoint.
+    fn buckets(&self) -> Vec<String> {
+        self.config.sweep.bucket.iter().cloned().collect()
+    }
+
     fn inputs(&self) -> Option<Location> {
         Some(Location {
             bucket: self.config.sweep.bucket.clone()?,
@@ -261,6 +266,14 @@ mod tests {
 
     pub(crate) fn file_config() -> Config {
         Config::with_sink(SinkConfig::File("-".into()))
+    }
+
+    #[test]
+    fn the_swept_bucket_is_checked_at_start_up() {
+        assert!(forwarder(file_config()).2.buckets().is_empty());
+        let mut config = file_config();
+        config.sweep.bucket = Some("logs".to_owned());
+        assert_eq!(forwarder(config).2.buckets(), ["logs"]);
     }
 
     #[tokio::test]

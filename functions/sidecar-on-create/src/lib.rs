@@ -443,6 +443,11 @@ fn unfit(bucket: &str, key: &str, problem: Problem) -> HandlerError {
 }
 
 impl Handler for SidecarOnCreate {
+    /// `CLAIM_BUCKET`, when the claims are not kept in the event's bucket.
+    fn buckets(&self) -> Vec<String> {
+        self.config.claims.bucket.iter().cloned().collect()
+    }
+
     async fn handle(&self, event: &ObjectEvent, _invocation: &Invocation) -> Outcome {
         match event.kind {
             EventKind::Created => self.archive(event).await,
