@@ -219,12 +219,12 @@ check "thumbnail-on-create sweep: keys with U+0001, % and + are listed and get t
   mo_sweep_lists_every_key
 
 # --- Removes: only a gone object's thumbnails go.
-mo_cleanup=(SOURCE_BUCKETS=mo-photos,mo-versions CLEANUP_TARGETS=derivatives)
 mo_removes_check_the_store() {
-  mo_invoke "${mo_cleanup[@]}" cleanup-on-remove removed mo-photos "$mo_photo" 2099-01-01T00:00:00.000Z &&
+  mo_invoke SOURCE_BUCKETS=mo-photos CLEANUP_TARGETS=derivatives cleanup-on-remove removed mo-photos \
+    "$mo_photo" 2099-01-01T00:00:00.000Z &&
     mo_thumbnails present mo-photos "$mo_photo" || return 1
   mo_s3 delete mo-photos "$mo_photo"
-  mo_invoke "${mo_cleanup[@]}" cleanup-on-remove removed mo-photos "$mo_photo" &&
+  mo_invoke SOURCE_BUCKETS=mo-photos CLEANUP_TARGETS=derivatives cleanup-on-remove removed mo-photos "$mo_photo" &&
     mo_thumbnails absent mo-photos "$mo_photo"
 }
 check "cleanup-on-remove: a remove dated 2099 of a live object deletes nothing; once it is gone, its thumbnails go" \
@@ -239,7 +239,8 @@ mo_old_version_removed() {
     mo_s3 put mo-versions lake.jpg "$mo_dir/lake-v2.jpg" >/dev/null &&
     mo_invoke SOURCE_BUCKETS=mo-versions thumbnail-on-create created mo-versions lake.jpg &&
     mo_s3 delete mo-versions lake.jpg "$old" || return 1
-  mo_invoke "${mo_cleanup[@]}" cleanup-on-remove removed mo-versions lake.jpg "" "$old" &&
+  mo_invoke SOURCE_BUCKETS=mo-versions CLEANUP_TARGETS=derivatives cleanup-on-remove removed mo-versions \
+    lake.jpg "" "$old" &&
     mo_thumbnails present mo-versions lake.jpg
 }
 check "cleanup-on-remove: the remove of an old version keeps the current version's thumbnails" \
