@@ -9,7 +9,7 @@ use bytes::Bytes;
 
 use super::{
     Condition, CopyRequest, ListPage, ListedObject, MAX_COPY_BYTES, NewObject, ObjectInfo,
-    ObjectReader, ObjectStore, StoreError, StoredObject,
+    ObjectReader, ObjectStore, Op, StoreError, StoredObject,
 };
 
 /// Objects by `(bucket, key)`, as they were written. Every bucket exists except those
@@ -187,6 +187,13 @@ impl ObjectStore for MemoryStore {
         condition: Condition,
     ) -> Result<(), StoreError> {
         self.bucket_exists(bucket)?;
+        if condition == Condition::Absent {
+            return Err(StoreError::absent_condition_refused(
+                Op::Delete,
+                bucket,
+                key,
+            ));
+        }
         let mut objects = self.lock();
         let slot = (bucket.to_owned(), key.to_owned());
         match objects.get(&slot) {
@@ -205,6 +212,13 @@ impl ObjectStore for MemoryStore {
 
     async fn copy(&self, copy: CopyRequest) -> Result<(), StoreError> {
         self.bucket_exists(&copy.to_bucket)?;
+        if copy.expected == Condition::Absent {
+            return Err(StoreError::absent_condition_refused(
+                Op::Copy,
+                &copy.from_bucket,
+                &copy.from_key,
+            ));
+        }
         let source = self.found(&copy.from_bucket, &copy.from_key)?;
         if !holds(&copy.expected, Some(&source)) {
             return Err(StoreError::ConditionFailed {

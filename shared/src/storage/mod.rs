@@ -203,6 +203,7 @@ pub enum Op {
     Delete,
     List,
     Copy,
+    CheckBucket,
 }
 
 impl Op {
@@ -221,6 +222,7 @@ impl fmt::Display for Op {
             Self::Delete => "deleting",
             Self::List => "listing",
             Self::Copy => "copying",
+            Self::CheckBucket => "checking the bucket",
         })
     }
 }
@@ -319,6 +321,15 @@ impl From<StoreError> for HandlerError {
 }
 
 impl StoreError {
+    /// A delete or copy asked to wait for the key to be free, which only a write can.
+    pub(crate) fn absent_condition_refused(op: Op, bucket: &str, key: &str) -> Self {
+        Self::Unsupported {
+            bucket: bucket.to_owned(),
+            capability: format!("{op} {key:?} cannot be conditional on the key being free"),
+            consequence: "nothing is changed".to_owned(),
+        }
+    }
+
     /// A write asked to be conditional on a version id, which no store offers for writes.
     pub(crate) fn version_condition_on_write(bucket: &str, key: &str) -> Self {
         Self::Unsupported {

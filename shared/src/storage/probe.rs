@@ -13,20 +13,9 @@ use bytes::Bytes;
 use tokio::sync::OnceCell;
 
 use super::{
-    Condition, CopyRequest, ListPage, NewObject, ObjectInfo, ObjectReader, ObjectStore, Op,
-    StoreError, StoredObject,
+    Condition, CopyRequest, ListPage, NewObject, ObjectInfo, ObjectReader, ObjectStore, StoreError,
+    StoredObject,
 };
-
-impl StoreError {
-    /// A delete or copy asked to wait for the key to be free, which only a write can.
-    pub(crate) fn absent_condition_refused(op: Op, bucket: &str, key: &str) -> Self {
-        Self::Unsupported {
-            bucket: bucket.to_owned(),
-            capability: format!("{op} {key:?} cannot be conditional on the key being free"),
-            consequence: "nothing is changed".to_owned(),
-        }
-    }
-}
 
 /// What the probe found a bucket's store to enforce.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -273,7 +262,7 @@ mod tests {
         fn reachable(&self, bucket: &str, key: &str) -> Result<(), StoreError> {
             match self.unavailable.load(Ordering::SeqCst) {
                 true => Err(StoreError::Unavailable {
-                    op: Op::Put,
+                    op: crate::storage::Op::Put,
                     bucket: bucket.to_owned(),
                     key: key.to_owned(),
                     source: "connection refused".into(),

@@ -484,7 +484,7 @@ impl ObjectStore for S3Store {
                 bucket: bucket.to_owned(),
             }),
             // HeadBucket needs the permission a listing does (s3:ListBucket on AWS).
-            Err(e) => Err(classify(Op::List, bucket, "", e)),
+            Err(e) => Err(classify(Op::CheckBucket, bucket, "", e)),
         }
     }
 
