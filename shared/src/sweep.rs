@@ -79,6 +79,10 @@ async fn save_cursor(
         (_, true) => match saved.map(|s| s.etag.clone()) {
             Some(Some(etag)) => match store.delete_if(bucket, key, Condition::EtagIs(etag)).await {
                 Ok(()) | Err(StoreError::ConditionFailed { .. }) => {}
+                // A store that ignores If-Match on DELETE (MinIO): the cursor is the sweep's
+                // own bookkeeping, and the worst an unconditional delete does is make another
+                // run walk from the start, so the sweep does not fail over it.
+                Err(StoreError::Unsupported { .. }) => store.delete(bucket, key).await?,
                 Err(e) => return Err(e.into()),
             },
             // A store that gives no etags cannot be asked; the cursor must not outlive the pass.
