@@ -205,6 +205,10 @@ fn sweep_catches_up_on_a_local_bucket_and_prints_a_summary() -> TestResult {
 #[test]
 fn invoke_refuses_events_for_buckets_outside_source_buckets() -> TestResult {
     let (storage, dir) = scan_in_media_uploads()?;
+    // The served buckets exist: a missing one would stop the start instead (checked at start-up).
+    for bucket in ["photos", "archive"] {
+        std::fs::create_dir_all(storage.path().join(bucket))?;
+    }
     let args = ["invoke", "events/sqs/s3-created.json", "--storage", &dir];
 
     for sources in [
@@ -264,6 +268,7 @@ fn a_sweep_of_a_bucket_outside_the_sources_is_refused() -> TestResult {
     let other = storage.path().join("other");
     std::fs::create_dir_all(&other)?;
     std::fs::write(other.join("a.png"), gradient(300, 200, ImageFormat::Png)?)?;
+    std::fs::create_dir_all(storage.path().join("photos"))?;
     let dir = storage.path().to_string_lossy().into_owned();
     let out = run(
         &["sweep", "--bucket", "other", "--storage", &dir],
