@@ -274,16 +274,17 @@ async fn a_remove_older_than_the_object_now_there_deletes_nothing() -> TestResul
     Ok(())
 }
 
+/// A thumbnail bucket of its own holds each source bucket's derivatives under its name.
 #[tokio::test(flavor = "multi_thread")]
 async fn thumbnails_on_s3_are_removed_by_their_names() -> TestResult {
     let server = S3Server::start().await?;
     server.create_bucket("photos").await?;
     server.create_bucket("thumbs").await?;
     for key in [
-        "t/a + b.jpg/256.jpg",
-        "t/a + b.jpg/64.webp",
-        "t/a + b.jpg/readme.txt",
-        "t/a + b.jpg/c.jpg/256.jpg",
+        "t/photos/a + b.jpg/256.jpg",
+        "t/photos/a + b.jpg/64.webp",
+        "t/photos/a + b.jpg/readme.txt",
+        "t/photos/a + b.jpg/c.jpg/256.jpg",
     ] {
         server.put("thumbs", key, b"t".to_vec()).await?;
     }
@@ -307,7 +308,7 @@ async fn thumbnails_on_s3_are_removed_by_their_names() -> TestResult {
         .collect();
     assert_eq!(
         left,
-        ["t/a + b.jpg/c.jpg/256.jpg", "t/a + b.jpg/readme.txt"]
+        ["t/photos/a + b.jpg/c.jpg/256.jpg", "t/photos/a + b.jpg/readme.txt"]
     );
     Ok(())
 }

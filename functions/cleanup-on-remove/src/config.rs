@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use bucketfn::derivatives::DerivativesLayout;
 use bucketfn::mediahaven::MediaHavenSettings;
 use bucketfn::{Env, FromEnv};
 
@@ -11,10 +12,8 @@ use bucketfn::{Env, FromEnv};
 pub struct Config {
     /// `CLEANUP_TARGETS` contains `derivatives`.
     pub derivatives: bool,
-    /// `THUMBNAIL_BUCKET`: where thumbnails are; `None` means the source bucket.
-    pub thumbnail_bucket: Option<String>,
-    /// `THUMBNAIL_PREFIX`: the prefix of every thumbnail key.
-    pub thumbnail_prefix: String,
+    /// `THUMBNAIL_BUCKET` and `THUMBNAIL_PREFIX`: where thumbnail-on-create put what it made.
+    pub layout: DerivativesLayout,
     /// Set when `CLEANUP_TARGETS` contains `mediahaven`.
     pub mediahaven: Option<MediaHavenSettings>,
     /// `MEDIAHAVEN_DELETE_DELAY_MS`: pause after each collateral delete (MediaHaven's rate limit).
@@ -26,8 +25,10 @@ impl Config {
     pub fn derivatives_only() -> Self {
         Self {
             derivatives: true,
-            thumbnail_bucket: None,
-            thumbnail_prefix: "thumbnails/".to_owned(),
+            layout: DerivativesLayout {
+                bucket: None,
+                prefix: "thumbnails/".to_owned(),
+            },
             mediahaven: None,
             delete_delay: Duration::from_millis(100),
         }
@@ -60,7 +61,7 @@ impl FromEnv for Config {
         // Empty is meaningful with THUMBNAIL_BUCKET (thumbnails at the top of their bucket).
         let thumbnail_prefix = env
             .raw("THUMBNAIL_PREFIX")
-            .map_or(defaults.thumbnail_prefix, str::to_owned);
+            .map_or(defaults.layout.prefix, str::to_owned);
         if derivatives && thumbnail_prefix.is_empty() && thumbnail_bucket.is_none() {
             env.problem(
                 "THUMBNAIL_PREFIX",
@@ -75,8 +76,10 @@ impl FromEnv for Config {
         };
         Some(Self {
             derivatives,
-            thumbnail_bucket,
-            thumbnail_prefix,
+            layout: DerivativesLayout {
+                bucket: thumbnail_bucket,
+                prefix: thumbnail_prefix,
+            },
             mediahaven: settings,
             delete_delay,
         })
@@ -93,7 +96,7 @@ mod tests {
     fn derivatives_is_the_default_target() -> TestResult {
         let config: Config = Env::from_pairs(Vec::<(String, String)>::new()).load()?;
         assert!(config.derivatives && config.mediahaven.is_none());
-        assert_eq!(config.thumbnail_prefix, "thumbnails/");
+        assert_eq!(config.layout.prefix, "thumbnails/");
         Ok(())
     }
 

@@ -1,32 +1,46 @@
-//! The outputs thumbnail-on-create made for a source: every object directly under
-//! `<THUMBNAIL_PREFIX><source key>/` named `<size>.<jpg|jpeg|png|webp>`. Deeper keys belong to
-//! other sources (`a.jpg/x.jpg/256.jpg` is a thumbnail of `a.jpg/x.jpg`) and stay.
+//! The derivatives thumbnail-on-create made of a removed source, found where
+//! `bucketfn::derivatives` puts them, and which of them may go: what a move wrote stays (it is
+//! what is left of the moved object), and when only one version of the source was removed,
+//! only what was made from that version goes.
 
+use bucketfn::derivatives::{DerivativesLayout, metadata, source_was_moved};
 use bucketfn::storage::ObjectPath;
-use bucketfn::{ObjectStore, StoreError};
+use bucketfn::{HandlerError, ObjectStore, StoreError};
 
-const FORMATS: &[&str] = &["jpg", "jpeg", "png", "webp"];
 /// Objects listed per page.
 const PAGE: usize = 1000;
 
-/// Whether `name` (the part after the source's prefix) is a thumbnail: `<digits>.<format>`.
-pub fn is_thumbnail_name(name: &str) -> bool {
-    name.split_once('.').is_some_and(|(size, ext)| {
-        !size.is_empty()
-            && size.chars().all(|c| c.is_ascii_digit())
-            && FORMATS.contains(&ext.to_ascii_lowercase().as_str())
-    })
+/// Which derivatives of the source may go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Removal<'a> {
+    /// The source is gone: all of them, except what a move wrote.
+    All,
+    /// Only this version of the source was removed: what was made from it.
+    Version(&'a str),
 }
 
-/// Deletes the thumbnails of `bucket/key`; returns the keys deleted. Already-gone is fine.
+/// What was done with the derivatives found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Cleaned {
+    pub deleted: Vec<String>,
+    /// Derivatives of a moved source, kept.
+    pub kept_moved: usize,
+}
+
+/// Deletes the derivatives of `bucket/key` that `removal` allows; already gone is fine.
 pub async fn remove(
     store: &dyn ObjectStore,
-    destination: &str,
-    prefix: &str,
+    layout: &DerivativesLayout,
+    bucket: &str,
     key: &str,
-) -> Result<Vec<String>, StoreError> {
-    let folder = format!("{prefix}{key}/");
-    let mut deleted = Vec::new();
+    removal: Removal<'_>,
+) -> Result<Cleaned, HandlerError> {
+    let destination = layout.destination(bucket);
+    // A key no derivative can have been made from (a `..` segment) has none.
+    let folder = layout
+        .folder(bucket, key)
+        .map_err(HandlerError::permanent)?;
+    let mut cleaned = Cleaned::default();
     let mut after: Option<String> = None;
     loop {
         let page = store
@@ -34,41 +48,41 @@ pub async fn remove(
             .await?;
         after = page.objects.last().map(|o| o.key.clone());
         for object in page.objects {
-            let Some(name) = object.key.strip_prefix(&folder) else {
+            let is_ours = object
+                .key
+                .strip_prefix(&folder)
+                .is_some_and(DerivativesLayout::is_derivative_name);
+            if !is_ours {
                 continue;
+            }
+            // Listings carry no metadata: whether the source was moved, and from which
+            // version this was made, is in the derivative's own.
+            let info = match store.head(destination, &object.key).await {
+                Ok(info) => info,
+                Err(StoreError::NotFound { .. }) => continue,
+                Err(e) => return Err(e.into()),
             };
-            if is_thumbnail_name(name) {
+            if source_was_moved(&info.metadata) {
+                cleaned.kept_moved += 1;
+                continue;
+            }
+            let made_from_removed = match removal {
+                Removal::All => true,
+                Removal::Version(version) => {
+                    info.metadata
+                        .get(metadata::SOURCE_VERSION)
+                        .map(String::as_str)
+                        == Some(version)
+                }
+            };
+            if made_from_removed {
                 store.delete(destination, &object.key).await?;
-                tracing::debug!(thumbnail = %ObjectPath(destination, &object.key), "Thumbnail deleted.");
-                deleted.push(object.key);
+                tracing::debug!(derivative = %ObjectPath(destination, &object.key), "Derivative deleted.");
+                cleaned.deleted.push(object.key);
             }
         }
         if !page.more || after.is_none() {
-            return Ok(deleted);
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_size_dot_format_names_directly_under_the_folder() {
-        for name in ["256.jpg", "64.PNG", "1024.webp", "8.jpeg"] {
-            assert!(is_thumbnail_name(name), "{name}");
-        }
-        for name in [
-            "x.jpg",
-            "256.gif",
-            "256",
-            ".jpg",
-            "256.jpg.bak",
-            "a/256.jpg",
-            "256.jpg/1.jpg",
-            "-1.jpg",
-        ] {
-            assert!(!is_thumbnail_name(name), "{name}");
+            return Ok(cleaned);
         }
     }
 }

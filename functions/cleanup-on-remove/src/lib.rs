@@ -14,10 +14,10 @@ use bucketfn::outcome::BoxError;
 use bucketfn::storage::{ObjectPath, ensure_readable};
 use bucketfn::{
     Done, EventKind, Function, Handler, Invocation, ObjectEvent, ObjectStore, Outcome, StartError,
-    StoreError,
 };
 
 pub use config::Config;
+use derivatives::Removal;
 use freshness::Freshness;
 
 /// The handler: configuration, the store, and MediaHaven when that target is on.
@@ -40,46 +40,46 @@ impl CleanupOnRemove {
         })
     }
 
-    async fn clean(&self, event: &ObjectEvent) -> Outcome {
+    async fn clean(&self, event: &ObjectEvent, invocation: &Invocation) -> Outcome {
         let (bucket, key) = (event.bucket.as_str(), event.key.as_str());
-        let thumbnails = self.config.thumbnail_bucket.as_deref().unwrap_or(bucket);
-        if self.config.derivatives
-            && bucket == thumbnails
-            && key.starts_with(&self.config.thumbnail_prefix)
-        {
+        let layout = &self.config.layout;
+        if self.config.derivatives && layout.is_derivative(bucket, key) {
             return Ok(Done::Skipped(format!(
                 "{} is a thumbnail (under {:?})",
                 ObjectPath(bucket, key),
-                self.config.thumbnail_prefix
+                layout.prefix
             )));
         }
         ensure_readable(event.source, bucket, key)?;
-        let now_there = match self.store.head(bucket, key).await {
-            Ok(info) => Some(info),
-            Err(StoreError::NotFound { .. }) => None,
-            Err(e) => return Err(e.into()),
+        let freshness = freshness::check(self.store.as_ref(), event, invocation).await?;
+        let removal = match &freshness {
+            Freshness::Gone => Removal::All,
+            Freshness::VersionRemoved(version) => Removal::Version(version),
+            Freshness::Stale(why) => {
+                return Ok(Done::Skipped(format!(
+                    "the remove of {} is stale: {why}",
+                    ObjectPath(bucket, key)
+                )));
+            }
         };
-        if let Freshness::Stale(why) = freshness::judge(event, now_there.as_ref()) {
-            return Ok(Done::Skipped(format!(
-                "the remove of {} is stale: {why}",
-                ObjectPath(bucket, key)
-            )));
-        }
 
         let mut did = Vec::new();
         if self.config.derivatives {
-            let deleted = derivatives::remove(
-                self.store.as_ref(),
-                thumbnails,
-                &self.config.thumbnail_prefix,
-                key,
-            )
-            .await?;
-            if !deleted.is_empty() {
-                did.push(format!("deleted {} thumbnail(s)", deleted.len()));
+            let cleaned =
+                derivatives::remove(self.store.as_ref(), layout, bucket, key, removal).await?;
+            if !cleaned.deleted.is_empty() {
+                did.push(format!("deleted {} thumbnail(s)", cleaned.deleted.len()));
+            }
+            if cleaned.kept_moved > 0 {
+                did.push(format!(
+                    "kept {} derivative(s) of a moved source",
+                    cleaned.kept_moved
+                ));
             }
         }
-        if let Some(mediahaven) = &self.mediahaven {
+        // Archive records describe the object, not one version of it: they go only with the
+        // object.
+        if let (Some(mediahaven), Removal::All) = (&self.mediahaven, removal) {
             let removed = archive::remove(mediahaven, bucket, key, self.config.delete_delay)
                 .await
                 .map_err(|e| e.about("removing the MediaHaven records", bucket, key))?;
@@ -107,9 +107,17 @@ impl CleanupOnRemove {
 }
 
 impl Handler for CleanupOnRemove {
-    async fn handle(&self, event: &ObjectEvent, _invocation: &Invocation) -> Outcome {
+    /// `THUMBNAIL_BUCKET`, when the derivatives are not in the source's bucket.
+    fn buckets(&self) -> Vec<String> {
+        match self.config.derivatives {
+            true => self.config.layout.bucket.iter().cloned().collect(),
+            false => Vec::new(),
+        }
+    }
+
+    async fn handle(&self, event: &ObjectEvent, invocation: &Invocation) -> Outcome {
         match event.kind {
-            EventKind::Removed => self.clean(event).await,
+            EventKind::Removed => self.clean(event, invocation).await,
             EventKind::Created | EventKind::Sweep | EventKind::Other => {
                 Ok(Done::not_handled(Self::NAME, event.kind))
             }
@@ -132,7 +140,11 @@ impl Function for CleanupOnRemove {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bucketfn::storage::MemoryStore;
+    use bucketfn::budget::Stop;
+    use bucketfn::storage::{CopyRequest, ListPage, MemoryStore};
+    use bucketfn::{Condition, NewObject, ObjectInfo, StoreError, StoredObject};
+    use chrono::{DateTime, Utc};
+    use std::time::{Duration, Instant};
 
     type TestResult = Result<(), BoxError>;
 
@@ -207,6 +219,218 @@ mod tests {
             "{outcome}"
         );
         assert_eq!(store.keys().len(), 2);
+        Ok(())
+    }
+
+    /// The memory store as S3 reports objects: with a Last-Modified, and a current version.
+    struct AsS3 {
+        inner: MemoryStore,
+        modified: Option<DateTime<Utc>>,
+        version: Option<String>,
+    }
+
+    #[async_trait::async_trait]
+    impl ObjectStore for AsS3 {
+        async fn get(&self, b: &str, k: &str, max: u64) -> Result<StoredObject, StoreError> {
+            self.inner.get(b, k, max).await
+        }
+        async fn open(
+            &self,
+            b: &str,
+            k: &str,
+        ) -> Result<(ObjectInfo, bucketfn::storage::ObjectReader), StoreError> {
+            self.inner.open(b, k).await
+        }
+        async fn head(&self, b: &str, k: &str) -> Result<ObjectInfo, StoreError> {
+            let mut info = self.inner.head(b, k).await?;
+            info.last_modified = self.modified;
+            info.version_id.clone_from(&self.version);
+            Ok(info)
+        }
+        async fn put(&self, b: &str, k: &str, object: NewObject) -> Result<(), StoreError> {
+            self.inner.put(b, k, object).await
+        }
+        async fn put_if(
+            &self,
+            b: &str,
+            k: &str,
+            object: NewObject,
+            condition: Condition,
+        ) -> Result<(), StoreError> {
+            self.inner.put_if(b, k, object, condition).await
+        }
+        async fn delete(&self, b: &str, k: &str) -> Result<(), StoreError> {
+            self.inner.delete(b, k).await
+        }
+        async fn delete_if(&self, b: &str, k: &str, c: Condition) -> Result<(), StoreError> {
+            self.inner.delete_if(b, k, c).await
+        }
+        async fn copy(&self, copy: CopyRequest) -> Result<(), StoreError> {
+            self.inner.copy(copy).await
+        }
+        async fn check_bucket(&self, b: &str) -> Result<(), StoreError> {
+            self.inner.check_bucket(b).await
+        }
+        async fn list(
+            &self,
+            b: &str,
+            prefix: &str,
+            after: Option<&str>,
+            limit: usize,
+        ) -> Result<ListPage, StoreError> {
+            self.inner.list(b, prefix, after, limit).await
+        }
+    }
+
+    fn as_s3(
+        modified: &str,
+        version: Option<&str>,
+    ) -> Result<(Arc<AsS3>, CleanupOnRemove), BoxError> {
+        let store = Arc::new(AsS3 {
+            inner: MemoryStore::new(),
+            modified: Some(modified.parse()?),
+            version: version.map(str::to_owned),
+        });
+        let handler = CleanupOnRemove::new(Config::derivatives_only(), store.clone())?;
+        Ok((store, handler))
+    }
+
+    async fn derivative(
+        store: &dyn ObjectStore,
+        key: &str,
+        metadata: &[(&str, &str)],
+    ) -> Result<(), StoreError> {
+        let object = NewObject {
+            body: b"t".to_vec().into(),
+            content_type: "image/jpeg".to_owned(),
+            metadata: metadata
+                .iter()
+                .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+                .collect(),
+        };
+        store.put("photos", key, object).await
+    }
+
+    fn removed_at(time: &str, version: Option<&str>) -> Result<ObjectEvent, BoxError> {
+        let mut event = removed("photos", "a.jpg")?;
+        event.time = Some(time.parse()?);
+        event.version_id = version.map(str::to_owned);
+        Ok(event)
+    }
+
+    #[tokio::test]
+    async fn a_remove_dated_in_the_future_for_a_live_object_deletes_nothing() -> TestResult {
+        let (store, handler) = as_s3("2024-05-01T09:00:00Z", None)?;
+        store
+            .inner
+            .insert("photos", "a.jpg", &b"live"[..], "image/jpeg");
+        derivative(store.as_ref(), "thumbnails/a.jpg/256.jpg", &[]).await?;
+        let outcome = handler
+            .handle(
+                &removed_at("2099-01-01T00:00:00Z", None)?,
+                &Invocation::default(),
+            )
+            .await?;
+        assert!(
+            matches!(&outcome, Done::Skipped(why) if why.contains("in the future")),
+            "{outcome}"
+        );
+        assert_eq!(store.inner.keys().len(), 2);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_live_object_older_than_its_remove_is_asked_again_then_retried() -> TestResult {
+        let (store, handler) = as_s3("2024-05-01T09:00:00Z", None)?;
+        store
+            .inner
+            .insert("photos", "a.jpg", &b"live"[..], "image/jpeg");
+        derivative(store.as_ref(), "thumbnails/a.jpg/256.jpg", &[]).await?;
+        let deadline = Instant::now() + Duration::from_millis(1800);
+        let invocation = Invocation {
+            deadline: Some(deadline),
+            stop: Stop::at(Some(deadline)),
+            ..Invocation::default()
+        };
+        let err = match handler
+            .handle(&removed_at("2024-05-01T10:00:00Z", None)?, &invocation)
+            .await
+        {
+            Ok(done) => return Err(format!("a live object's remove gave {done}").into()),
+            Err(e) => e,
+        };
+        assert!(err.is_retryable(), "{err}");
+        assert!(err.to_string().contains("nothing was deleted"), "{err}");
+        // Asked again within the deadline, and not past it.
+        assert!(
+            Instant::now() < deadline,
+            "the pauses ran past the deadline"
+        );
+        assert_eq!(store.inner.keys().len(), 2);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_gone_source_keeps_what_a_move_wrote() -> TestResult {
+        let (store, handler) = handler()?;
+        let moved = [("source-moved", "true")];
+        derivative(store.as_ref(), "thumbnails/a.jpg/256.jpg", &moved).await?;
+        derivative(store.as_ref(), "thumbnails/a.jpg/original.jpg", &moved).await?;
+        derivative(store.as_ref(), "thumbnails/a.jpg/64.jpg", &[]).await?;
+        let outcome = handler
+            .handle(&removed("photos", "a.jpg")?, &Invocation::default())
+            .await?;
+        assert!(
+            matches!(&outcome, Done::Completed(what)
+                if what.contains("deleted 1 thumbnail(s)")
+                    && what.contains("kept 2 derivative(s) of a moved source")),
+            "{outcome}"
+        );
+        let left: Vec<String> = store.keys().into_iter().map(|(_, k)| k).collect();
+        assert_eq!(
+            left,
+            ["thumbnails/a.jpg/256.jpg", "thumbnails/a.jpg/original.jpg"]
+        );
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_removed_old_version_takes_only_what_was_made_from_it() -> TestResult {
+        let (store, handler) = as_s3("2024-05-01T09:00:00Z", Some("v2"))?;
+        store
+            .inner
+            .insert("photos", "a.jpg", &b"v2"[..], "image/jpeg");
+        let from = |version| [("source-version", version)];
+        derivative(store.as_ref(), "thumbnails/a.jpg/64.jpg", &from("v1")).await?;
+        derivative(store.as_ref(), "thumbnails/a.jpg/256.jpg", &from("v2")).await?;
+        let outcome = handler
+            .handle(
+                &removed_at("2024-05-01T10:00:00Z", Some("v1"))?,
+                &Invocation::default(),
+            )
+            .await?;
+        assert!(matches!(outcome, Done::Completed(_)), "{outcome}");
+        let left: Vec<String> = store.inner.keys().into_iter().map(|(_, k)| k).collect();
+        assert_eq!(left, ["a.jpg", "thumbnails/a.jpg/256.jpg"]);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_missing_bucket_is_permanent_never_a_gone_object() -> TestResult {
+        let (store, handler) = handler()?;
+        store.remove_bucket("photos");
+        let err = match handler
+            .handle(&removed("photos", "a.jpg")?, &Invocation::default())
+            .await
+        {
+            Ok(done) => return Err(format!("a missing bucket gave {done}").into()),
+            Err(e) => e,
+        };
+        assert!(!err.is_retryable(), "{err}");
+        assert!(
+            err.to_string().contains("bucket \"photos\" does not exist"),
+            "{err}"
+        );
         Ok(())
     }
 
