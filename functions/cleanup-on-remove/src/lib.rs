@@ -141,8 +141,8 @@ impl Function for CleanupOnRemove {
 mod tests {
     use super::*;
     use bucketfn::budget::Stop;
-    use bucketfn::storage::{CopyRequest, ListPage, MemoryStore};
-    use bucketfn::{Condition, NewObject, ObjectInfo, StoreError, StoredObject};
+    use bucketfn::storage::{MemoryStore, PassThrough};
+    use bucketfn::{NewObject, ObjectInfo, StoreError};
     use chrono::{DateTime, Utc};
     use std::time::{Duration, Instant};
 
@@ -230,55 +230,16 @@ mod tests {
     }
 
     #[async_trait::async_trait]
-    impl ObjectStore for AsS3 {
-        async fn get(&self, b: &str, k: &str, max: u64) -> Result<StoredObject, StoreError> {
-            self.inner.get(b, k, max).await
+    impl PassThrough for AsS3 {
+        fn inner(&self) -> &dyn ObjectStore {
+            &self.inner
         }
-        async fn open(
-            &self,
-            b: &str,
-            k: &str,
-        ) -> Result<(ObjectInfo, bucketfn::storage::ObjectReader), StoreError> {
-            self.inner.open(b, k).await
-        }
+
         async fn head(&self, b: &str, k: &str) -> Result<ObjectInfo, StoreError> {
             let mut info = self.inner.head(b, k).await?;
             info.last_modified = self.modified;
             info.version_id.clone_from(&self.version);
             Ok(info)
-        }
-        async fn put(&self, b: &str, k: &str, object: NewObject) -> Result<(), StoreError> {
-            self.inner.put(b, k, object).await
-        }
-        async fn put_if(
-            &self,
-            b: &str,
-            k: &str,
-            object: NewObject,
-            condition: Condition,
-        ) -> Result<(), StoreError> {
-            self.inner.put_if(b, k, object, condition).await
-        }
-        async fn delete(&self, b: &str, k: &str) -> Result<(), StoreError> {
-            self.inner.delete(b, k).await
-        }
-        async fn delete_if(&self, b: &str, k: &str, c: Condition) -> Result<(), StoreError> {
-            self.inner.delete_if(b, k, c).await
-        }
-        async fn copy(&self, copy: CopyRequest) -> Result<(), StoreError> {
-            self.inner.copy(copy).await
-        }
-        async fn check_bucket(&self, b: &str) -> Result<(), StoreError> {
-            self.inner.check_bucket(b).await
-        }
-        async fn list(
-            &self,
-            b: &str,
-            prefix: &str,
-            after: Option<&str>,
-            limit: usize,
-        ) -> Result<ListPage, StoreError> {
-            self.inner.list(b, prefix, after, limit).await
         }
     }
 

@@ -4,6 +4,8 @@
 mod local;
 #[cfg(any(test, feature = "testing"))]
 mod memory;
+#[cfg(any(test, feature = "testing"))]
+mod pass_through;
 mod probe;
 mod recording;
 mod s3;
@@ -23,6 +25,8 @@ use crate::outcome::{BoxError, HandlerError};
 pub use local::LocalStore;
 #[cfg(any(test, feature = "testing"))]
 pub use memory::MemoryStore;
+#[cfg(any(test, feature = "testing"))]
+pub use pass_through::PassThrough;
 pub use probe::CheckedStore;
 pub use recording::RecordingStore;
 pub use s3::{S3Settings, S3Store};

@@ -243,7 +243,7 @@ mod tests {
     use std::sync::atomic::{AtomicBool, AtomicUsize};
 
     use super::*;
-    use crate::storage::MemoryStore;
+    use crate::storage::{MemoryStore, PassThrough};
 
     type TestResult = Result<(), Box<dyn std::error::Error>>;
 
@@ -273,21 +273,9 @@ mod tests {
     }
 
     #[async_trait]
-    impl ObjectStore for Lax {
-        async fn get(&self, b: &str, k: &str, max: u64) -> Result<StoredObject, StoreError> {
-            self.objects.get(b, k, max).await
-        }
-
-        async fn open(&self, b: &str, k: &str) -> Result<(ObjectInfo, ObjectReader), StoreError> {
-            self.objects.open(b, k).await
-        }
-
-        async fn head(&self, b: &str, k: &str) -> Result<ObjectInfo, StoreError> {
-            self.objects.head(b, k).await
-        }
-
-        async fn put(&self, b: &str, k: &str, object: NewObject) -> Result<(), StoreError> {
-            self.objects.put(b, k, object).await
+    impl PassThrough for Lax {
+        fn inner(&self) -> &dyn ObjectStore {
+            &self.objects
         }
 
         async fn put_if(
@@ -305,33 +293,11 @@ mod tests {
             }
         }
 
-        async fn delete(&self, b: &str, k: &str) -> Result<(), StoreError> {
-            self.objects.delete(b, k).await
-        }
-
         async fn delete_if(&self, b: &str, k: &str, c: Condition) -> Result<(), StoreError> {
             match self.ignores_delete_conditions {
                 true => self.objects.delete(b, k).await,
                 false => self.objects.delete_if(b, k, c).await,
             }
-        }
-
-        async fn copy(&self, copy: CopyRequest) -> Result<(), StoreError> {
-            self.objects.copy(copy).await
-        }
-
-        async fn check_bucket(&self, b: &str) -> Result<(), StoreError> {
-            self.objects.check_bucket(b).await
-        }
-
-        async fn list(
-            &self,
-            b: &str,
-            prefix: &str,
-            after: Option<&str>,
-            limit: usize,
-        ) -> Result<ListPage, StoreError> {
-            self.objects.list(b, prefix, after, limit).await
         }
     }
 
