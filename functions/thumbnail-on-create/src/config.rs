@@ -2,6 +2,7 @@
 
 use std::str::FromStr;
 
+use bucketfn::derivatives::DerivativesLayout;
 use bucketfn::{Env, FromEnv};
 
 use crate::pipeline::OutputFormat;
@@ -19,11 +20,11 @@ pub struct Config {
     pub background: [u8; 3],
     /// `THUMBNAIL_UPSCALE`: enlarge images smaller than a size.
     pub upscale: bool,
-    /// `THUMBNAIL_BUCKET`: where thumbnails go; `None` means the source bucket.
-    pub bucket: Option<String>,
-    /// `THUMBNAIL_PREFIX`: prepended to every output key.
-    pub prefix: String,
-    /// `DELETE_SOURCE`: move semantics, the source is deleted once its thumbnails are safe.
+    /// `THUMBNAIL_BUCKET` (`None`: the source's bucket) and `THUMBNAIL_PREFIX`: where the
+    /// thumbnails, and a moved source's copy, go.
+    pub layout: DerivativesLayout,
+    /// `DELETE_SOURCE`: move every object (images and others): the source is deleted once
+    /// its unchanged copy and its thumbnails are safe.
     pub delete_source: bool,
     /// `SOURCE_BUCKET`: what a scheduled sweep walks (schedules name no bucket).
     pub source_bucket: Option<String>,
@@ -45,8 +46,10 @@ impl Default for Config {
             quality: 85,
             background: [255, 255, 255],
             upscale: false,
-            bucket: None,
-            prefix: "thumbnails/".to_owned(),
+            layout: DerivativesLayout {
+                bucket: None,
+                prefix: "thumbnails/".to_owned(),
+            },
             delete_source: false,
             source_bucket: None,
             source_prefix: String::new(),
@@ -121,7 +124,7 @@ impl FromEnv for Config {
         // treated as unset.
         let prefix = env
             .raw("THUMBNAIL_PREFIX")
-            .map_or(defaults.prefix, str::to_owned);
+            .map_or(defaults.layout.prefix, str::to_owned);
         if prefix.starts_with('/') {
             env.problem(
                 "THUMBNAIL_PREFIX",
@@ -155,8 +158,7 @@ impl FromEnv for Config {
             quality,
             background,
             upscale: env.or("THUMBNAIL_UPSCALE", defaults.upscale),
-            bucket,
-            prefix,
+            layout: DerivativesLayout { bucket, prefix },
             delete_source: env.or("DELETE_SOURCE", defaults.delete_source),
             source_bucket: env.optional("SOURCE_BUCKET"),
             source_prefix: env.raw("SOURCE_PREFIX").unwrap_or_default().to_owned(),
@@ -234,7 +236,10 @@ mod tests {
         let env = Env::from_pairs([("THUMBNAIL_PREFIX", ""), ("THUMBNAIL_BUCKET", "thumbs")]);
         let config: Config = env.load()?;
         assert_eq!(
-            (config.prefix.as_str(), config.bucket.as_deref()),
+            (
+                config.layout.prefix.as_str(),
+                config.layout.bucket.as_deref()
+            ),
             ("", Some("thumbs"))
         );
         Ok(())

@@ -1,6 +1,7 @@
 //! thumbnail-on-create: when an image lands in a bucket, write its thumbnails (one per
 //! configured size, in the configured format) under deterministic keys; catch up on a whole
-//! bucket on a schedule; optionally move rather than copy (delete the source once safe).
+//! bucket on a schedule; optionally move every object rather than copy (its unchanged copy and
+//! thumbnails first, then a delete conditional on the version that was read).
 
 mod config;
 pub mod keys;
@@ -11,23 +12,21 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bucketfn::budget::{Stop, Stopped};
+use bucketfn::derivatives::{self, metadata};
 use bucketfn::runtime::{Derived, Location};
-use bucketfn::storage::{ObjectPath, ensure_readable};
+use bucketfn::storage::{
+    Condition, CopyRequest, MAX_COPY_BYTES, ObjectPath, StoredObject, ensure_readable,
+};
 use bucketfn::sweep::{Scope, sweep};
 use bucketfn::{
     Done, EventKind, Function, Handler, HandlerError, Invocation, NewObject, ObjectEvent,
-    ObjectStore, Outcome, StartError, StoreError,
+    ObjectInfo, ObjectStore, Outcome, StartError, StoreError,
 };
 use bytes::Bytes;
 use futures_util::future::try_join_all;
 
 pub use config::Config;
 use pipeline::{PipelineError, Spec, Thumbnail};
-
-/// Metadata every thumbnail carries, naming what it was made from.
-const SOURCE_BUCKET: &str = "source-bucket";
-const SOURCE_KEY: &str = "source-key";
-const SOURCE_ETAG: &str = "source-etag";
 
 /// The handler: configuration plus the store it reads from and writes to.
 pub struct Thumbnailer {
@@ -56,6 +55,25 @@ pub struct Unfinished {
     source: Stopped,
 }
 
+/// Why a source cannot be moved; nothing was written or deleted.
+#[derive(Debug, thiserror::Error)]
+pub enum Unmovable {
+    #[error(
+        "{} is {size} bytes, over the {MAX_COPY_BYTES}-byte limit of one server-side copy (S3 CopyObject); it is not moved and nothing was deleted",
+        ObjectPath(bucket, key)
+    )]
+    TooLarge {
+        bucket: String,
+        key: String,
+        size: u64,
+    },
+    #[error(
+        "the store gave neither an etag nor a version id for {}, so its delete could not be conditional on what was copied; it is not moved",
+        ObjectPath(bucket, key)
+    )]
+    Unversioned { bucket: String, key: String },
+}
+
 /// Stops the work when dropped while still holding the stop.
 struct StopIfAbandoned<'a>(Option<&'a Stop>);
 
@@ -71,11 +89,39 @@ impl Drop for StopIfAbandoned<'_> {
 /// retryable (never past the deadline): long enough for a decode or two to finish.
 const BUDGET_WAIT: Duration = Duration::from_secs(5);
 
-/// Where one source's thumbnails go.
-struct Outputs {
-    bucket: String,
-    /// `(size, key)` per configured size.
-    keys: Vec<(u32, String)>,
+/// The content type of a moved source's copy when the store named none.
+const UNKNOWN_CONTENT_TYPE: &str = "application/octet-stream";
+
+/// The version of a source that derivatives are made from, as their metadata records it.
+#[derive(Debug, Clone)]
+struct Read {
+    etag: String,
+    version_id: Option<String>,
+}
+
+impl Read {
+    fn of(info: &ObjectInfo) -> Self {
+        Self {
+            etag: info.etag.clone().unwrap_or_default(),
+            version_id: info.version_id.clone(),
+        }
+    }
+
+    /// The metadata a derivative of `bucket/key` made from this version carries.
+    fn stamp(&self, bucket: &str, key: &str, moved: bool) -> BTreeMap<String, String> {
+        derivatives::source_metadata(bucket, key, &self.etag, self.version_id.as_deref(), moved)
+    }
+
+    /// Whether a derivative's metadata says it was made from this version (and, for a move,
+    /// that its source was moved: only then does cleanup-on-remove keep it).
+    fn made(&self, stamp: &BTreeMap<String, String>, moved: bool) -> bool {
+        stamp.get(metadata::SOURCE_ETAG) == Some(&self.etag)
+            && self
+                .version_id
+                .as_ref()
+                .is_none_or(|version| stamp.get(metadata::SOURCE_VERSION) == Some(version))
+            && (!moved || derivatives::source_was_moved(stamp))
+    }
 }
 
 impl Thumbnailer {
@@ -95,8 +141,8 @@ impl Thumbnailer {
         }
     }
 
-    /// Makes sure `bucket/key` has current thumbnails. `etag` is what the event or listing
-    /// said the source's etag is, when it said.
+    /// Makes sure `bucket/key` has current thumbnails, and moves it when `DELETE_SOURCE` says
+    /// so. `etag` is what the event or listing said the source's etag is, when it said.
     async fn refresh(
         &self,
         bucket: &str,
@@ -104,103 +150,193 @@ impl Thumbnailer {
         etag: Option<&str>,
         invocation: &Invocation,
     ) -> Outcome {
-        let destination = self.config.bucket.as_deref().unwrap_or(bucket);
-        if keys::is_own_output(destination, &self.config.prefix, bucket, key) {
+        let layout = &self.config.layout;
+        // The loop guard: what this function writes is never a source.
+        if layout.is_derivative(bucket, key) {
             return Ok(Done::Skipped(format!(
-                "{} is a thumbnail (under {:?})",
+                "{} is a derivative (under {:?})",
                 ObjectPath(bucket, key),
-                self.config.prefix
+                layout.prefix
             )));
         }
-        if !keys::is_image_key(key) {
-            return Ok(Done::Skipped(format!(
+        let image = keys::is_image_key(key);
+        match (self.config.delete_source, image) {
+            (true, _) => self.move_source(bucket, key, image, invocation).await,
+            (false, true) => self.thumbnail(bucket, key, etag, invocation).await,
+            (false, false) => Ok(Done::Skipped(format!(
                 "{} is not an image (by its extension)",
                 ObjectPath(bucket, key)
-            )));
+            ))),
         }
-        let outputs = self.outputs(destination, key)?;
+    }
+
+    /// Writes the thumbnails of `bucket/key` unless those there were made from its version.
+    async fn thumbnail(
+        &self,
+        bucket: &str,
+        key: &str,
+        etag: Option<&str>,
+        invocation: &Invocation,
+    ) -> Outcome {
+        let destination = self.config.layout.destination(bucket);
+        let outputs = self.thumbnail_keys(bucket, key)?;
+        let output_keys: Vec<&str> = outputs.iter().map(|(_, k)| k.as_str()).collect();
 
         // A redelivered event, or a sweep over done work, costs HEADs and no download.
-        let known_etag = match etag {
-            Some(etag) => Some(etag.to_owned()),
+        let known = match etag {
+            Some(etag) => Read {
+                etag: etag.to_owned(),
+                version_id: None,
+            },
             None => match self.store.head(bucket, key).await {
-                Ok(info) => info.etag,
+                Ok(info) => Read::of(&info),
                 Err(StoreError::NotFound { .. }) => return Ok(gone(bucket, key)),
                 Err(e) => return Err(e.into()),
             },
         };
-        if let Some(etag) = &known_etag
-            && self.outputs_made_from(&outputs, etag).await?
+        if self
+            .made_from(destination, &output_keys, &known, false)
+            .await?
         {
-            return match self.config.delete_source {
-                true => {
-                    self.delete_source(bucket, key, etag, "thumbnails were up to date")
-                        .await
-                }
-                false => Ok(Done::Skipped(format!(
-                    "the thumbnails of {} are up to date",
-                    ObjectPath(bucket, key)
-                ))),
-            };
+            return Ok(Done::Skipped(format!(
+                "the thumbnails of {} are up to date",
+                ObjectPath(bucket, key)
+            )));
+        }
+        let Some(source) = self.read(bucket, key).await? else {
+            return Ok(gone(bucket, key));
+        };
+        let mut read = Read::of(&source.info);
+        if read.etag.is_empty() {
+            read.etag = known.etag;
+        }
+        let thumbnails = self.make(bucket, key, source.body, invocation).await?;
+        let wrote = self
+            .write_thumbnails(
+                destination,
+                &outputs,
+                &thumbnails,
+                read.stamp(bucket, key, false),
+            )
+            .await?;
+        Ok(Done::Completed(wrote))
+    }
+
+    /// Moves `bucket/key`: copies it unchanged to its `original` (server-side, only if it is
+    /// still the version read), writes its thumbnails when it is an image, verifies every
+    /// output, and only then deletes it, conditional on that version. A redelivery after a
+    /// crash finds the outputs made and only deletes.
+    async fn move_source(
+        &self,
+        bucket: &str,
+        key: &str,
+        image: bool,
+        invocation: &Invocation,
+    ) -> Outcome {
+        let layout = &self.config.layout;
+        let destination = layout.destination(bucket);
+        let info = match self.store.head(bucket, key).await {
+            Ok(info) => info,
+            Err(StoreError::NotFound { .. }) => return Ok(gone(bucket, key)),
+            Err(e) => return Err(e.into()),
+        };
+        if info.size > MAX_COPY_BYTES {
+            return Err(HandlerError::permanent(Unmovable::TooLarge {
+                bucket: bucket.to_owned(),
+                key: key.to_owned(),
+                size: info.size,
+            })
+            .for_sender());
+        }
+        let original = layout
+            .original_key(bucket, key)
+            .map_err(HandlerError::permanent)?;
+        let thumbnails = match image {
+            true => self.thumbnail_keys(bucket, key)?,
+            false => Vec::new(),
+        };
+        let outputs: Vec<&str> = thumbnails
+            .iter()
+            .map(|(_, k)| k.as_str())
+            .chain([original.as_str()])
+            .collect();
+
+        let (read, condition) = read_version(bucket, key, &info)?;
+        if self.made_from(destination, &outputs, &read, true).await? {
+            return self
+                .delete_source(bucket, key, condition, "found its outputs already made")
+                .await;
         }
 
-        let source = match self
+        // An image is read and thumbnailed before anything is written, so that one that
+        // cannot be thumbnailed is neither copied nor deleted.
+        let (info, read, condition, made) = match image {
+            true => {
+                let Some(source) = self.read(bucket, key).await? else {
+                    return Ok(gone(bucket, key));
+                };
+                let (read, condition) = read_version(bucket, key, &source.info)?;
+                let made = self.make(bucket, key, source.body, invocation).await?;
+                (source.info, read, condition, made)
+            }
+            false => (info, read, condition, Vec::new()),
+        };
+        let copy = CopyRequest {
+            from_bucket: bucket.to_owned(),
+            from_key: key.to_owned(),
+            expected: condition.clone(),
+            to_bucket: destination.to_owned(),
+            to_key: original.clone(),
+            content_type: info
+                .content_type
+                .unwrap_or_else(|| UNKNOWN_CONTENT_TYPE.to_owned()),
+            metadata: read.stamp(bucket, key, true),
+        };
+        match self.store.copy(copy).await {
+            Ok(()) => {}
+            Err(StoreError::ConditionFailed { .. }) => {
+                return Ok(Done::Skipped(format!(
+                    "{} changed after it was read; nothing was moved (the new version's own event moves it)",
+                    ObjectPath(bucket, key)
+                )));
+            }
+            Err(StoreError::NotFound { .. }) => return Ok(gone(bucket, key)),
+            Err(e) => return Err(e.into()),
+        }
+        let mut did = format!("copied it to {}", ObjectPath(destination, &original));
+        if !made.is_empty() {
+            let wrote = self
+                .write_thumbnails(
+                    destination,
+                    &thumbnails,
+                    &made,
+                    read.stamp(bucket, key, true),
+                )
+                .await?;
+            did = format!("{did}, {wrote}");
+        }
+
+        if !self.made_from(destination, &outputs, &read, true).await? {
+            return Err(HandlerError::retryable(format!(
+                "the copy and thumbnails of {} could not be verified after writing; the source is kept",
+                ObjectPath(bucket, key)
+            )));
+        }
+        self.delete_source(bucket, key, condition, &did).await
+    }
+
+    /// The whole source, or `None` when it is gone.
+    async fn read(&self, bucket: &str, key: &str) -> Result<Option<StoredObject>, HandlerError> {
+        match self
             .store
             .get(bucket, key, self.config.max_source_bytes)
             .await
         {
-            Ok(object) => object,
+            Ok(object) => Ok(Some(object)),
             // The object was deleted (or replaced and deleted) after the event was sent.
-            Err(StoreError::NotFound { .. }) => return Ok(gone(bucket, key)),
-            Err(e) => return Err(e.into()),
-        };
-        let stamp = source.info.etag.clone().or(known_etag).unwrap_or_default();
-        let thumbnails = self.make(bucket, key, source.body, invocation).await?;
-
-        let metadata = BTreeMap::from([
-            (SOURCE_BUCKET.to_owned(), bucket.to_owned()),
-            (SOURCE_KEY.to_owned(), key.to_owned()),
-            (SOURCE_ETAG.to_owned(), stamp.clone()),
-        ]);
-        let writes = thumbnails
-            .iter()
-            .zip(&outputs.keys)
-            .map(|(thumbnail, (_, output))| {
-                let object = NewObject {
-                    body: Bytes::from(thumbnail.bytes.clone()),
-                    content_type: self.config.format.content_type().to_owned(),
-                    metadata: metadata.clone(),
-                };
-                self.store.put(&outputs.bucket, output, object)
-            });
-        try_join_all(writes).await?;
-        let written: Vec<String> = thumbnails
-            .iter()
-            .zip(&outputs.keys)
-            .map(|(t, (_, output))| {
-                format!(
-                    "{} ({}x{}, {} bytes)",
-                    ObjectPath(&outputs.bucket, output),
-                    t.width,
-                    t.height,
-                    t.bytes.len()
-                )
-            })
-            .collect();
-        let made = format!("wrote {}", written.join(", "));
-
-        if self.config.delete_source {
-            // Move semantics: the source goes only once every output is readable and stamped
-            // with the version that was read.
-            if !self.outputs_made_from(&outputs, &stamp).await? {
-                return Err(HandlerError::retryable(format!(
-                    "the thumbnails of {} could not be verified after writing; the source is kept",
-                    ObjectPath(bucket, key)
-                )));
-            }
-            return self.delete_source(bucket, key, &stamp, &made).await;
+            Err(StoreError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
         }
-        Ok(Done::Completed(made))
     }
 
     /// Runs the pipeline on `body` once its need is reserved from the process's memory
@@ -278,28 +414,70 @@ impl Thumbnailer {
         }
     }
 
-    fn outputs(&self, destination: &str, key: &str) -> Result<Outputs, HandlerError> {
+    /// Writes each thumbnail to its key with `stamp` as its metadata; says what was written.
+    async fn write_thumbnails(
+        &self,
+        destination: &str,
+        outputs: &[(u32, String)],
+        thumbnails: &[Thumbnail],
+        stamp: BTreeMap<String, String>,
+    ) -> Result<String, HandlerError> {
+        let writes = thumbnails
+            .iter()
+            .zip(outputs)
+            .map(|(thumbnail, (_, output))| {
+                let object = NewObject {
+                    body: Bytes::from(thumbnail.bytes.clone()),
+                    content_type: self.config.format.content_type().to_owned(),
+                    metadata: stamp.clone(),
+                };
+                self.store.put(destination, output, object)
+            });
+        try_join_all(writes).await?;
+        let written: Vec<String> = thumbnails
+            .iter()
+            .zip(outputs)
+            .map(|(t, (_, output))| {
+                format!(
+                    "{} ({}x{}, {} bytes)",
+                    ObjectPath(destination, output),
+                    t.width,
+                    t.height,
+                    t.bytes.len()
+                )
+            })
+            .collect();
+        Ok(format!("wrote {}", written.join(", ")))
+    }
+
+    /// `(size, key)` of each configured size's thumbnail of `bucket/key`.
+    fn thumbnail_keys(&self, bucket: &str, key: &str) -> Result<Vec<(u32, String)>, HandlerError> {
         let extension = self.config.format.extension();
-        let keys = self
-            .config
+        self.config
             .sizes
             .iter()
             .map(|&size| {
-                keys::output_key(&self.config.prefix, key, size, extension).map(|k| (size, k))
+                self.config
+                    .layout
+                    .thumbnail_key(bucket, key, size, extension)
+                    .map(|k| (size, k))
             })
             .collect::<Result<Vec<_>, _>>()
-            .map_err(HandlerError::permanent)?;
-        Ok(Outputs {
-            bucket: destination.to_owned(),
-            keys,
-        })
+            .map_err(HandlerError::permanent)
     }
 
-    /// True when every output exists and was made from the source version `etag`.
-    async fn outputs_made_from(&self, outputs: &Outputs, etag: &str) -> Result<bool, HandlerError> {
-        let heads = outputs.keys.iter().map(|(_, key)| async move {
-            match self.store.head(&outputs.bucket, key).await {
-                Ok(info) => Ok(info.metadata.get(SOURCE_ETAG).map(String::as_str) == Some(etag)),
+    /// True when every output exists and its metadata says it was made from `read` (and,
+    /// with `moved`, that its source was moved).
+    async fn made_from(
+        &self,
+        destination: &str,
+        outputs: &[&str],
+        read: &Read,
+        moved: bool,
+    ) -> Result<bool, HandlerError> {
+        let heads = outputs.iter().map(|key| async move {
+            match self.store.head(destination, key).await {
+                Ok(info) => Ok(read.made(&info.metadata, moved)),
                 Err(StoreError::NotFound { .. }) => Ok(false),
                 Err(e) => Err(HandlerError::from(e)),
             }
@@ -310,21 +488,24 @@ impl Thumbnailer {
             .all(|current| current))
     }
 
-    /// Deletes the source if it is still the version its thumbnails were made from.
-    async fn delete_source(&self, bucket: &str, key: &str, etag: &str, made: &str) -> Outcome {
-        match self.store.head(bucket, key).await {
-            Ok(info) if info.etag.as_deref() == Some(etag) => {
-                self.store.delete(bucket, key).await?;
-                Ok(Done::Completed(format!(
-                    "{made}; deleted the source {}",
-                    ObjectPath(bucket, key)
-                )))
-            }
-            Ok(_) => Ok(Done::Completed(format!(
-                "{made}; kept the source {}: it changed after it was read",
+    /// Deletes the source if it is still the version `condition` names, atomically at the
+    /// store: a version written since it was read is kept, and its own event moves it.
+    async fn delete_source(
+        &self,
+        bucket: &str,
+        key: &str,
+        condition: Condition,
+        did: &str,
+    ) -> Outcome {
+        match self.store.delete_if(bucket, key, condition).await {
+            Ok(()) => Ok(Done::Completed(format!(
+                "{did}; deleted the source {}",
                 ObjectPath(bucket, key)
             ))),
-            Err(StoreError::NotFound { .. }) => Ok(Done::Completed(made.to_owned())),
+            Err(StoreError::ConditionFailed { .. }) => Ok(Done::Completed(format!(
+                "{did}; kept the source {}: it changed after it was read",
+                ObjectPath(bucket, key)
+            ))),
             Err(e) => Err(e.into()),
         }
     }
@@ -345,15 +526,16 @@ impl Thumbnailer {
         } else {
             event.key.as_str()
         };
-        let destination = self.config.bucket.as_deref().unwrap_or(bucket);
+        let layout = &self.config.layout;
+        let destination = layout.destination(bucket);
         let scope = Scope {
             bucket,
             prefix,
             start_after: None,
-            exclude_prefix: (destination == bucket).then_some(self.config.prefix.as_str()),
+            exclude_prefix: (destination == bucket).then_some(layout.prefix.as_str()),
             cursor: Some((
                 destination,
-                format!("{}.sweep/{bucket}/{prefix}cursor.json", self.config.prefix),
+                format!("{}.sweep/{bucket}/{prefix}cursor.json", layout.prefix),
             )),
         };
         let summary = sweep(
@@ -371,6 +553,21 @@ impl Thumbnailer {
     }
 }
 
+/// The version `info` names, and the condition that holds only while it is current.
+fn read_version(
+    bucket: &str,
+    key: &str,
+    info: &ObjectInfo,
+) -> Result<(Read, Condition), HandlerError> {
+    match info.read_version() {
+        Some(condition) => Ok((Read::of(info), condition)),
+        None => Err(HandlerError::permanent(Unmovable::Unversioned {
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+        })),
+    }
+}
+
 fn gone(bucket: &str, key: &str) -> Done {
     Done::Skipped(format!("{} no longer exists", ObjectPath(bucket, key)))
 }
@@ -378,9 +575,9 @@ fn gone(bucket: &str, key: &str) -> Done {
 impl Handler for Thumbnailer {
     fn inputs(&self) -> Option<Location> {
         let bucket = self.config.source_bucket.clone()?;
-        let destination = self.config.bucket.as_deref().unwrap_or(&bucket);
+        let layout = &self.config.layout;
         Some(Location {
-            exclude_prefix: (destination == bucket).then(|| self.config.prefix.clone()),
+            exclude_prefix: (layout.destination(&bucket) == bucket).then(|| layout.prefix.clone()),
             bucket,
             prefix: self.config.source_prefix.clone(),
         })
@@ -393,15 +590,14 @@ impl Handler for Thumbnailer {
         if !keys::is_image_key(key) {
             return Vec::new();
         }
-        let destination = self.config.bucket.as_deref().unwrap_or(bucket);
-        self.outputs(destination, key)
+        let destination = self.config.layout.destination(bucket);
+        self.thumbnail_keys(bucket, key)
             .map(|outputs| {
                 outputs
-                    .keys
                     .into_iter()
                     .map(|(size, key)| Derived {
                         label: format!("{size} px"),
-                        bucket: outputs.bucket.clone(),
+                        bucket: destination.to_owned(),
                         key,
                         image: true,
                     })
@@ -437,11 +633,13 @@ impl Function for Thumbnailer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bucketfn::Source;
     use bucketfn::budget::MemoryBudget;
+    use bucketfn::derivatives::DerivativesLayout;
     use bucketfn::storage::MemoryStore;
-    use bucketfn::{Source, StoredObject};
     use image::{DynamicImage, ImageBuffer, ImageFormat};
     use pipeline::OutputFormat;
+    use std::sync::{Mutex, PoisonError};
     use std::time::{Duration, Instant};
 
     type TestResult = Result<(), Box<dyn std::error::Error>>;
@@ -546,59 +744,407 @@ mod tests {
         Ok(())
     }
 
-    #[tokio::test]
-    async fn moving_deletes_the_source_only_once_its_thumbnails_are_safe() -> TestResult {
-        let config = Config {
+    fn mover(layout_bucket: Option<&str>) -> Config {
+        Config {
+            sizes: vec![64, 128],
+            layout: DerivativesLayout {
+                bucket: layout_bucket.map(str::to_owned),
+                prefix: "thumbnails/".to_owned(),
+            },
             delete_source: true,
             ..Config::default()
-        };
-        let (store, handler) = thumbnailer(config);
-        store.insert("b", "in/ok.png", png(300, 300)?, "image/png");
-        store.insert(
-            "b",
-            "in/bad.png",
-            &b"\x89PNG\r\n\x1a\n broken"[..],
-            "image/png",
-        );
+        }
+    }
+
+    type Hook = Box<dyn FnOnce(&MemoryStore) -> Result<(), StoreError> + Send>;
+
+    /// A memory store that notes every call, may claim a larger size on HEAD, and runs a hook
+    /// before the next conditional delete: a writer racing the move, or a crash.
+    #[derive(Default)]
+    struct Watched {
+        store: MemoryStore,
+        calls: Mutex<Vec<&'static str>>,
+        before_delete: Mutex<Option<Hook>>,
+        claimed_size: Option<u64>,
+    }
+
+    impl Watched {
+        fn note(&self, call: &'static str) {
+            self.calls
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(call);
+        }
+
+        fn take_calls(&self) -> Vec<&'static str> {
+            std::mem::take(&mut *self.calls.lock().unwrap_or_else(PoisonError::into_inner))
+        }
+
+        fn before_next_delete(&self, hook: Hook) {
+            *self
+                .before_delete
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = Some(hook);
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl ObjectStore for Watched {
+        async fn get(&self, b: &str, k: &str, max: u64) -> Result<StoredObject, StoreError> {
+            self.note("get");
+            self.store.get(b, k, max).await
+        }
+
+        async fn open(
+            &self,
+            b: &str,
+            k: &str,
+        ) -> Result<(ObjectInfo, bucketfn::storage::ObjectReader), StoreError> {
+            self.note("open");
+            self.store.open(b, k).await
+        }
+
+        async fn head(&self, b: &str, k: &str) -> Result<ObjectInfo, StoreError> {
+            self.note("head");
+            let mut info = self.store.head(b, k).await?;
+            info.size = self.claimed_size.unwrap_or(info.size);
+            Ok(info)
+        }
+
+        async fn put(&self, b: &str, k: &str, object: NewObject) -> Result<(), StoreError> {
+            self.note("put");
+            self.store.put(b, k, object).await
+        }
+
+        async fn put_if(
+            &self,
+            b: &str,
+            k: &str,
+            object: NewObject,
+            condition: Condition,
+        ) -> Result<(), StoreError> {
+            self.note("put_if");
+            self.store.put_if(b, k, object, condition).await
+        }
+
+        async fn delete(&self, b: &str, k: &str) -> Result<(), StoreError> {
+            self.note("delete");
+            self.store.delete(b, k).await
+        }
+
+        async fn delete_if(
+            &self,
+            b: &str,
+            k: &str,
+            condition: Condition,
+        ) -> Result<(), StoreError> {
+            self.note("delete_if");
+            let hook = self
+                .before_delete
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take();
+            if let Some(hook) = hook {
+                hook(&self.store)?;
+            }
+            self.store.delete_if(b, k, condition).await
+        }
+
+        async fn copy(&self, copy: CopyRequest) -> Result<(), StoreError> {
+            self.note("copy");
+            self.store.copy(copy).await
+        }
+
+        async fn check_bucket(&self, b: &str) -> Result<(), StoreError> {
+            self.store.check_bucket(b).await
+        }
+
+        async fn list(
+            &self,
+            b: &str,
+            prefix: &str,
+            after: Option<&str>,
+            limit: usize,
+        ) -> Result<bucketfn::storage::ListPage, StoreError> {
+            self.note("list");
+            self.store.list(b, prefix, after, limit).await
+        }
+    }
+
+    fn watched(config: Config, store: Watched) -> (Arc<Watched>, Thumbnailer) {
+        let store = Arc::new(store);
+        let handler = Thumbnailer::new(config, Arc::clone(&store) as Arc<dyn ObjectStore>);
+        (store, handler)
+    }
+
+    #[tokio::test]
+    async fn moving_copies_every_object_and_stamps_its_outputs_before_a_conditional_delete()
+    -> TestResult {
+        let (watched, handler) = watched(mover(None), Watched::default());
+        let store = &watched.store;
+        let photo = png(300, 300)?;
+        store.insert("b", "in/ok.png", photo.clone(), "image/png");
+        store.insert("b", "docs/report.pdf", &b"%PDF-1.7"[..], "application/pdf");
+        let etag = etag_of(store, "b", "in/ok.png").await?;
 
         let outcome = handler
             .handle(&created("b", "in/ok.png", None)?, &Invocation::default())
             .await?;
+        let Done::Completed(what) = &outcome else {
+            return Err(format!("moving an image: {outcome}").into());
+        };
         assert!(
-            matches!(&outcome, Done::Completed(what) if what.contains("deleted the source")),
-            "{outcome}"
+            what.starts_with("copied it to b/thumbnails/in/ok.png/original.png, wrote ")
+                && what.ends_with("; deleted the source b/in/ok.png"),
+            "{what}"
         );
         assert!(store.object("b", "in/ok.png").is_none());
-        assert!(store.object("b", "thumbnails/in/ok.png/256.jpg").is_some());
+        let original = store
+            .object("b", "thumbnails/in/ok.png/original.png")
+            .ok_or("no original")?;
+        assert_eq!(original.body, photo);
+        assert_eq!(original.content_type, "image/png");
+        let stamped = derivatives::source_metadata("b", "in/ok.png", &etag, None, true);
+        assert_eq!(original.metadata, stamped);
+        for size in [64, 128] {
+            let key = format!("thumbnails/in/ok.png/{size}.jpg");
+            assert_eq!(store.object("b", &key).ok_or(key)?.metadata, stamped);
+        }
+        let calls = watched.take_calls();
+        assert!(
+            !calls.contains(&"delete"),
+            "an unconditional delete: {calls:?}"
+        );
+        assert_eq!(calls.last(), Some(&"delete_if"), "{calls:?}");
 
+        // Non-images are moved too, unchanged, with no thumbnails.
+        let outcome = handler
+            .handle(
+                &created("b", "docs/report.pdf", None)?,
+                &Invocation::default(),
+            )
+            .await?;
+        assert!(
+            matches!(&outcome, Done::Completed(what) if what
+                == "copied it to b/thumbnails/docs/report.pdf/original.pdf; deleted the source b/docs/report.pdf"),
+            "{outcome}"
+        );
+        let copy = store
+            .object("b", "thumbnails/docs/report.pdf/original.pdf")
+            .ok_or("no copy")?;
+        assert_eq!(
+            (&copy.body[..], copy.content_type.as_str()),
+            (&b"%PDF-1.7"[..], "application/pdf")
+        );
+        assert!(derivatives::source_was_moved(&copy.metadata));
+        let left: Vec<String> = store.keys().into_iter().map(|(_, k)| k).collect();
+        assert_eq!(
+            left,
+            [
+                "thumbnails/docs/report.pdf/original.pdf",
+                "thumbnails/in/ok.png/128.jpg",
+                "thumbnails/in/ok.png/64.jpg",
+                "thumbnails/in/ok.png/original.png",
+            ]
+        );
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn an_image_that_cannot_be_thumbnailed_is_neither_copied_nor_deleted() -> TestResult {
+        let (store, handler) = thumbnailer(mover(None));
+        let broken = &b"\x89PNG\r\n\x1a\n broken"[..];
+        store.insert("b", "in/bad.png", broken, "image/png");
         let err = handler
             .handle(&created("b", "in/bad.png", None)?, &Invocation::default())
             .await
             .err()
             .ok_or("bad accepted")?;
-        assert!(!err.is_retryable());
-        assert!(
-            store.object("b", "in/bad.png").is_some(),
-            "a source without thumbnails was deleted"
-        );
+        assert!(!err.is_retryable(), "{err}");
+        assert_eq!(store.keys(), [("b".to_owned(), "in/bad.png".to_owned())]);
+        Ok(())
+    }
 
-        // A retry after a crash between writing and deleting finishes the move.
-        store.insert("b", "in/again.png", png(40, 40)?, "image/png");
-        let moved = Config {
-            delete_source: false,
-            ..Config::default()
-        };
-        Thumbnailer::new(moved, Arc::clone(&store) as Arc<dyn ObjectStore>)
-            .handle(&created("b", "in/again.png", None)?, &Invocation::default())
-            .await?;
-        let retried = handler
-            .handle(&created("b", "in/again.png", None)?, &Invocation::default())
+    #[tokio::test]
+    async fn a_source_rewritten_before_its_delete_is_kept() -> TestResult {
+        let (watched, handler) = watched(mover(None), Watched::default());
+        watched
+            .store
+            .insert("b", "x.txt", &b"first"[..], "text/plain");
+        watched.before_next_delete(Box::new(|store| {
+            store.insert("b", "x.txt", &b"second"[..], "text/plain");
+            Ok(())
+        }));
+        let outcome = handler
+            .handle(&created("b", "x.txt", None)?, &Invocation::default())
             .await?;
         assert!(
-            matches!(&retried, Done::Completed(what) if what.contains("deleted the source")),
+            matches!(&outcome, Done::Completed(what)
+                if what.ends_with("; kept the source b/x.txt: it changed after it was read")),
+            "{outcome}"
+        );
+        let source = watched.store.object("b", "x.txt").ok_or("source deleted")?;
+        assert_eq!(&source.body[..], b"second");
+        let copy = watched
+            .store
+            .object("b", "thumbnails/x.txt/original.txt")
+            .ok_or("no copy")?;
+        assert_eq!(&copy.body[..], b"first");
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_redelivery_after_a_crash_before_the_delete_only_deletes() -> TestResult {
+        let (watched, handler) = watched(mover(None), Watched::default());
+        watched
+            .store
+            .insert("b", "in/again.png", png(40, 40)?, "image/png");
+        watched.before_next_delete(Box::new(|_| {
+            Err(StoreError::Unavailable {
+                op: bucketfn::storage::Op::Delete,
+                bucket: "b".to_owned(),
+                key: "in/again.png".to_owned(),
+                source: "the connection dropped".into(),
+            })
+        }));
+        let event = created("b", "in/again.png", None)?;
+        let err = handler
+            .handle(&event, &Invocation::default())
+            .await
+            .err()
+            .ok_or("the failed delete was reported as success")?;
+        assert!(err.is_retryable(), "{err}");
+        assert!(watched.store.object("b", "in/again.png").is_some());
+        watched.take_calls();
+
+        let retried = handler.handle(&event, &Invocation::default()).await?;
+        assert!(
+            matches!(&retried, Done::Completed(what)
+                if what == "found its outputs already made; deleted the source b/in/again.png"),
             "{retried}"
         );
-        assert!(store.object("b", "in/again.png").is_none());
+        assert!(watched.store.object("b", "in/again.png").is_none());
+        // The source's HEAD, one per output, and the delete: nothing read, copied or written.
+        assert_eq!(
+            watched.take_calls(),
+            ["head", "head", "head", "head", "delete_if"]
+        );
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_source_over_the_copy_limit_is_permanent_and_kept() -> TestResult {
+        let oversize = Watched {
+            claimed_size: Some(MAX_COPY_BYTES + 1),
+            ..Watched::default()
+        };
+        let (watched, handler) = watched(mover(None), oversize);
+        watched
+            .store
+            .insert("b", "huge.mxf", &b"x"[..], "video/mxf");
+        let err = handler
+            .handle(&created("b", "huge.mxf", None)?, &Invocation::default())
+            .await
+            .err()
+            .ok_or("moved")?;
+        assert!(!err.is_retryable(), "{err}");
+        assert_eq!(
+            err.to_string(),
+            "b/huge.mxf is 5368709121 bytes, over the 5368709120-byte limit of one server-side \
+             copy (S3 CopyObject); it is not moved and nothing was deleted"
+        );
+        assert_eq!(watched.store.keys().len(), 1);
+        assert_eq!(watched.take_calls(), ["head"]);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_shared_destination_keeps_the_thumbnails_of_each_source_bucket() -> TestResult {
+        let config = Config {
+            layout: DerivativesLayout {
+                bucket: Some("thumbs".to_owned()),
+                prefix: "thumbnails/".to_owned(),
+            },
+            ..Config::default()
+        };
+        let (store, handler) = thumbnailer(config);
+        let inv = Invocation::default();
+        store.insert("photos", "cat.png", png(300, 300)?, "image/png");
+        store.insert("scans", "cat.png", png(400, 200)?, "image/png");
+        // Under the prefix, but in a source bucket: a source like any other.
+        store.insert("photos", "thumbnails/x.png", png(50, 50)?, "image/png");
+        for (bucket, key) in [
+            ("photos", "cat.png"),
+            ("scans", "cat.png"),
+            ("photos", "thumbnails/x.png"),
+        ] {
+            let outcome = handler.handle(&created(bucket, key, None)?, &inv).await?;
+            assert!(matches!(outcome, Done::Completed(_)), "{outcome}");
+        }
+        for bucket in ["photos", "scans"] {
+            let key = format!("thumbnails/{bucket}/cat.png/256.jpg");
+            let thumb = store.object("thumbs", &key).ok_or(key)?;
+            assert_eq!(
+                thumb
+                    .metadata
+                    .get(metadata::SOURCE_BUCKET)
+                    .map(String::as_str),
+                Some(bucket)
+            );
+        }
+        assert!(
+            store
+                .object("thumbs", "thumbnails/photos/thumbnails/x.png/256.jpg")
+                .is_some()
+        );
+        // What lands in the destination is never a source.
+        let outcome = handler
+            .handle(
+                &created("thumbs", "thumbnails/photos/cat.png/256.jpg", None)?,
+                &inv,
+            )
+            .await?;
+        assert!(
+            matches!(&outcome, Done::Skipped(why) if why.contains("is a derivative")),
+            "{outcome}"
+        );
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_missing_bucket_is_permanent_and_never_a_gone_object() -> TestResult {
+        for delete_source in [false, true] {
+            let (store, handler) = thumbnailer(Config {
+                delete_source,
+                ..Config::default()
+            });
+            store.remove_bucket("b");
+            let err = handler
+                .handle(&created("b", "x.png", None)?, &Invocation::default())
+                .await
+                .err()
+                .ok_or("a missing bucket was a skip")?;
+            assert!(!err.is_retryable(), "{err}");
+            assert!(
+                err.to_string().contains("bucket \"b\" does not exist"),
+                "{err}"
+            );
+        }
+        // A destination that is not there: nothing is deleted.
+        let (store, handler) = thumbnailer(mover(Some("thumbs")));
+        store.insert("photos", "x.png", png(50, 50)?, "image/png");
+        store.remove_bucket("thumbs");
+        let err = handler
+            .handle(&created("photos", "x.png", None)?, &Invocation::default())
+            .await
+            .err()
+            .ok_or("a missing destination was a skip")?;
+        assert!(!err.is_retryable(), "{err}");
+        assert!(
+            err.to_string().contains("bucket \"thumbs\" does not exist"),
+            "{err}"
+        );
+        assert!(store.object("photos", "x.png").is_some());
         Ok(())
     }
 
