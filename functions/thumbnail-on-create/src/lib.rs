@@ -573,6 +573,17 @@ fn gone(bucket: &str, key: &str) -> Done {
 }
 
 impl Handler for Thumbnailer {
+    /// `THUMBNAIL_BUCKET` and the bucket the scheduled sweeps walk (`SOURCE_BUCKET`).
+    fn buckets(&self) -> Vec<String> {
+        let mut buckets: Vec<String> = [&self.config.layout.bucket, &self.config.source_bucket]
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect();
+        buckets.dedup();
+        buckets
+    }
+
     fn inputs(&self) -> Option<Location> {
         let bucket = self.config.source_bucket.clone()?;
         let layout = &self.config.layout;
