@@ -9,6 +9,7 @@ mod forward_to_stream;
 mod governor;
 mod http_service;
 mod kafka_sasl;
+mod live_data;
 mod lambda;
 mod log_secrets;
 mod runtime_limits;

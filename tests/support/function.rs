@@ -11,6 +11,7 @@ use hyper_util::rt::TokioExecutor;
 
 use super::BoxError;
 
+pub const CLEANUP_ON_REMOVE: &str = env!("CARGO_BIN_EXE_tested-cleanup-on-remove");
 pub const FORWARD_TO_STREAM: &str = env!("CARGO_BIN_EXE_tested-forward-to-stream");
 pub const THUMBNAIL_ON_CREATE: &str = env!("CARGO_BIN_EXE_tested-thumbnail-on-create");
 
