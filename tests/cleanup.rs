@@ -308,7 +308,10 @@ async fn thumbnails_on_s3_are_removed_by_their_names() -> TestResult {
         .collect();
     assert_eq!(
         left,
-        ["t/photos/a + b.jpg/c.jpg/256.jpg", "t/photos/a + b.jpg/readme.txt"]
+        [
+            "t/photos/a + b.jpg/c.jpg/256.jpg",
+            "t/photos/a + b.jpg/readme.txt"
+        ]
     );
     Ok(())
 }
