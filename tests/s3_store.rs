@@ -339,5 +339,16 @@ async fn keys_with_control_characters_percent_and_plus_list_back_exactly() -> Te
     store.delete("bucket-b", "p/a\u{1}b.jpg").await?;
     keys.retain(|k| !k.contains('\u{1}'));
     assert_eq!(listed_keys(&store, "bucket-b", "p/").await?, keys);
+
+    // A store that claims the encoding and sends raw keys (s3s-fs itself) is unmasked by the
+    // prefix it echoes raw: a derivative folder named after such a key lists exactly.
+    server.raw_listings(false);
+    server.s3s_fs_listings(true);
+    let folder = "thumbnails/p/100%25 +1 & é.jpg/";
+    let derivatives = [format!("{folder}256.jpg"), format!("{folder}64.jpg")];
+    for key in &derivatives {
+        store.put("bucket-b", key, object(b"t")).await?;
+    }
+    assert_eq!(listed_keys(&store, "bucket-b", folder).await?, derivatives);
     Ok(())
 }

@@ -61,6 +61,9 @@ struct Quirks {
     /// Listings asked for `encoding-type=url` answered with raw keys and no `EncodingType`,
     /// as a store that does not know the parameter does.
     raw_listings: AtomicBool,
+    /// Listings as s3s-fs 0.14 itself answers `encoding-type=url`: `EncodingType` echoed,
+    /// yet every key (and the echoed prefix) raw.
+    s3s_fs_listings: AtomicBool,
 }
 
 /// Requests still to be refused, optionally only those of one method.
@@ -195,7 +198,8 @@ impl S3Server {
                             }
                             let listing = asks_url_encoded_listing(&req);
                             let response = service.call(req.map(s3s::Body::from)).await?;
-                            if !listing || response.status() != http::StatusCode::OK {
+                            let native = control.quirks.s3s_fs_listings.load(Ordering::SeqCst);
+                            if !listing || native || response.status() != http::StatusCode::OK {
                                 return Ok(response);
                             }
                             let raw = control.quirks.raw_listings.load(Ordering::SeqCst);
@@ -263,6 +267,12 @@ impl S3Server {
     pub fn raw_listings(&self, on: bool) {
         let quirks = &self.control.quirks;
         quirks.raw_listings.store(on, Ordering::SeqCst);
+    }
+
+    /// Listings answered as s3s-fs answers them, claiming an encoding they do not have.
+    pub fn s3s_fs_listings(&self, on: bool) {
+        let quirks = &self.control.quirks;
+        quirks.s3s_fs_listings.store(on, Ordering::SeqCst);
     }
 
     /// A client as a function would build one for this server, with `max_attempts` tries.

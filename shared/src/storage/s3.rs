@@ -509,8 +509,14 @@ impl ObjectStore for S3Store {
             .await
             .map_err(|e| classify(Op::List, bucket, prefix, e))?;
         // A store that ignores the parameter says nothing and sends raw keys; decoding those
-        // would corrupt every key holding `%` or `+`.
-        let encoded = response.encoding_type() == Some(&EncodingType::Url);
+        // would corrupt every key holding `%` or `+`. One store (the s3s-fs server) says it
+        // encoded and sends raw keys all the same: a store that encoded its keys encoded the
+        // prefix it echoes too, so an echo that does not decode to the prefix asked for
+        // unmasks it.
+        let encoded = response.encoding_type() == Some(&EncodingType::Url)
+            && response
+                .prefix()
+                .is_none_or(|echo| decode_listed_key(echo).is_ok_and(|echo| echo == prefix));
         let mut objects = Vec::with_capacity(response.contents().len());
         for object in response.contents() {
             let Some(listed) = object.key() else {
