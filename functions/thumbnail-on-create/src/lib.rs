@@ -1122,6 +1122,26 @@ mod tests {
         Ok(())
     }
 
+    /// The event fails permanently, naming the missing bucket, instead of being a skip.
+    async fn refused_for_missing(
+        handler: &Thumbnailer,
+        event: &ObjectEvent,
+        bucket: &str,
+    ) -> TestResult {
+        let err = handler
+            .handle(event, &Invocation::default())
+            .await
+            .err()
+            .ok_or("a missing bucket was a skip")?;
+        assert!(!err.is_retryable(), "{err}");
+        assert!(
+            err.to_string()
+                .contains(&format!("bucket \"{bucket}\" does not exist")),
+            "{err}"
+        );
+        Ok(())
+    }
+
     #[tokio::test]
     async fn a_missing_bucket_is_permanent_and_never_a_gone_object() -> TestResult {
         for delete_source in [false, true] {
@@ -1130,31 +1150,13 @@ mod tests {
                 ..Config::default()
             });
             store.remove_bucket("b");
-            let err = handler
-                .handle(&created("b", "x.png", None)?, &Invocation::default())
-                .await
-                .err()
-                .ok_or("a missing bucket was a skip")?;
-            assert!(!err.is_retryable(), "{err}");
-            assert!(
-                err.to_string().contains("bucket \"b\" does not exist"),
-                "{err}"
-            );
+            refused_for_missing(&handler, &created("b", "x.png", None)?, "b").await?;
         }
         // A destination that is not there: nothing is deleted.
         let (store, handler) = thumbnailer(mover(Some("thumbs")));
         store.insert("photos", "x.png", png(50, 50)?, "image/png");
         store.remove_bucket("thumbs");
-        let err = handler
-            .handle(&created("photos", "x.png", None)?, &Invocation::default())
-            .await
-            .err()
-            .ok_or("a missing destination was a skip")?;
-        assert!(!err.is_retryable(), "{err}");
-        assert!(
-            err.to_string().contains("bucket \"thumbs\" does not exist"),
-            "{err}"
-        );
+        refused_for_missing(&handler, &created("photos", "x.png", None)?, "thumbs").await?;
         assert!(store.object("photos", "x.png").is_some());
         Ok(())
     }
