@@ -1,16 +1,49 @@
-//! No event destroys live data, through the command line as a user runs the functions on a
-//! directory store: a move followed by the cleanup its own delete triggers, one thumbnail
-//! bucket for two source buckets, and a remove dated in the future for a live object.
+//! No event destroys live data, through the command line as a user runs the functions, on a
+//! directory store and on the S3 server: a move followed by the cleanup its own delete
+//! triggers, one thumbnail bucket for two source buckets, a remove dated in the future for a
+//! live object, and a move on a store that ignores `If-Match` on DELETE.
 
 use std::path::Path;
 use std::process::{Command, Output};
 
+use bucketfn::ObjectStore;
+use bucketfn::derivatives::source_was_moved;
+use bucketfn::storage::S3Store;
 use image::ImageFormat;
 use serde_json::json;
 
 use crate::support::function::{CLEANUP_ON_REMOVE, THUMBNAIL_ON_CREATE};
 use crate::support::images::gradient;
+use crate::support::s3_server::S3Server;
 use crate::support::{BoxError, TestResult};
+
+/// Where a function process keeps its objects.
+enum Store<'a> {
+    /// `--storage DIR`.
+    Directory(&'a Path),
+    /// The S3 server, reached as a deployment reaches S3 (the endpoint variables).
+    S3(&'a S3Server),
+}
+
+/// `binary invoke EVENT` against `store`, with only `env` and the S3 variables set.
+fn invoke(binary: &str, event: &Path, store: &Store<'_>, env: &[(&str, &str)]) -> Command {
+    let mut command = Command::new(binary);
+    command
+        .arg("invoke")
+        .arg(event)
+        .env_clear()
+        .env("SOURCE_BUCKETS", "*");
+    match store {
+        Store::Directory(storage) => {
+            command.arg("--storage").arg(storage);
+        }
+        Store::S3(server) => {
+            command.envs(server.env());
+        }
+    }
+    command.envs(env.iter().copied());
+    command
+}
 
 fn run(
     binary: &str,
@@ -18,15 +51,18 @@ fn run(
     storage: &Path,
     env: &[(&str, &str)],
 ) -> std::io::Result<Output> {
-    Command::new(binary)
-        .arg("invoke")
-        .arg(event)
-        .arg("--storage")
-        .arg(storage)
-        .env_clear()
-        .env("SOURCE_BUCKETS", "*")
-        .envs(env.iter().copied())
-        .output()
+    invoke(binary, event, &Store::Directory(storage), env).output()
+}
+
+/// Runs the process off the async workers, which serve the in-process S3 server meanwhile.
+async fn run_on_s3(
+    binary: &str,
+    event: &Path,
+    server: &S3Server,
+    env: &[(&str, &str)],
+) -> Result<Output, BoxError> {
+    let mut command = invoke(binary, event, &Store::S3(server), env);
+    Ok(tokio::task::spawn_blocking(move || command.output()).await??)
 }
 
 /// An S3 notification for `bucket/key` (key as S3 encodes it) at `time`, saved in `dir`.
@@ -178,5 +214,143 @@ fn a_remove_dated_in_the_future_for_a_live_object_deletes_nothing() -> TestResul
         "{text}"
     );
     assert!(storage.join("photos/thumbnails/live.jpg/256.jpg").is_file());
+    Ok(())
+}
+
+/// `THUMBNAIL_SIZES` of the S3 tests, and the keys a move of `key` leaves in its folder.
+const SIZES: (&str, [&str; 3]) = ("128,256", ["128.jpg", "256.jpg", "original.jpg"]);
+
+#[tokio::test(flavor = "multi_thread")]
+async fn on_s3_a_move_and_the_cleanup_its_delete_triggers_keep_the_thumbnails_and_the_copy()
+-> TestResult {
+    let server = S3Server::start().await?;
+    server.conditional_deletes(true);
+    server.create_bucket("photos").await?;
+    let photo = gradient(640, 480, ImageFormat::Jpeg)?;
+    server
+        .put("photos", "in/lake + sky.jpg", photo.clone())
+        .await?;
+    let scratch = tempfile::tempdir()?;
+    let created = event(
+        scratch.path(),
+        "created",
+        "photos",
+        "in/lake+%2B+sky.jpg",
+        "2026-01-01T10:00:00.000Z",
+    )?;
+    let env = [("DELETE_SOURCE", "true"), ("THUMBNAIL_SIZES", SIZES.0)];
+    let moved = run_on_s3(THUMBNAIL_ON_CREATE, &created, &server, &env).await?;
+    assert_eq!(moved.status.code(), Some(0), "{}", stdout(&moved));
+    assert!(server.get("photos", "in/lake + sky.jpg").await?.is_none());
+    let store = S3Store::new(server.client(1));
+    let (original, _) = server
+        .get("photos", "thumbnails/in/lake + sky.jpg/original.jpg")
+        .await?
+        .ok_or("no copy of the source")?;
+    assert_eq!(original, photo);
+
+    let removed = event(
+        scratch.path(),
+        "removed",
+        "photos",
+        "in/lake+%2B+sky.jpg",
+        "2026-01-01T10:00:01.000Z",
+    )?;
+    let cleaned = run_on_s3(CLEANUP_ON_REMOVE, &removed, &server, &[]).await?;
+    let text = stdout(&cleaned);
+    assert_eq!(cleaned.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains("kept 3 derivative(s) of a moved source"),
+        "{text}"
+    );
+    for name in SIZES.1 {
+        let key = format!("thumbnails/in/lake + sky.jpg/{name}");
+        let info = store.head("photos", &key).await?;
+        assert!(source_was_moved(&info.metadata), "{key}: {info:?}");
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn on_s3_one_thumbnail_bucket_for_two_source_buckets_keeps_each_set_apart() -> TestResult {
+    let server = S3Server::start().await?;
+    server.conditional_deletes(true);
+    let scratch = tempfile::tempdir()?;
+    let env = [("THUMBNAIL_BUCKET", "thumbs"), ("THUMBNAIL_SIZES", SIZES.0)];
+    server.create_bucket("thumbs").await?;
+    for (bucket, width) in [("photos", 640), ("scans", 320)] {
+        server.create_bucket(bucket).await?;
+        server
+            .put(bucket, "same.jpg", gradient(width, 240, ImageFormat::Jpeg)?)
+            .await?;
+        let created = event(
+            scratch.path(),
+            "created",
+            bucket,
+            "same.jpg",
+            "2026-01-01T10:00:00.000Z",
+        )?;
+        let out = run_on_s3(THUMBNAIL_ON_CREATE, &created, &server, &env).await?;
+        assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    }
+    let thumbnail = |bucket: &str| format!("thumbnails/{bucket}/same.jpg/256.jpg");
+    for bucket in ["photos", "scans"] {
+        assert!(server.get("thumbs", &thumbnail(bucket)).await?.is_some());
+    }
+
+    S3Store::new(server.client(1))
+        .delete("scans", "same.jpg")
+        .await?;
+    let removed = event(
+        scratch.path(),
+        "removed",
+        "scans",
+        "same.jpg",
+        "2026-01-01T11:00:00.000Z",
+    )?;
+    let out = run_on_s3(CLEANUP_ON_REMOVE, &removed, &server, &env).await?;
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("deleted 2 thumbnail(s)"), "{text}");
+    assert!(server.get("thumbs", &thumbnail("scans")).await?.is_none());
+    assert!(server.get("thumbs", &thumbnail("photos")).await?.is_some());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn on_a_store_that_ignores_if_match_on_delete_a_move_keeps_its_source() -> TestResult {
+    let server = S3Server::start().await?;
+    // As s3s-fs itself: DELETE deletes whatever If-Match says.
+    server.conditional_deletes(false);
+    server.create_bucket("photos").await?;
+    server
+        .put("photos", "notes.txt", b"keep me".to_vec())
+        .await?;
+    let scratch = tempfile::tempdir()?;
+    let created = event(
+        scratch.path(),
+        "created",
+        "photos",
+        "notes.txt",
+        "2026-01-01T10:00:00.000Z",
+    )?;
+    let out = run_on_s3(
+        THUMBNAIL_ON_CREATE,
+        &created,
+        &server,
+        &[("DELETE_SOURCE", "true")],
+    )
+    .await?;
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("the store ignores If-Match on DELETE"),
+        "{text}"
+    );
+    let (body, _) = server
+        .get("photos", "notes.txt")
+        .await?
+        .ok_or("the source was deleted")?;
+    assert_eq!(body, b"keep me");
     Ok(())
 }
