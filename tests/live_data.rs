@@ -65,7 +65,8 @@ async fn run_on_s3(
     Ok(tokio::task::spawn_blocking(move || command.output()).await??)
 }
 
-/// An S3 notification for `bucket/key` (key as S3 encodes it) at `time`, saved in `dir`.
+/// An S3 notification of `name` (`ObjectCreated:Put`, `ObjectRemoved:Delete`) for
+/// `bucket/key` (key as S3 encodes it) at `time`, saved in `dir`.
 fn event(
     dir: &Path,
     name: &str,
@@ -73,16 +74,32 @@ fn event(
     key: &str,
     time: &str,
 ) -> Result<std::path::PathBuf, BoxError> {
-    let event_name = match name {
-        "removed" => "ObjectRemoved:Delete",
-        _ => "ObjectCreated:Put",
-    };
     let body = json!({"Records": [{"eventVersion": "2.1", "eventSource": "aws:s3",
-        "eventTime": time, "eventName": event_name,
+        "eventTime": time, "eventName": name,
         "s3": {"bucket": {"name": bucket}, "object": {"key": key, "size": 1}}}]});
-    let path = dir.join(format!("{name}-{bucket}.json"));
+    let path = dir.join(format!("{}-{bucket}.json", name.replace(':', "-")));
     std::fs::write(&path, serde_json::to_vec(&body)?)?;
     Ok(path)
+}
+
+/// The created event of every test: its time only has to come before the removes'.
+fn created(dir: &Path, bucket: &str, key: &str) -> Result<std::path::PathBuf, BoxError> {
+    event(
+        dir,
+        "ObjectCreated:Put",
+        bucket,
+        key,
+        "2026-01-01T10:00:00.000Z",
+    )
+}
+
+fn removed(
+    dir: &Path,
+    bucket: &str,
+    key: &str,
+    time: &str,
+) -> Result<std::path::PathBuf, BoxError> {
+    event(dir, "ObjectRemoved:Delete", bucket, key, time)
 }
 
 fn stdout(out: &Output) -> String {
@@ -107,13 +124,7 @@ fn a_move_and_the_cleanup_its_own_delete_triggers_keep_the_thumbnails_and_the_co
     let scratch = tempfile::tempdir()?;
     let storage = scratch.path().join("store");
     image_in(&storage, "photos", "in/lake.jpg")?;
-    let created = event(
-        scratch.path(),
-        "created",
-        "photos",
-        "in/lake.jpg",
-        "2026-01-01T10:00:00.000Z",
-    )?;
+    let created = created(scratch.path(), "photos", "in/lake.jpg")?;
     let moved = run(
         THUMBNAIL_ON_CREATE,
         &created,
@@ -129,9 +140,8 @@ fn a_move_and_the_cleanup_its_own_delete_triggers_keep_the_thumbnails_and_the_co
     assert!(folder.join("256.jpg").is_file() && folder.join("original.jpg").is_file());
 
     // The move's own delete reaches cleanup-on-remove: what the move wrote stays.
-    let removed = event(
+    let removed = removed(
         scratch.path(),
-        "removed",
         "photos",
         "in/lake.jpg",
         "2026-01-01T10:00:01.000Z",
@@ -155,13 +165,7 @@ fn one_thumbnail_bucket_for_two_source_buckets_keeps_each_set_apart() -> TestRes
     let shared = [("THUMBNAIL_BUCKET", "thumbs")];
     for bucket in ["photos", "scans"] {
         image_in(&storage, bucket, "same.jpg")?;
-        let created = event(
-            scratch.path(),
-            "created",
-            bucket,
-            "same.jpg",
-            "2026-01-01T10:00:00.000Z",
-        )?;
+        let created = created(scratch.path(), bucket, "same.jpg")?;
         let out = run(THUMBNAIL_ON_CREATE, &created, &storage, &shared)?;
         assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
     }
@@ -171,9 +175,8 @@ fn one_thumbnail_bucket_for_two_source_buckets_keeps_each_set_apart() -> TestRes
 
     // One source's removal takes its own set and nothing of the other's.
     std::fs::remove_file(storage.join("scans/same.jpg"))?;
-    let removed = event(
+    let removed = removed(
         scratch.path(),
-        "removed",
         "scans",
         "same.jpg",
         "2026-01-01T11:00:00.000Z",
@@ -190,18 +193,11 @@ fn a_remove_dated_in_the_future_for_a_live_object_deletes_nothing() -> TestResul
     let scratch = tempfile::tempdir()?;
     let storage = scratch.path().join("store");
     image_in(&storage, "photos", "live.jpg")?;
-    let created = event(
-        scratch.path(),
-        "created",
-        "photos",
-        "live.jpg",
-        "2026-01-01T10:00:00.000Z",
-    )?;
+    let created = created(scratch.path(), "photos", "live.jpg")?;
     let out = run(THUMBNAIL_ON_CREATE, &created, &storage, &[])?;
     assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
-    let forged = event(
+    let forged = removed(
         scratch.path(),
-        "removed",
         "photos",
         "live.jpg",
         "2099-01-01T00:00:00.000Z",
@@ -231,13 +227,7 @@ async fn on_s3_a_move_and_the_cleanup_its_delete_triggers_keep_the_thumbnails_an
         .put("photos", "in/lake + sky.jpg", photo.clone())
         .await?;
     let scratch = tempfile::tempdir()?;
-    let created = event(
-        scratch.path(),
-        "created",
-        "photos",
-        "in/lake+%2B+sky.jpg",
-        "2026-01-01T10:00:00.000Z",
-    )?;
+    let created = created(scratch.path(), "photos", "in/lake+%2B+sky.jpg")?;
     let env = [("DELETE_SOURCE", "true"), ("THUMBNAIL_SIZES", SIZES.0)];
     let moved = run_on_s3(THUMBNAIL_ON_CREATE, &created, &server, &env).await?;
     assert_eq!(moved.status.code(), Some(0), "{}", stdout(&moved));
@@ -249,9 +239,8 @@ async fn on_s3_a_move_and_the_cleanup_its_delete_triggers_keep_the_thumbnails_an
         .ok_or("no copy of the source")?;
     assert_eq!(original, photo);
 
-    let removed = event(
+    let removed = removed(
         scratch.path(),
-        "removed",
         "photos",
         "in/lake+%2B+sky.jpg",
         "2026-01-01T10:00:01.000Z",
@@ -283,13 +272,7 @@ async fn on_s3_one_thumbnail_bucket_for_two_source_buckets_keeps_each_set_apart(
         server
             .put(bucket, "same.jpg", gradient(width, 240, ImageFormat::Jpeg)?)
             .await?;
-        let created = event(
-            scratch.path(),
-            "created",
-            bucket,
-            "same.jpg",
-            "2026-01-01T10:00:00.000Z",
-        )?;
+        let created = created(scratch.path(), bucket, "same.jpg")?;
         let out = run_on_s3(THUMBNAIL_ON_CREATE, &created, &server, &env).await?;
         assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
     }
@@ -301,9 +284,8 @@ async fn on_s3_one_thumbnail_bucket_for_two_source_buckets_keeps_each_set_apart(
     S3Store::new(server.client(1))
         .delete("scans", "same.jpg")
         .await?;
-    let removed = event(
+    let removed = removed(
         scratch.path(),
-        "removed",
         "scans",
         "same.jpg",
         "2026-01-01T11:00:00.000Z",
@@ -327,13 +309,7 @@ async fn on_a_store_that_ignores_if_match_on_delete_a_move_keeps_its_source() ->
         .put("photos", "notes.txt", b"keep me".to_vec())
         .await?;
     let scratch = tempfile::tempdir()?;
-    let created = event(
-        scratch.path(),
-        "created",
-        "photos",
-        "notes.txt",
-        "2026-01-01T10:00:00.000Z",
-    )?;
+    let created = created(scratch.path(), "photos", "notes.txt")?;
     let out = run_on_s3(
         THUMBNAIL_ON_CREATE,
         &created,
