@@ -211,6 +211,19 @@ impl Stop {
         self.deadline
     }
 
+    /// A stop for part of this work that must end by `deadline`: it stops at the earlier of
+    /// the two deadlines, and whenever this one is stopped. It shares this stop's flag, so
+    /// whoever waits for this work to let go waits for the part too.
+    pub fn sooner(&self, deadline: Option<Instant>) -> Self {
+        Self {
+            deadline: match (self.deadline, deadline) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            },
+            flag: Arc::clone(&self.flag),
+        }
+    }
+
     /// A guard that stops the work when dropped: held by the async side that waits for
     /// blocking work, so that a timed-out or abandoned wait ends the work too.
     pub fn on_drop(&self) -> StopOnDrop {

@@ -6,7 +6,7 @@ use std::future::Future;
 use std::time::Instant;
 
 use bucketfn::storage::ListedObject;
-use bucketfn::sweep::{Scope, SweepSummary, sweep};
+use bucketfn::sweep::{Scope, StopPlan, Stopped, SweepSummary, walk};
 use bucketfn::{Done, HandlerError, Invocation, ObjectEvent, Outcome, Source};
 use chrono::{DateTime, Utc};
 
@@ -32,7 +32,6 @@ pub fn checkpoint_key(checkpoint_prefix: &str, prefix: &str) -> String {
 enum Walk {
     Done(Result<SweepSummary, HandlerError>),
     LeaseLost,
-    OutOfTime,
 }
 
 pub(crate) async fn run(
@@ -55,10 +54,13 @@ pub(crate) async fn run(
     } else {
         event.key.clone()
     };
+    let key = checkpoint_key(&settings.checkpoint_prefix, &prefix);
     let checkpoints = Checkpoints {
         store: forwarder.store.as_ref(),
         bucket: &bucket,
-        key: checkpoint_key(&settings.checkpoint_prefix, &prefix),
+        key: event
+            .shard
+            .map_or_else(|| key.clone(), |s| s.progress_key(&key)),
         lease: settings.lease,
     };
     let mut held = match checkpoints.acquire(&prefix, &new_holder()).await? {
@@ -78,118 +80,93 @@ pub(crate) async fn run(
     };
     tracing::info!(
         checkpoint = %checkpoints.key,
-        resume_after = held.checkpoint.last_key.as_deref().unwrap_or(""),
+        resume_after = held.checkpoint.position.resume_after.as_deref().unwrap_or(""),
         "Sweep started."
     );
-    // The margin is for saving the checkpoint; under a short deadline (Lambda's default is
-    // 3 s) half the time left still gets work done.
-    let stop_at = invocation.deadline.map(|deadline| {
-        let left = deadline.saturating_duration_since(Instant::now());
-        deadline - settings.margin.min(left / 2)
-    });
+    let plan = StopPlan::before(invocation.deadline);
     let mut total = SweepSummary {
-        resume_after: held.checkpoint.last_key.clone(),
+        position: held.checkpoint.position.clone(),
         ..SweepSummary::default()
     };
+    let scope = Scope {
+        bucket: &bucket,
+        prefix: &prefix,
+        exclude_prefix: Some(&settings.checkpoint_prefix),
+        // The checkpoint object keeps progress (with its lease); no separate cursor.
+        cursor: None,
+        shard: event.shard,
+    };
     loop {
-        let now = Instant::now();
-        if stop_at.is_some_and(|s| now >= s) || invocation.stop.is_stopped() {
-            return stop(&checkpoints, &mut held, total).await;
-        }
-        let slice_end = stop_at.map_or(now + settings.checkpoint_every, |s| {
-            s.min(now + settings.checkpoint_every)
-        });
-        let slice = Invocation {
-            deadline: Some(slice_end),
-            progress: invocation.progress.clone(),
-            ..invocation.clone()
-        };
+        // Each slice saves its progress and renews the lease before the next one starts.
+        let slice = plan.starting_until(Instant::now() + settings.checkpoint_every);
         let covered_before = held.checkpoint.covered_before;
-        let scope = Scope {
-            bucket: &bucket,
-            prefix: &prefix,
-            start_after: held.checkpoint.last_key.clone(),
-            exclude_prefix: Some(&settings.checkpoint_prefix),
-            // The checkpoint object keeps progress (with its lease); no separate cursor.
-            cursor: None,
-        };
-        let walk = sweep(
+        let walk = walk(
             forwarder.store.as_ref(),
-            scope,
-            &slice,
+            &scope,
+            held.checkpoint.position.clone(),
+            slice,
+            invocation,
             settings.concurrency,
-            |object| forward_listed(forwarder, &bucket, object, covered_before, &slice),
+            |object, invocation| {
+                forward_listed(forwarder, &bucket, object, covered_before, invocation)
+            },
         );
-        let summary = match keep_alive(&checkpoints, &mut held, walk, stop_at).await? {
+        let summary = match keep_alive(&checkpoints, &mut held, walk).await? {
             Walk::Done(Ok(summary)) => summary,
             Walk::Done(Err(e)) => {
                 checkpoints.save(&mut held, |_| {}, true).await?;
                 return Err(e);
             }
             Walk::LeaseLost => return Ok(lease_lost(total)),
-            Walk::OutOfTime => return stop(&checkpoints, &mut held, total).await,
         };
         total.completed += summary.completed;
         total.skipped += summary.skipped;
-        total.failed.extend(summary.failed);
-        total.resume_after.clone_from(&summary.resume_after);
+        total.failed += summary.failed;
+        total.still_failing += summary.still_failing;
+        total.position.clone_from(&summary.position);
         total.finished = summary.finished;
-        total.interrupted = summary.interrupted;
-        // An object cut off by the invocation's deadline is no failure: like the sweep's own
-        // time budget, the next run continues with it.
-        let out_of_time = total.interrupted.is_some() && invocation.stop.is_stopped();
-        if out_of_time {
-            total.interrupted = None;
+        total.stopped.clone_from(&summary.stopped);
+        // A slice that ended only because the slice did goes on after the save.
+        let goes_on = summary.stopped == Some(Stopped::Deadline)
+            && plan.may_start_now()
+            && !invocation.stop.is_stopped();
+        if goes_on {
+            total.stopped = None;
         }
-        let (last_key, done) = (summary.resume_after, summary.completed);
-        let finished = total.finished;
-        let release = finished || out_of_time || total.interrupted.is_some();
+        let (position, done, finished) = (summary.position, summary.completed, summary.finished);
         let saved = checkpoints
             .save(
                 &mut held,
                 |c| {
-                    c.last_key = last_key;
+                    c.position = position;
                     c.forwarded += done;
                     if finished {
                         c.status = Status::Finished;
                     }
                 },
-                release,
+                !goes_on,
             )
             .await?;
         if !saved {
             return Ok(lease_lost(total));
         }
-        if out_of_time {
-            return Ok(stopped_at_budget(total));
-        }
-        if release {
-            // Done, or retryable: the platform runs the sweep again and it resumes here.
+        if !goes_on {
             return total.into_outcome();
         }
     }
 }
 
-/// Runs `work` while renewing the lease every third of its duration; gives up at `stop_at`.
+/// Runs `work` while renewing the lease every third of its duration.
 async fn keep_alive(
     checkpoints: &Checkpoints<'_>,
     held: &mut Held,
     work: impl Future<Output = Result<SweepSummary, HandlerError>>,
-    stop_at: Option<Instant>,
 ) -> Result<Walk, HandlerError> {
     let mut work = std::pin::pin!(work);
     let renew_every = checkpoints.lease / 3;
-    let out_of_time = async {
-        match stop_at {
-            Some(at) => tokio::time::sleep_until(at.into()).await,
-            None => std::future::pending().await,
-        }
-    };
-    let mut out_of_time = std::pin::pin!(out_of_time);
     loop {
         tokio::select! {
             summary = &mut work => return Ok(Walk::Done(summary)),
-            () = &mut out_of_time => return Ok(Walk::OutOfTime),
             () = tokio::time::sleep(renew_every) => {
                 // Outside the select's futures, so a renewal is never cut off half-way.
                 if !checkpoints.save(held, |_| {}, false).await? {
@@ -198,17 +175,6 @@ async fn keep_alive(
             }
         }
     }
-}
-
-/// Stops at the time budget: progress stays in the checkpoint, the lease is given up so the
-/// next run starts at once.
-async fn stop(checkpoints: &Checkpoints<'_>, held: &mut Held, total: SweepSummary) -> Outcome {
-    checkpoints.save(held, |_| {}, true).await?;
-    Ok(stopped_at_budget(total))
-}
-
-fn stopped_at_budget(total: SweepSummary) -> Done {
-    Done::Completed(format!("sweep: {total}; stopped at the time budget"))
 }
 
 fn lease_lost(total: SweepSummary) -> Done {
@@ -222,7 +188,7 @@ async fn forward_listed(
     bucket: &str,
     object: ListedObject,
     covered_before: Option<DateTime<Utc>>,
-    invocation: &Invocation,
+    invocation: Invocation,
 ) -> Outcome {
     if let (Some(covered), Some(modified)) = (covered_before, object.last_modified)
         && modified < covered - CLOCK_SKEW
@@ -240,7 +206,7 @@ async fn forward_listed(
         }
         Mode::Content => {
             forwarder
-                .forward_content(Source::Schedule, bucket, &object.key, invocation)
+                .forward_content(Source::Schedule, bucket, &object.key, &invocation)
                 .await
         }
     }
@@ -254,6 +220,7 @@ mod tests {
     use bucketfn::budget::Stop;
     use bucketfn::sink::{MemoryPublisher, Message, PublishError, Publisher};
     use bucketfn::storage::MemoryStore;
+    use bucketfn::sweep::Position;
     use bucketfn::{Handler, ObjectStore};
     use std::sync::Arc;
     use std::time::Duration;
@@ -303,7 +270,6 @@ mod tests {
     #[tokio::test]
     async fn a_sweep_out_of_time_stops_cleanly_and_the_next_continues() -> TestResult {
         let mut config = file_config();
-        config.sweep.margin = Duration::ZERO;
         config.sweep.concurrency = 1;
         let (store, publisher, handler) = forwarder(config);
         for key in keys(40) {
@@ -316,7 +282,8 @@ mod tests {
         };
         let done = handler.handle(&sweep_event("b"), &spent).await?;
         assert!(
-            done.to_string().contains("stopped at the time budget"),
+            done.to_string()
+                .contains("stopped a margin before the deadline"),
             "{done}"
         );
         assert!(publisher.published().is_empty());
@@ -379,11 +346,14 @@ mod tests {
         let done = handler.handle(&sweep_event("b"), &stopping).await?;
         let text = done.to_string();
         assert!(text.contains("3 done"), "{done}");
-        assert!(text.contains("stopped at the time budget"), "{done}");
+        assert!(
+            text.contains("stopped a margin before the deadline"),
+            "{done}"
+        );
         assert!(text.contains("continues after \"logs/002.log\""), "{done}");
         assert_eq!(publisher.inner.published().len(), 6);
         let saved = checkpoint(store.as_ref()).await?;
-        assert_eq!(saved.last_key.as_deref(), Some("logs/002.log"));
+        assert_eq!(saved.position.resume_after.as_deref(), Some("logs/002.log"));
         assert!(saved.lease.is_none(), "a clean stop gives the lease up");
 
         let done = handler
@@ -424,7 +394,10 @@ mod tests {
         let crashed = Checkpoint {
             status: Status::Running,
             prefix: String::new(),
-            last_key: Some("logs/009.log".into()),
+            position: Position {
+                resume_after: Some("logs/009.log".into()),
+                ..Position::default()
+            },
             pass_started: Utc::now(),
             covered_before: None,
             forwarded: 10,

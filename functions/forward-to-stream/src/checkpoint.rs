@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bucketfn::storage::ObjectPath;
+use bucketfn::sweep::Position;
 use bucketfn::{Condition, HandlerError, NewObject, ObjectStore, StoreError};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
@@ -38,8 +39,9 @@ pub struct Lease {
 pub struct Checkpoint {
     pub status: Status,
     pub prefix: String,
-    /// Every key up to this one has been handled in the current pass.
-    pub last_key: Option<String>,
+    /// How far the current pass has come, and the objects listed as failing.
+    #[serde(flatten)]
+    pub position: Position,
     pub pass_started: DateTime<Utc>,
     /// Objects last modified before this were forwarded by an earlier, finished pass.
     pub covered_before: Option<DateTime<Utc>>,
@@ -139,7 +141,7 @@ impl Checkpoints<'_> {
                 Checkpoint {
                     status: Status::Running,
                     prefix: prefix.to_owned(),
-                    last_key: None,
+                    position: Position::default(),
                     pass_started: now,
                     covered_before: None,
                     forwarded: 0,
@@ -160,7 +162,7 @@ impl Checkpoints<'_> {
                     next.status = Status::Running;
                     next.covered_before = Some(current.pass_started);
                     next.pass_started = now;
-                    next.last_key = None;
+                    next.position.next_pass();
                     next.forwarded = 0;
                 }
                 next.lease = lease;
@@ -322,7 +324,11 @@ mod tests {
         };
         assert!(
             short
-                .save(&mut first, |c| c.last_key = Some("in/05".into()), false)
+                .save(
+                    &mut first,
+                    |c| c.position.resume_after = Some("in/05".into()),
+                    false
+                )
                 .await?
         );
         let Claim::Busy(Some(lease)) = short.acquire("in/", "second").await? else {
@@ -334,7 +340,10 @@ mod tests {
         let Claim::Held(second) = short.acquire("in/", "second").await? else {
             return Err("the expired lease was not taken over".into());
         };
-        assert_eq!(second.checkpoint.last_key.as_deref(), Some("in/05"));
+        assert_eq!(
+            second.checkpoint.position.resume_after.as_deref(),
+            Some("in/05")
+        );
         // The crashed sweep, come back, has lost its lease and can neither write nor give
         // up the second's lease.
         assert!(!short.save(&mut first, |c| c.forwarded = 99, false).await?);
@@ -358,7 +367,7 @@ mod tests {
                 &mut held,
                 |c| {
                     c.status = Status::Finished;
-                    c.last_key = Some("in/z".into());
+                    c.position.resume_after = Some("in/z".into());
                 },
                 true,
             )
@@ -368,7 +377,7 @@ mod tests {
         };
         assert_eq!(next.checkpoint.status, Status::Running);
         assert_eq!(next.checkpoint.covered_before, Some(started));
-        assert_eq!(next.checkpoint.last_key, None);
+        assert_eq!(next.checkpoint.position.resume_after, None);
         Ok(())
     }
 

@@ -116,6 +116,9 @@ pub struct ObjectEvent {
     /// multi-tenant gateway), names lower-cased.
     #[serde(skip)]
     pub bucket_metadata: BTreeMap<String, String>,
+    /// For a [`EventKind::Sweep`] split across a job array: the worker this run is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shard: Option<crate::sweep::Shard>,
 }
 
 fn empty_as_null<S: Serializer>(value: &str, serializer: S) -> Result<S::Ok, S::Error> {
@@ -158,6 +161,7 @@ impl ObjectEvent {
             region: None,
             domain: None,
             bucket_metadata: BTreeMap::new(),
+            shard: None,
         }
     }
 

@@ -10,7 +10,7 @@ use tokio::sync::Semaphore;
 use tokio::task::{AbortHandle, JoinHandle};
 use tracing::{Instrument, error, info, info_span, warn};
 
-use super::{Handler, Invocation, Observer, RuntimeSettings};
+use super::{Handler, Invocation, ObjectReports, Observer, RuntimeSettings};
 use crate::budget::{MemoryBudget, Stop, StopOnDrop};
 use crate::event::EventKind;
 use crate::event::{DecodeError, Delivery, Envelope, ObjectEvent};
@@ -302,6 +302,7 @@ async fn run_one<H: Handler>(
                 let mut invocation = invocation;
                 // A fresh stop per event: one event's deadline never stops another's work.
                 invocation.stop = Stop::at(deadline);
+                invocation.reports = object_reports(&observer, &event);
                 let stop = invocation.stop.on_drop();
                 let work = collecting(files.clone(), handle(handler.as_ref(), &event, invocation));
                 finish_by(work, deadline, &stop).await
@@ -368,6 +369,37 @@ async fn until<F: Future>(deadline: Option<Instant>, future: F) -> Option<F::Out
         Some(deadline) => tokio::time::timeout_at(deadline.into(), future).await.ok(),
         None => Some(future.await),
     }
+}
+
+/// Each object a sweep reports as failed gets its own history entry (class `object`, kind
+/// `swept`, under the sweep's source), so that its reason stays readable however many objects
+/// the sweep handled.
+fn object_reports(observer: &Observer, event: &ObjectEvent) -> ObjectReports {
+    let (recorder, instance) = (observer.recorder.clone(), Arc::clone(&observer.instance));
+    let (source, event_name) = (event.source, event.event_name.clone());
+    ObjectReports::to(move |bucket, key, error| {
+        let outcome = if error.is_retryable() {
+            "retryable"
+        } else {
+            "permanent"
+        };
+        recorder.record(EventEntry {
+            received: chrono::Utc::now(),
+            class: "object".to_owned(),
+            source: source.as_str().to_owned(),
+            kind: "swept".to_owned(),
+            event_name: event_name.clone(),
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+            id: None,
+            outcome: outcome.to_owned(),
+            detail: crate::outcome::chain(error),
+            duration_ms: 0,
+            files: Vec::new(),
+            more_files: 0,
+            instance: instance.to_string(),
+        });
+    })
 }
 
 /// Counts the event in the metrics and queues its ledger entry.

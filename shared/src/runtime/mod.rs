@@ -47,6 +47,42 @@ pub struct Invocation {
     pub stop: Stop,
     /// The process-wide memory budget that memory-heavy work reserves its share of.
     pub memory: MemoryBudget,
+    /// Where work over many objects (a sweep) reports each object that failed, so that the
+    /// history and the metrics show it on its own.
+    pub reports: ObjectReports,
+}
+
+/// How an object report reaches the runtime: bucket, key and the error.
+type ReportFailure = dyn Fn(&str, &str, &crate::outcome::HandlerError) + Send + Sync;
+
+/// Reports of single objects inside one event's work (a sweep's failures); nothing is
+/// reported where the runtime does not listen (a handler called directly).
+#[derive(Clone, Default)]
+pub struct ObjectReports(Option<Arc<ReportFailure>>);
+
+impl std::fmt::Debug for ObjectReports {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "ObjectReports(listening)"
+        } else {
+            "ObjectReports(none)"
+        })
+    }
+}
+
+impl ObjectReports {
+    pub(crate) fn to(
+        report: impl Fn(&str, &str, &crate::outcome::HandlerError) + Send + Sync + 'static,
+    ) -> Self {
+        Self(Some(Arc::new(report)))
+    }
+
+    /// Object `key` of `bucket` failed with `error`.
+    pub fn failed(&self, bucket: &str, key: &str, error: &crate::outcome::HandlerError) {
+        if let Some(report) = &self.0 {
+            report(bucket, key, error);
+        }
+    }
 }
 
 /// Handles one event. Decides the outcome; never how the platform hears of it.
