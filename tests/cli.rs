@@ -178,14 +178,15 @@ fn sweep_catches_up_on_a_local_bucket_and_prints_a_summary() -> TestResult {
     ];
     let out = run(&args, &[("THUMBNAIL_SIZES", "64,128")])?;
     let stdout = String::from_utf8_lossy(&out.stdout);
+    // A failed object fails the sweep, so that it shows.
     assert_eq!(
         out.status.code(),
-        Some(0),
+        Some(1),
         "{stdout}{}",
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        stdout.contains("sweep: 3 done, 1 skipped, 1 failed"),
+        stdout.starts_with("permanent\t") && stdout.contains("sweep: 3 done, 1 skipped, 1 failed"),
         "{stdout}"
     );
     assert!(
@@ -196,9 +197,18 @@ fn sweep_catches_up_on_a_local_bucket_and_prints_a_summary() -> TestResult {
     let thumb = std::fs::read(bucket.join("thumbnails/2024/b c.png/128.jpg"))?;
     assert_eq!(dimensions(&thumb)?, (128, 85));
 
-    // Nothing is made twice.
+    // Nothing is made twice, and the broken image stays listed without being tried again.
     let again = run(&args, &[("THUMBNAIL_SIZES", "64,128")])?;
-    assert!(String::from_utf8_lossy(&again.stdout).contains("0 done, 4 skipped, 1 failed"));
+    let stdout = String::from_utf8_lossy(&again.stdout);
+    assert_eq!(again.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("0 done, 4 skipped, 0 failed; 1 object(s) failing"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("(permanent; listed until the object changes"),
+        "{stdout}"
+    );
     Ok(())
 }
 

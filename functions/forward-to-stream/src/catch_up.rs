@@ -59,6 +59,7 @@ pub(crate) async fn run(
         store: forwarder.store.as_ref(),
         bucket: &bucket,
         key: event
+            .sweep
             .shard
             .map_or_else(|| key.clone(), |s| s.progress_key(&key)),
         lease: settings.lease,
@@ -94,7 +95,7 @@ pub(crate) async fn run(
         exclude_prefix: Some(&settings.checkpoint_prefix),
         // The checkpoint object keeps progress (with its lease); no separate cursor.
         cursor: None,
-        shard: event.shard,
+        shard: event.sweep.shard,
     };
     loop {
         // Each slice saves its progress and renews the lease before the next one starts.

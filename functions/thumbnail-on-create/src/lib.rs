@@ -536,7 +536,7 @@ impl Thumbnailer {
                 destination,
                 format!("{}.sweep/{bucket}/{prefix}cursor.json", layout.prefix),
             )),
-            shard: event.shard,
+            shard: event.sweep.shard,
         };
         let summary = sweep(
             self.store.as_ref(),

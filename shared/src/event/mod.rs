@@ -116,9 +116,26 @@ pub struct ObjectEvent {
     /// multi-tenant gateway), names lower-cased.
     #[serde(skip)]
     pub bucket_metadata: BTreeMap<String, String>,
-    /// For a [`EventKind::Sweep`] split across a job array: the worker this run is.
+    /// What a [`EventKind::Sweep`] asks for beyond its bucket and prefix.
+    #[serde(skip_serializing_if = "SweepRequest::is_plain")]
+    pub sweep: SweepRequest,
+}
+
+/// The options of a sweep: which worker of a job array this run is, and whether only the
+/// newest objects are wanted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct SweepRequest {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shard: Option<crate::sweep::Shard>,
+    /// Only the `latest` most recently modified objects (seed 004's `--latest N`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latest: Option<usize>,
+}
+
+impl SweepRequest {
+    fn is_plain(&self) -> bool {
+        *self == Self::default()
+    }
 }
 
 fn empty_as_null<S: Serializer>(value: &str, serializer: S) -> Result<S::Ok, S::Error> {
@@ -161,7 +178,7 @@ impl ObjectEvent {
             region: None,
             domain: None,
             bucket_metadata: BTreeMap::new(),
-            shard: None,
+            sweep: SweepRequest::default(),
         }
     }
 

@@ -11,8 +11,9 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use std::time::{Duration, Instant};
 
 use super::{Function, Invocation, Report, http as http_runtime, process, start};
-use crate::event::{Delivery, EventKind, ObjectEvent, decode};
+use crate::event::{Delivery, EventKind, ObjectEvent, SweepRequest, decode};
 use crate::progress::Progress;
+use crate::sweep::Shard;
 
 /// Exit code for input or usage that is rejected (bad event, bad header, bad configuration).
 const REJECTED: u8 = 2;
@@ -53,6 +54,13 @@ enum Command {
         /// Stop cleanly after this many seconds; the summary says where to continue.
         #[arg(long, value_name = "SECONDS")]
         budget: Option<u64>,
+        /// Be worker INDEX of COUNT of a job array: only the keys that fall to it, with a
+        /// cursor of its own.
+        #[arg(long, value_name = "INDEX/COUNT", conflicts_with = "key")]
+        shard: Option<Shard>,
+        /// Only the N most recently modified objects (where the function supports it).
+        #[arg(long, value_name = "N", conflicts_with = "key")]
+        latest: Option<usize>,
         /// Use DIR as the object store (DIR/<bucket>/<key>) instead of S3.
         #[arg(long, value_name = "DIR")]
         storage: Option<PathBuf>,
@@ -138,14 +146,28 @@ pub(crate) async fn run<F: Function>() -> ExitCode {
             prefix,
             key,
             budget,
+            shard,
+            latest,
             storage,
         } => {
             // One object is a created event for it; a prefix is a catch-up sweep.
-            let (kind, key) = match key {
-                Some(key) => (EventKind::Created, key),
-                None => (EventKind::Sweep, prefix),
+            let event = match key {
+                Some(key) => ObjectEvent::requested(
+                    EventKind::Created,
+                    bucket.as_deref().unwrap_or_default(),
+                    key,
+                ),
+                None => {
+                    let mut event = ObjectEvent::requested(
+                        EventKind::Sweep,
+                        bucket.as_deref().unwrap_or_default(),
+                        prefix,
+                    );
+                    event.sweep = SweepRequest { shard, latest };
+                    event
+                }
             };
-            sweep::<F>(bucket, kind, key, budget, storage).await
+            sweep::<F>(event, budget, storage).await
         }
         Command::Serve { storage } => serve::<F>(storage).await,
     }
@@ -212,9 +234,7 @@ fn print_report(report: &Report) -> ExitCode {
 }
 
 async fn sweep<F: Function>(
-    bucket: Option<String>,
-    kind: EventKind,
-    key: String,
+    event: ObjectEvent,
     budget: Option<u64>,
     storage: Option<PathBuf>,
 ) -> ExitCode {
@@ -222,7 +242,6 @@ async fn sweep<F: Function>(
         Ok(started) => started,
         Err(e) => return fail(e),
     };
-    let event = ObjectEvent::requested(kind, bucket.as_deref().unwrap_or_default(), key);
     let invocation = Invocation {
         progress: Progress::on_terminal(F::NAME),
         ..started
