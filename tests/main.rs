@@ -18,4 +18,5 @@ mod serve_security;
 mod sidecar;
 mod store_capabilities;
 mod support;
+mod sweeps;
 mod thumbnail_s3;
