@@ -278,15 +278,8 @@ fn the_command_line_sweeps_a_bucket_once_and_forwards_one_object_by_key() -> Tes
     let storage = tempfile::tempdir()?;
     let bucket = storage.path().join("logs");
     std::fs::create_dir_all(bucket.join("vpc"))?;
-    // Written an hour ago: well before the first sweep, beyond any clock-skew allowance.
-    let hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
     for n in 0..5 {
-        let path = bucket.join(format!("vpc/{n}.log"));
-        std::fs::write(&path, format!("line {n}\n"))?;
-        std::fs::File::options()
-            .write(true)
-            .open(&path)?
-            .set_modified(hour_ago)?;
+        std::fs::write(bucket.join(format!("vpc/{n}.log")), format!("line {n}\n"))?;
     }
     let out = storage.path().join("out.jsonl");
     let dir = storage.path().to_string_lossy().into_owned();
@@ -312,12 +305,13 @@ fn the_command_line_sweeps_a_bucket_once_and_forwards_one_object_by_key() -> Tes
         "{stdout}"
     );
     assert_eq!(read_jsonl(&out)?.len(), 5);
-    // A second sweep finds nothing new to forward.
+    // A second sweep finds nothing new to forward, however recent the objects are.
     let again = run(&["sweep", "--bucket", "logs", "--storage", &dir])?;
     assert!(String::from_utf8_lossy(&again.stdout).contains("0 done, 5 skipped"));
     assert_eq!(read_jsonl(&out)?.len(), 5);
-    // One object, on demand.
-    let one = run(&[
+    // One object, on demand: a version already forwarded is not sent again, and the outcome
+    // names the marker to delete to send it anyway; a new version is sent.
+    let one = [
         "sweep",
         "--bucket",
         "logs",
@@ -325,11 +319,21 @@ fn the_command_line_sweeps_a_bucket_once_and_forwards_one_object_by_key() -> Tes
         "vpc/3.log",
         "--storage",
         &dir,
-    ])?;
-    assert_eq!(one.status.code(), Some(0));
+    ];
+    let same = run(&one)?;
+    let said = String::from_utf8_lossy(&same.stdout);
+    assert_eq!(same.status.code(), Some(0), "{said}");
+    assert!(
+        said.contains("was forwarded already; delete logs/.forward-to-stream/forwarded/vpc/3.log "),
+        "{said}"
+    );
+    assert_eq!(read_jsonl(&out)?.len(), 5);
+    std::fs::write(bucket.join("vpc/3.log"), "line 3, rewritten\n")?;
+    let rewritten = run(&one)?;
+    assert_eq!(rewritten.status.code(), Some(0));
     let messages = read_jsonl(&out)?;
     assert_eq!(messages.len(), 6);
-    assert_eq!(messages[5]["body"], "line 3");
+    assert_eq!(messages[5]["body"], "line 3, rewritten");
     Ok(())
 }
 

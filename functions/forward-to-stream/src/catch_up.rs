@@ -1,20 +1,22 @@
 //! Catch-up sweeps (schedules, PingSource, `sweep` on the command line): every object under the
-//! prefix that no earlier pass forwarded, in key order, with progress saved in the checkpoint
-//! and the lease renewed while work runs, stopping cleanly before the time budget runs out.
+//! prefix whose version was not forwarded yet (by an event or an earlier pass: its marker says
+//! so), in key order, with progress saved in the checkpoint and the lease renewed while work
+//! runs, stopping cleanly before the time budget runs out.
 
 use std::future::Future;
 use std::time::Instant;
 
 use bucketfn::storage::ListedObject;
 use bucketfn::sweep::{Scope, StopPlan, Stopped, SweepSummary, walk};
-use bucketfn::{Done, HandlerError, Invocation, ObjectEvent, Outcome, Source};
+use bucketfn::{Done, HandlerError, Invocation, ObjectEvent, Outcome};
 use chrono::{DateTime, Utc};
 
 use crate::checkpoint::{Checkpoints, Claim, Held, Status, new_holder};
-use crate::{Forwarder, Mode, claim};
+use crate::forwarded::{self, Alongside, Markers};
+use crate::{Forwarder, Mode, already, claim};
 
-/// Objects modified this close before the last finished pass began are forwarded again:
-/// the store's clock and ours may disagree.
+/// How much earlier than the store's time of the pass an object of a checkpoint from before
+/// markers must be to count as forwarded by it: the store's clock and ours may disagree.
 const CLOCK_SKEW: chrono::Duration = chrono::Duration::minutes(5);
 
 /// The checkpoint key for a sweep of `prefix`.
@@ -97,19 +99,34 @@ pub(crate) async fn run(
         cursor: None,
         shard: event.sweep.shard,
     };
+    let markers = forwarder.markers(&bucket);
     loop {
         // Each slice saves its progress and renews the lease before the next one starts.
         let slice = plan.starting_until(Instant::now() + settings.checkpoint_every);
-        let covered_before = held.checkpoint.covered_before;
+        let from = held.checkpoint.position.clone();
+        let alongside = Alongside::new(
+            &markers,
+            &prefix,
+            from.resume_after.as_deref(),
+            event.sweep.shard,
+        );
+        let pass = Pass {
+            forwarder,
+            bucket: &bucket,
+            markers: &markers,
+            alongside: &alongside,
+            covered_before: held.checkpoint.covered_before,
+        };
         let walk = walk(
             forwarder.store.as_ref(),
             &scope,
-            held.checkpoint.position.clone(),
+            from,
             slice,
             invocation,
             settings.concurrency,
             |object, invocation| {
-                forward_listed(forwarder, &bucket, object, covered_before, invocation)
+                alongside.expect(&object.key);
+                pass.forward(object, invocation)
             },
         );
         let summary = match keep_alive(&checkpoints, &mut held, walk).await? {
@@ -120,6 +137,9 @@ pub(crate) async fn run(
             }
             Walk::LeaseLost => return Ok(lease_lost(total)),
         };
+        if summary.finished {
+            pass.drop_orphans_at_the_end(&plan, invocation).await;
+        }
         total.completed += summary.completed;
         total.skipped += summary.skipped;
         total.failed += summary.failed;
@@ -184,31 +204,77 @@ fn lease_lost(total: SweepSummary) -> Done {
     ))
 }
 
-async fn forward_listed(
-    forwarder: &Forwarder,
-    bucket: &str,
-    object: ListedObject,
+/// What one slice of a pass forwards with.
+struct Pass<'a> {
+    forwarder: &'a Forwarder,
+    bucket: &'a str,
+    markers: &'a Markers<'a>,
+    alongside: &'a Alongside<'a>,
+    /// From a checkpoint older than markers: what its passes had covered.
     covered_before: Option<DateTime<Utc>>,
-    invocation: Invocation,
-) -> Outcome {
-    if let (Some(covered), Some(modified)) = (covered_before, object.last_modified)
-        && modified < covered - CLOCK_SKEW
-    {
-        return Ok(Done::Skipped(format!(
-            "{:?} was forwarded by an earlier pass",
-            object.key
-        )));
+}
+
+impl Pass<'_> {
+    /// Forwards the listed object unless its version was forwarded already, then drops the
+    /// markers of gone objects that the listing of markers passed on the way.
+    async fn forward(&self, object: ListedObject, invocation: Invocation) -> Outcome {
+        let (found, orphans) = self.alongside.lookup(&object.key).await?;
+        let outcome = self.forward_unless_done(object, found, &invocation).await;
+        self.markers.drop_orphans(orphans, &invocation.stop).await;
+        outcome
     }
-    match forwarder.config.mode {
-        Mode::ClaimCheck => {
-            forwarder
-                .publish_claim(claim::Claim::of_listed(bucket, &object), bucket)
-                .await
+
+    async fn forward_unless_done(
+        &self,
+        object: ListedObject,
+        found: forwarded::Found,
+        invocation: &Invocation,
+    ) -> Outcome {
+        let (forwarder, bucket) = (self.forwarder, self.bucket);
+        let version = forwarded::listed_version(&object);
+        if let Some(done) = already(bucket, &object.key, &found, &version) {
+            // Markers of other versions are left over from before (a crash, a rewrite).
+            if found.markers.len() > 1 {
+                let stale = found.markers.iter().filter(|m| m.version != version);
+                self.markers.drop_all(stale).await;
+            }
+            return Ok(done);
         }
-        Mode::Content => {
-            forwarder
-                .forward_content(Source::Schedule, bucket, &object.key, &invocation)
-                .await
+        if let (Some(covered), Some(modified)) = (self.covered_before, object.last_modified)
+            && modified < covered - CLOCK_SKEW
+        {
+            return Ok(Done::Skipped(format!(
+                "{:?} was forwarded by a pass before markers were kept",
+                object.key
+            )));
+        }
+        match forwarder.config.mode {
+            Mode::ClaimCheck => {
+                let claim = claim::Claim::of_listed(bucket, &object);
+                forwarder
+                    .publish_marked_claim(claim, bucket, &version, &found)
+                    .await
+            }
+            Mode::Content => {
+                forwarder
+                    .forward_content(bucket, &object.key, found, invocation)
+                    .await
+            }
+        }
+    }
+
+    /// The markers after the last object of a finished pass whose objects are gone, while the
+    /// plan allows work to start.
+    async fn drop_orphans_at_the_end(&self, plan: &StopPlan, invocation: &Invocation) {
+        if !plan.may_start_now() || invocation.stop.is_stopped() {
+            return;
+        }
+        match self.alongside.rest().await {
+            Ok(orphans) => {
+                let stop = invocation.stop.sooner(plan.objects_stop);
+                self.markers.drop_orphans(orphans, &stop).await;
+            }
+            Err(e) => tracing::warn!(error = %e, "Markers after the last object not checked."),
         }
     }
 }
@@ -217,9 +283,9 @@ async fn forward_listed(
 mod tests {
     use super::*;
     use crate::checkpoint::Checkpoint;
-    use crate::tests::{file_config, forwarder};
+    use crate::tests::{StopsAfter, file_config, forwarder};
     use bucketfn::budget::Stop;
-    use bucketfn::sink::{MemoryPublisher, Message, PublishError, Publisher};
+    use bucketfn::sink::{MemoryPublisher, Publisher};
     use bucketfn::storage::MemoryStore;
     use bucketfn::sweep::Position;
     use bucketfn::{Handler, ObjectStore};
@@ -300,25 +366,6 @@ mod tests {
         Ok(())
     }
 
-    /// A memory sink that tells the invocation to stop once it holds `after` messages, as a
-    /// deadline passing while an object is forwarded would.
-    struct StopsAfter {
-        inner: MemoryPublisher,
-        stop: Stop,
-        after: usize,
-    }
-
-    #[async_trait::async_trait]
-    impl Publisher for StopsAfter {
-        async fn publish(&self, messages: Vec<Message>) -> Result<(), PublishError> {
-            self.inner.publish(messages).await?;
-            if self.inner.published().len() >= self.after {
-                self.stop.stop();
-            }
-            Ok(())
-        }
-    }
-
     #[tokio::test]
     async fn content_cut_off_by_the_deadline_stops_the_sweep_and_the_next_continues() -> TestResult
     {
@@ -366,6 +413,197 @@ mod tests {
         Ok(())
     }
 
+    fn dedupe_ids(publisher: &MemoryPublisher) -> Vec<String> {
+        publisher
+            .published()
+            .iter()
+            .filter_map(|m| {
+                let id = m
+                    .headers
+                    .iter()
+                    .find(|(n, _)| n == "dedupe_id" || n == "ce_id");
+                id.map(|(_, v)| v.clone())
+            })
+            .collect()
+    }
+
+    fn markers(store: &MemoryStore) -> Vec<String> {
+        store
+            .keys()
+            .into_iter()
+            .filter(|(_, k)| k.starts_with(".forward-to-stream/forwarded/"))
+            .map(|(_, k)| k)
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn what_events_and_earlier_passes_forwarded_is_not_forwarded_again() -> TestResult {
+        for mode in [Mode::ClaimCheck, Mode::Content] {
+            let mut config = file_config();
+            config.mode = mode;
+            let (store, publisher, handler) = forwarder(config);
+            for (n, key) in keys(6).iter().enumerate() {
+                store.insert("b", key, format!("line {n}\n"), "text/plain");
+            }
+            let inv = Invocation::default();
+            let created = crate::tests::event("ObjectCreated:Put", "b", "logs/002.log")?;
+            handler.handle(&created, &inv).await?;
+            // The same event again, as a queue may deliver it.
+            let again = handler.handle(&created, &inv).await?;
+            assert!(
+                again.to_string().contains("was forwarded already"),
+                "{mode:?}: {again}"
+            );
+            let first = handler.handle(&sweep_event("b"), &inv).await?;
+            assert!(
+                first.to_string().contains("5 done, 1 skipped"),
+                "{mode:?}: {first}"
+            );
+            let second = handler.handle(&sweep_event("b"), &inv).await?;
+            assert!(
+                second.to_string().contains("0 done, 6 skipped"),
+                "{mode:?}: {second}"
+            );
+            let mut ids = dedupe_ids(&publisher);
+            assert_eq!(ids.len(), 6, "{mode:?}: {ids:?}");
+            ids.sort();
+            ids.dedup();
+            assert_eq!(ids.len(), 6, "{mode:?}: each once");
+
+            // A new version is forwarded by the next pass, and the old one's marker goes.
+            store.insert("b", "logs/004.log", &b"rewritten\n"[..], "text/plain");
+            let third = handler.handle(&sweep_event("b"), &inv).await?;
+            assert!(
+                third.to_string().contains("1 done, 5 skipped"),
+                "{mode:?}: {third}"
+            );
+            assert_eq!(publisher.published().len(), 7);
+            assert_eq!(markers(&store).len(), 6, "{:?}", markers(&store));
+        }
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn markers_of_removed_objects_are_dropped_by_a_finished_pass() -> TestResult {
+        let (store, _publisher, handler) = forwarder(file_config());
+        for key in keys(5) {
+            store.insert("b", &key, &b"x"[..], "text/plain");
+        }
+        let inv = Invocation::default();
+        handler.handle(&sweep_event("b"), &inv).await?;
+        assert_eq!(markers(&store).len(), 5);
+        // One from the middle, and the last: the listing of markers passes the first on the
+        // way to the next object, and the other only once the walk is over.
+        store.delete("b", "logs/001.log").await?;
+        store.delete("b", "logs/004.log").await?;
+        let done = handler.handle(&sweep_event("b"), &inv).await?;
+        assert!(done.to_string().contains("0 done, 3 skipped"), "{done}");
+        let left = markers(&store);
+        assert_eq!(left.len(), 3, "{left:?}");
+        assert!(
+            left.iter()
+                .all(|m| !m.contains("001") && !m.contains("004")),
+            "{left:?}"
+        );
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_large_object_cut_off_resumes_after_its_last_acknowledged_batch() -> TestResult {
+        let mut config = file_config();
+        config.mode = Mode::Content;
+        config.content.batch_records = 2;
+        let store = Arc::new(MemoryStore::new());
+        let lines: String = (0..10).map(|n| format!("record {n}\n")).collect();
+        store.insert("b", "logs/big.log", lines, "text/plain");
+        let stop = Stop::at(None);
+        let publisher = Arc::new(StopsAfter {
+            inner: MemoryPublisher::new(),
+            stop: stop.clone(),
+            after: 4,
+        });
+        let handler = Forwarder::new(
+            config,
+            Arc::clone(&store) as Arc<dyn ObjectStore>,
+            Arc::clone(&publisher) as Arc<dyn Publisher>,
+        );
+        let stopping = Invocation {
+            stop,
+            ..Invocation::default()
+        };
+        let first = handler.handle(&sweep_event("b"), &stopping).await?;
+        assert!(first.to_string().contains("0 done"), "{first}");
+        assert!(
+            first.to_string().contains("continues from the beginning"),
+            "{first}"
+        );
+        assert_eq!(publisher.inner.published().len(), 4);
+        assert!(
+            markers(&store).iter().any(|m| m.ends_with(" partial")),
+            "{:?}",
+            markers(&store)
+        );
+
+        let second = handler
+            .handle(&sweep_event("b"), &Invocation::default())
+            .await?;
+        assert!(second.to_string().contains("1 done"), "{second}");
+        let etag = store
+            .head("b", "logs/big.log")
+            .await?
+            .etag
+            .ok_or("no etag")?;
+        let ids = dedupe_ids(&publisher.inner);
+        let expected: Vec<String> = (0..10).map(|n| format!("{etag}:{n}")).collect();
+        assert_eq!(ids, expected, "each record once, in order");
+        let left = markers(&store);
+        assert!(
+            left.len() == 1 && !left[0].ends_with(" partial"),
+            "{left:?}"
+        );
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_checkpoint_from_before_markers_passes_over_what_its_passes_covered() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        std::fs::create_dir_all(dir.path().join("b/logs"))?;
+        std::fs::create_dir_all(dir.path().join("b/.forward-to-stream"))?;
+        let hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
+        for key in ["logs/old.log", "logs/new.log"] {
+            let path = dir.path().join("b").join(key);
+            std::fs::write(&path, b"x\n")?;
+            if key == "logs/old.log" {
+                std::fs::File::options()
+                    .write(true)
+                    .open(&path)?
+                    .set_modified(hour_ago)?;
+            }
+        }
+        let began = (Utc::now() - chrono::Duration::minutes(30)).to_rfc3339();
+        let legacy = format!(
+            r#"{{"status": "finished", "prefix": "", "last_key": "logs/old.log",
+            "pass_started": "{began}", "covered_before": null, "forwarded": 1,
+            "lease": null, "updated": "{began}"}}"#
+        );
+        std::fs::write(dir.path().join("b/.forward-to-stream/sweep.json"), legacy)?;
+        let store = Arc::new(bucketfn::storage::LocalStore::new(dir.path()));
+        let publisher = Arc::new(MemoryPublisher::new());
+        let handler = Forwarder::new(
+            file_config(),
+            Arc::clone(&store) as Arc<dyn ObjectStore>,
+            Arc::clone(&publisher) as Arc<dyn Publisher>,
+        );
+        let done = handler
+            .handle(&sweep_event("b"), &Invocation::default())
+            .await?;
+        assert!(done.to_string().contains("1 done, 1 skipped"), "{done}");
+        let sent = publisher.published();
+        assert_eq!(sent.len(), 1);
+        assert_eq!(sent[0].key.as_deref(), Some("b/logs/new.log"));
+        Ok(())
+    }
+
     #[tokio::test]
     async fn a_deadline_shorter_than_the_margin_still_gets_work_done() -> TestResult {
         // The default margin is 10 s; Lambda's default timeout is 3 s.
@@ -400,6 +638,7 @@ mod tests {
                 ..Position::default()
             },
             pass_started: Utc::now(),
+            markers: true,
             covered_before: None,
             forwarded: 10,
             lease: Some(crate::checkpoint::Lease {

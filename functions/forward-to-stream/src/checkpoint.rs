@@ -1,5 +1,5 @@
 //! The catch-up checkpoint: one JSON object in the swept bucket that records a sweep's progress
-//! (status, last key done, when the pass began, what earlier passes covered) and its lease
+//! (status, where the pass stands and what fails, when the pass began) and its lease
 //! (holder and expiry). Every write is a compare-and-swap on the etag read before it, so two
 //! sweeps can never both hold the lease, and a crashed sweep's lease is taken over once it
 //! has expired.
@@ -43,7 +43,14 @@ pub struct Checkpoint {
     #[serde(flatten)]
     pub position: Position,
     pub pass_started: DateTime<Utc>,
-    /// Objects last modified before this were forwarded by an earlier, finished pass.
+    /// What passes forward is recorded in markers (`forwarded/`). A checkpoint without it was
+    /// written before they were kept: what its passes forwarded is known only by time.
+    #[serde(default)]
+    pub markers: bool,
+    /// Objects last modified before this (and a clock-skew allowance) were forwarded by passes
+    /// that kept no markers. Set once, when a checkpoint from before markers is taken over, so
+    /// that an upgrade does not forward the whole prefix again; never for newer checkpoints.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub covered_before: Option<DateTime<Utc>>,
     /// Objects forwarded in the current pass.
     pub forwarded: u64,
@@ -129,7 +136,7 @@ impl Checkpoints<'_> {
     }
 
     /// Takes the lease if it is free or expired. A finished pass makes this the start of a new
-    /// one that forwards only what the finished pass could not have seen.
+    /// one, from the beginning (markers say what it need not forward again).
     pub async fn acquire(&self, prefix: &str, holder: &str) -> Result<Claim, HandlerError> {
         let now = Utc::now();
         let lease = Some(Lease {
@@ -143,6 +150,7 @@ impl Checkpoints<'_> {
                     prefix: prefix.to_owned(),
                     position: Position::default(),
                     pass_started: now,
+                    markers: true,
                     covered_before: None,
                     forwarded: 0,
                     lease,
@@ -158,9 +166,16 @@ impl Checkpoints<'_> {
                     return Ok(Claim::Busy(current.lease));
                 }
                 let mut next = current.clone();
+                if !current.markers {
+                    // As passes before markers did: a finished pass covered what was there
+                    // when it began; an unfinished one as much as the pass before it.
+                    if current.status == Status::Finished {
+                        next.covered_before = Some(current.pass_started);
+                    }
+                    next.markers = true;
+                }
                 if current.status == Status::Finished {
                     next.status = Status::Running;
-                    next.covered_before = Some(current.pass_started);
                     next.pass_started = now;
                     next.position.next_pass();
                     next.forwarded = 0;
@@ -355,13 +370,12 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_finished_pass_starts_a_new_one_that_remembers_what_was_covered() -> TestResult {
+    async fn a_finished_pass_starts_a_new_one_from_the_beginning() -> TestResult {
         let store = MemoryStore::new();
         let checkpoints = checkpoints(&store, Duration::from_secs(60));
         let Claim::Held(mut held) = checkpoints.acquire("in/", "a").await? else {
             return Err("no lease".into());
         };
-        let started = held.checkpoint.pass_started;
         checkpoints
             .save(
                 &mut held,
@@ -376,8 +390,42 @@ mod tests {
             return Err("released lease not free".into());
         };
         assert_eq!(next.checkpoint.status, Status::Running);
-        assert_eq!(next.checkpoint.covered_before, Some(started));
         assert_eq!(next.checkpoint.position.resume_after, None);
+        // Markers say what was forwarded; time says nothing.
+        assert_eq!(next.checkpoint.covered_before, None);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_checkpoint_from_before_markers_keeps_what_its_passes_covered_once() -> TestResult {
+        let store = MemoryStore::new();
+        // As the passes before markers wrote it, after one finished pass.
+        let legacy = br#"{"status": "finished", "prefix": "in/", "last_key": "in/z",
+            "pass_started": "2024-11-05T10:00:00Z", "covered_before": null, "forwarded": 7,
+            "lease": null, "updated": "2024-11-05T10:05:00Z"}"#;
+        store.insert(
+            "b",
+            ".forward-to-stream/sweep.json",
+            &legacy[..],
+            "application/json",
+        );
+        let checkpoints = checkpoints(&store, Duration::from_secs(60));
+        let Claim::Held(mut held) = checkpoints.acquire("in/", "a").await? else {
+            return Err("no lease".into());
+        };
+        let covered = Some("2024-11-05T10:00:00Z".parse()?);
+        assert_eq!(held.checkpoint.covered_before, covered);
+        assert!(held.checkpoint.markers);
+        checkpoints
+            .save(&mut held, |c| c.status = Status::Finished, true)
+            .await?;
+        let Claim::Held(next) = checkpoints.acquire("in/", "b").await? else {
+            return Err("released lease not free".into());
+        };
+        assert_eq!(
+            next.checkpoint.covered_before, covered,
+            "set once, never moved"
+        );
         Ok(())
     }
 

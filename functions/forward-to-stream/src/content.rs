@@ -1,12 +1,14 @@
 //! Content mode: an object's records (lines, or the elements of a JSON array; gzip found by its
 //! magic bytes) streamed to the sink in batches with dedupe ids `<etag>:<index>`, in a share of
-//! the process's memory budget reserved before the stream starts, stopping at its deadline.
+//! the process's memory budget reserved before the stream starts, stopping at its deadline, and
+//! resuming after the records an earlier attempt had sent.
 
 use std::cell::Cell;
 use std::fmt;
 use std::io::{BufRead, BufReader, Read};
 use std::rc::Rc;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bucketfn::budget::{Stop, Stopped};
@@ -426,12 +428,25 @@ impl<R: Read> Read for Guarded<R> {
     }
 }
 
+/// Where a stream starts, and how far the sink has acknowledged it.
+#[derive(Debug, Clone, Copy)]
+pub struct Resume<'a> {
+    /// Records an earlier attempt had sent and the sink acknowledged: read past (the stream
+    /// has no other way to reach them) and not published again.
+    pub skip: u64,
+    /// Records acknowledged so far, counted from the object's first: `skip`, then growing
+    /// with each batch the sink takes, for the caller to save while and after it streams.
+    pub acknowledged: &'a AtomicU64,
+}
+
 /// Collects records into batches and hands full batches to the publishing side.
 struct Batcher {
     tx: mpsc::Sender<Vec<Message>>,
     batch: Vec<Message>,
     bytes: usize,
     index: Rc<Cell<u64>>,
+    /// Records before this index were sent by an earlier attempt.
+    skip: u64,
     stamp: Stamp,
     meter: Rc<Meter>,
     config: ContentConfig,
@@ -446,9 +461,12 @@ impl Batcher {
                 after: index,
             }));
         }
-        self.batch.push(self.stamp.message(index, record));
         self.index.set(index + 1);
         self.meter.since_record.set(0);
+        if index < self.skip {
+            return Ok(());
+        }
+        self.batch.push(self.stamp.message(index, record));
         self.bytes += record.len();
         if self.batch.len() >= self.config.batch_records || self.bytes >= self.config.batch_bytes {
             self.flush()?;
@@ -488,18 +506,22 @@ fn budget_wait(stop: &Stop) -> Duration {
     })
 }
 
-/// Forwards every record of `reader` to `publisher`, a batch at a time, and returns how many
-/// records were published. The stream's [`need`] is reserved from the invocation's memory
-/// budget first (over the whole budget: permanent; taken by other work: retryable). Reading
-/// and decompressing run on a blocking thread while the previous batch is being published;
-/// both sides stop at the invocation's deadline, and nothing is published after it.
+/// Forwards the records of `reader` after `resume.skip` to `publisher`, a batch at a time, and
+/// returns how many records were published; `resume.acknowledged` follows each batch the sink
+/// took, also when the stream fails or stops. The stream's [`need`] is reserved from the
+/// invocation's memory budget first (over the whole budget: permanent; taken by other work:
+/// retryable). Reading and decompressing run on a blocking thread while the previous batch is
+/// being published; both sides stop at the invocation's deadline, and nothing is published
+/// after it.
 pub async fn forward(
     reader: ObjectReader,
     origin: &Origin,
     config: &ContentConfig,
     publisher: &dyn Publisher,
     invocation: &Invocation,
+    resume: Resume<'_>,
 ) -> Result<u64, HandlerError> {
+    resume.acknowledged.store(resume.skip, Ordering::Relaxed);
     let deadline = |source: Stopped| ContentError::Deadline {
         bucket: origin.bucket.clone(),
         key: origin.key.clone(),
@@ -523,6 +545,7 @@ pub async fn forward(
     let runtime = tokio::runtime::Handle::current();
     let (config_copy, origin_copy) = (config.clone(), origin.clone());
     let stop = invocation.stop.clone();
+    let skip = resume.skip;
     let reading = tokio::task::spawn_blocking(move || {
         let _held = held;
         split(
@@ -530,6 +553,7 @@ pub async fn forward(
             &origin_copy,
             config_copy,
             stop,
+            skip,
             tx,
         )
     });
@@ -540,6 +564,9 @@ pub async fn forward(
         invocation.stop.check().map_err(deadline)?;
         publisher.publish(batch).await?;
         published += count;
+        resume
+            .acknowledged
+            .store(resume.skip + published, Ordering::Relaxed);
     }
     let stopped = |reason: String| ContentError::Stopped {
         bucket: origin.bucket.clone(),
@@ -571,12 +598,13 @@ pub async fn forward(
     Ok(published)
 }
 
-/// The reading side: detect gzip, detect the format, split, batch.
+/// The reading side: detect gzip, detect the format, split, batch (from record `skip` on).
 fn split(
     reader: impl Read,
     origin: &Origin,
     config: ContentConfig,
     stop: Stop,
+    skip: u64,
     tx: mpsc::Sender<Vec<Message>>,
 ) -> Result<(), Halt> {
     let meter = Rc::new(Meter {
@@ -641,6 +669,7 @@ fn split(
         batch: Vec::with_capacity(config.batch_records),
         bytes: 0,
         index,
+        skip,
         stamp: Stamp::of(origin, json),
         meter: Rc::clone(&meter),
         config: config.clone(),
@@ -871,12 +900,28 @@ mod tests {
         Box::pin(std::io::Cursor::new(bytes))
     }
 
+    /// Every record, from the first.
+    async fn forward_all(
+        reader: ObjectReader,
+        origin: &Origin,
+        config: &ContentConfig,
+        publisher: &dyn Publisher,
+        invocation: &Invocation,
+    ) -> Result<u64, HandlerError> {
+        let acknowledged = AtomicU64::new(0);
+        let resume = Resume {
+            skip: 0,
+            acknowledged: &acknowledged,
+        };
+        forward(reader, origin, config, publisher, invocation, resume).await
+    }
+
     async fn run(
         bytes: Vec<u8>,
         config: &ContentConfig,
     ) -> Result<(u64, Vec<Message>), HandlerError> {
         let publisher = MemoryPublisher::new();
-        let count = forward(
+        let count = forward_all(
             reader(bytes),
             &origin(),
             config,
@@ -915,6 +960,59 @@ mod tests {
             assert_eq!(messages[0].key.as_deref(), Some("logs/vpc/a.log.gz"));
             assert_eq!(messages[0].content_type, "text/plain");
         }
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_resumed_stream_publishes_only_what_follows_the_acknowledged_records() -> TestResult {
+        let config = ContentConfig {
+            batch_records: 2,
+            ..ContentConfig::default()
+        };
+        let publisher = MemoryPublisher::new();
+        let acknowledged = AtomicU64::new(0);
+        let resume = Resume {
+            skip: 2,
+            acknowledged: &acknowledged,
+        };
+        let bytes = gzip(FLOW_LOGS.as_bytes())?;
+        let inv = Invocation::default();
+        let count = forward(reader(bytes), &origin(), &config, &publisher, &inv, resume).await?;
+        assert_eq!((count, acknowledged.load(Ordering::Relaxed)), (1, 3));
+        let published = publisher.published();
+        assert_eq!(published[0].headers[0].1, "e1:2");
+        assert_eq!(bodies(&published)[0].split(' ').nth(2), Some("eni-2"));
+
+        // Stopped after one batch: what the sink took is acknowledged, and no more.
+        let stop = Stop::at(None);
+        let stopping = StopsAfterOneBatch {
+            stop: stop.clone(),
+            records: AtomicU64::new(0),
+            batches: AtomicU64::new(0),
+        };
+        let invocation = Invocation {
+            stop,
+            ..Invocation::default()
+        };
+        let records = br#"[{"a":0},{"a":1},{"a":2},{"a":3},{"a":4},{"a":5}]"#.to_vec();
+        let resume = Resume {
+            skip: 1,
+            acknowledged: &acknowledged,
+        };
+        let err = forward(
+            reader(records),
+            &origin(),
+            &config,
+            &stopping,
+            &invocation,
+            resume,
+        )
+        .await
+        .err()
+        .ok_or("finished although stopped")?;
+        assert!(err.is_retryable(), "{err}");
+        assert_eq!(stopping.records.load(Ordering::Relaxed), 2);
+        assert_eq!(acknowledged.load(Ordering::Relaxed), 3);
         Ok(())
     }
 
@@ -1098,7 +1196,7 @@ mod tests {
             let stream = bomb(byte)?;
             let (whole, served) = (stream.len(), Arc::clone(&stream.served));
             let publisher = MemoryPublisher::new();
-            let err = forward(
+            let err = forward_all(
                 Box::pin(stream),
                 &origin(),
                 &config,
@@ -1174,7 +1272,7 @@ mod tests {
             log.len() / gzipped.len()
         );
         let publisher = Counting::default();
-        let count = forward(
+        let count = forward_all(
             reader(gzipped),
             &origin(),
             &ContentConfig::default(),
@@ -1223,7 +1321,7 @@ mod tests {
             max_ratio: 1000,
             ..ContentConfig::default()
         };
-        let count = forward(
+        let count = forward_all(
             Box::pin(stream),
             &origin(),
             &config,
@@ -1255,7 +1353,7 @@ mod tests {
     #[tokio::test]
     async fn a_stream_past_its_deadline_is_retryable_and_publishes_nothing() -> TestResult {
         let publisher = MemoryPublisher::new();
-        let err = forward(
+        let err = forward_all(
             reader(FLOW_LOGS.as_bytes().to_vec()),
             &origin(),
             &ContentConfig::default(),
@@ -1312,7 +1410,7 @@ mod tests {
             stop,
             ..Invocation::default()
         };
-        let err = forward(
+        let err = forward_all(
             Box::pin(stream),
             &origin(),
             &ContentConfig::default(),
@@ -1347,7 +1445,7 @@ mod tests {
             ..Invocation::default()
         };
         let publisher = MemoryPublisher::new();
-        let err = forward(
+        let err = forward_all(
             reader(FLOW_LOGS.as_bytes().to_vec()),
             &origin(),
             &config,
@@ -1429,7 +1527,7 @@ mod tests {
         let start = |publisher: Arc<dyn Publisher>, invocation: Invocation| {
             let config = config.clone();
             tokio::spawn(async move {
-                forward(
+                forward_all(
                     reader(FLOW_LOGS.as_bytes().to_vec()),
                     &origin(),
                     &config,

@@ -1,6 +1,6 @@
 //! forward-to-stream: when an object lands, publish a claim-check CloudEvent that points at it
 //! (or, in content mode, its log records) to a Kafka-compatible stream, a log-ingest API or a
-//! Knative sink;
+//! Knative sink, once per object version;
 //! on a schedule, catch up on every object not forwarded yet, resumably.
 
 mod catch_up;
@@ -8,8 +8,12 @@ pub mod checkpoint;
 pub mod claim;
 mod config;
 pub mod content;
+pub mod forwarded;
 
+use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use bucketfn::runtime::Location;
 use bucketfn::sink::{
@@ -22,6 +26,7 @@ use bucketfn::{
 };
 
 pub use config::{Config, ContentConfig, Format, Mode, SinkConfig, SweepConfig};
+use forwarded::{Found, Markers, Target};
 
 /// The handler: configuration, the store objects are read from, the sink.
 pub struct Forwarder {
@@ -56,17 +61,44 @@ impl Forwarder {
         }
     }
 
+    /// The markers of what was forwarded from `bucket`.
+    fn markers<'a>(&'a self, bucket: &'a str) -> Markers<'a> {
+        Markers::new(
+            self.store.as_ref(),
+            bucket,
+            &self.config.sweep.checkpoint_prefix,
+        )
+    }
+
     async fn forward_event(&self, event: &ObjectEvent, invocation: &Invocation) -> Outcome {
         if let Some(why) = self.not_input(&event.key) {
             return Ok(Done::Skipped(why));
         }
         match self.config.mode {
             Mode::ClaimCheck => self.forward_claim(event).await,
-            Mode::Content => {
-                self.forward_content(event.source, &event.bucket, &event.key, invocation)
-                    .await
+            Mode::Content => self.forward_content_event(event, invocation).await,
+        }
+    }
+
+    /// The records of the object an event names, unless its version was forwarded already (a
+    /// repeated delivery, or a pass got there first): then a HEAD answers it, without a stream.
+    async fn forward_content_event(&self, event: &ObjectEvent, invocation: &Invocation) -> Outcome {
+        let (bucket, key) = (event.bucket.as_str(), event.key.as_str());
+        ensure_readable(event.source, bucket, key)?;
+        let found = self.markers(bucket).of_key(key).await?;
+        if found.any_complete() {
+            match self.store.head(bucket, key).await {
+                Ok(info) => {
+                    if let Some(done) = already(bucket, key, &found, &forwarded::version_of(&info))
+                    {
+                        return Ok(done);
+                    }
+                }
+                Err(StoreError::NotFound { .. }) => return Ok(gone(bucket, key)),
+                Err(e) => return Err(e.into()),
             }
         }
+        self.forward_content(bucket, key, found, invocation).await
     }
 
     /// A claim for the object as the store has it: always a HEAD first, so that a claim
@@ -90,16 +122,18 @@ impl Forwarder {
         }
         let info = match head {
             Ok(info) => info,
-            Err(StoreError::NotFound { .. }) => {
-                return Ok(Done::Skipped(format!(
-                    "{} no longer exists",
-                    ObjectPath(bucket, key)
-                )));
-            }
+            Err(StoreError::NotFound { .. }) => return Ok(gone(bucket, key)),
             Err(e) => return Err(e.into()),
         };
+        let version = forwarded::version_of(&info);
+        let found = self.markers(bucket).of_key(key).await?;
+        if let Some(done) = already(bucket, key, &found, &version) {
+            return Ok(done);
+        }
         let Some(told) = claim.confirm(&info) else {
-            return self.publish_claim(claim, bucket).await;
+            return self
+                .publish_marked_claim(claim, bucket, &version, &found)
+                .await;
         };
         let stored = claim.etag.clone().unwrap_or_default();
         tracing::info!(
@@ -107,12 +141,31 @@ impl Forwarder {
             store_etag = %stored,
             "The event's etag is not the store's; the claim carries the store's."
         );
-        match self.publish_claim(claim, bucket).await? {
+        match self
+            .publish_marked_claim(claim, bucket, &version, &found)
+            .await?
+        {
             Done::Completed(what) => Ok(Done::Completed(format!(
                 "{what} with the store's etag {stored:?}, not the event's {told:?}"
             ))),
             skipped => Ok(skipped),
         }
+    }
+
+    /// Publishes the claim of object version `version` and records that it was, so that no
+    /// later pass or repeated event publishes it again.
+    async fn publish_marked_claim(
+        &self,
+        claim: claim::Claim,
+        bucket: &str,
+        version: &str,
+        found: &Found,
+    ) -> Outcome {
+        let markers = self.markers(bucket);
+        let target = markers.target(&claim.key, version)?;
+        let done = self.publish_claim(claim, bucket).await?;
+        markers.complete(&target, None, found).await?;
+        Ok(done)
     }
 
     async fn publish_claim(&self, claim: claim::Claim, bucket: &str) -> Outcome {
@@ -129,49 +182,114 @@ impl Forwarder {
         )))
     }
 
+    /// Streams the records of the object as it is now, from the first record the sink has not
+    /// acknowledged yet (`found`: the key's markers), saving how far it came every
+    /// `SWEEP_CHECKPOINT_SECS` and whenever it stops, and marks the version forwarded at the end.
     async fn forward_content(
         &self,
-        source: bucketfn::Source,
         bucket: &str,
         key: &str,
+        found: Found,
         invocation: &Invocation,
     ) -> Outcome {
-        ensure_readable(source, bucket, key)?;
         let (info, reader) = match self.store.open(bucket, key).await {
             Ok(opened) => opened,
-            Err(StoreError::NotFound { .. }) => {
-                return Ok(Done::Skipped(format!(
-                    "{} no longer exists",
-                    ObjectPath(bucket, key)
-                )));
-            }
+            Err(StoreError::NotFound { .. }) => return Ok(gone(bucket, key)),
             Err(e) => return Err(e.into()),
         };
-        // Without an etag, size and time still tell versions apart for dedupe ids.
-        let etag = info.etag.clone().unwrap_or_else(|| {
-            let time = info.last_modified.map_or(0, |t| t.timestamp_millis());
-            format!("{}-{time}", info.size)
-        });
+        let version = forwarded::version_of(&info);
+        if let Some(done) = already(bucket, key, &found, &version) {
+            return Ok(done);
+        }
+        let markers = self.markers(bucket);
+        let target = markers.target(key, &version)?;
+        let skip = markers.acknowledged(&target, &found).await?;
         let origin = content::Origin {
             bucket: bucket.to_owned(),
             key: key.to_owned(),
-            etag,
+            etag: version,
             cloudevents: self.config.sink.carries_only_cloudevents(),
         };
-        let records = content::forward(
+        let acknowledged = AtomicU64::new(skip);
+        let resume = content::Resume {
+            skip,
+            acknowledged: &acknowledged,
+        };
+        let stream = content::forward(
             reader,
             &origin,
             &self.config.content,
             self.publisher.as_ref(),
             invocation,
-        )
-        .await?;
+            resume,
+        );
+        let every = self.config.sweep.checkpoint_every;
+        let (streamed, saved) =
+            saving_progress(&markers, &target, &acknowledged, every, stream).await;
+        let records = acknowledged.load(Ordering::Relaxed);
+        if let Err(e) = streamed {
+            // What the sink took is kept, so that the next attempt sends only the rest.
+            if records > saved
+                && let Err(save) = markers.save_progress(&target, records).await
+            {
+                tracing::warn!(error = %save, records, "Progress not saved; the next attempt sends these again.");
+            }
+            return Err(e);
+        }
+        markers.complete(&target, Some(records), &found).await?;
+        let resumed = match skip {
+            0 => String::new(),
+            n => format!(", resumed after the {n} an earlier attempt sent"),
+        };
         Ok(Done::Completed(format!(
-            "forwarded {records} records of {} ({} bytes)",
+            "forwarded {} records of {} ({} bytes){resumed}",
+            records - skip,
             ObjectPath(bucket, key),
             info.size
         )))
     }
+}
+
+/// Runs `stream`, saving the records acknowledged so far in `target`'s progress marker every
+/// `every`; returns its outcome and the count saved last.
+async fn saving_progress(
+    markers: &Markers<'_>,
+    target: &Target,
+    acknowledged: &AtomicU64,
+    every: Duration,
+    stream: impl Future<Output = Result<u64, HandlerError>>,
+) -> (Result<u64, HandlerError>, u64) {
+    let mut stream = std::pin::pin!(stream);
+    let mut saved = acknowledged.load(Ordering::Relaxed);
+    loop {
+        tokio::select! {
+            outcome = &mut stream => return (outcome, saved),
+            () = tokio::time::sleep(every) => {
+                let records = acknowledged.load(Ordering::Relaxed);
+                if records > saved {
+                    match markers.save_progress(target, records).await {
+                        Ok(()) => saved = records,
+                        Err(e) => tracing::warn!(error = %e, records, "Progress not saved yet."),
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The answer for an object version that was forwarded already, if it was.
+fn already(bucket: &str, key: &str, found: &Found, version: &str) -> Option<Done> {
+    found.complete(version).map(|marker| {
+        Done::Skipped(format!(
+            "{} (version {version:?}) was forwarded already; delete {} to send it again",
+            ObjectPath(bucket, key),
+            ObjectPath(bucket, &marker.name)
+        ))
+    })
+}
+
+fn gone(bucket: &str, key: &str) -> Done {
+    Done::Skipped(format!("{} no longer exists", ObjectPath(bucket, key)))
 }
 
 impl Handler for Forwarder {
@@ -236,7 +354,8 @@ impl Function for Forwarder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bucketfn::sink::MemoryPublisher;
+    use bucketfn::budget::Stop;
+    use bucketfn::sink::{MemoryPublisher, Message, PublishError};
     use bucketfn::storage::MemoryStore;
 
     type TestResult = Result<(), Box<dyn std::error::Error>>;
@@ -266,6 +385,25 @@ mod tests {
 
     pub(crate) fn file_config() -> Config {
         Config::with_sink(SinkConfig::File("-".into()))
+    }
+
+    /// A memory sink that tells the invocation to stop once it holds `after` messages, as a
+    /// deadline passing while an object is forwarded would.
+    pub(crate) struct StopsAfter {
+        pub(crate) inner: MemoryPublisher,
+        pub(crate) stop: Stop,
+        pub(crate) after: usize,
+    }
+
+    #[async_trait::async_trait]
+    impl Publisher for StopsAfter {
+        async fn publish(&self, messages: Vec<Message>) -> Result<(), PublishError> {
+            self.inner.publish(messages).await?;
+            if self.inner.published().len() >= self.after {
+                self.stop.stop();
+            }
+            Ok(())
+        }
     }
 
     #[test]
@@ -406,6 +544,63 @@ mod tests {
             .handle(&event("ObjectCreated:Put", "b", "vpc/gone.log")?, &inv)
             .await?;
         assert!(matches!(gone, Done::Skipped(_)), "{gone}");
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_content_event_cut_off_resumes_on_redelivery_and_a_repeat_is_skipped() -> TestResult {
+        let mut config = file_config();
+        config.mode = Mode::Content;
+        config.content.batch_records = 3;
+        let store = Arc::new(MemoryStore::new());
+        let lines: String = (0..10).map(|n| format!("r{n}\n")).collect();
+        store.insert("b", "vpc/x.log", lines, "text/plain");
+        let stop = Stop::at(None);
+        let publisher = Arc::new(StopsAfter {
+            inner: MemoryPublisher::new(),
+            stop: stop.clone(),
+            after: 3,
+        });
+        let handler = Forwarder::new(
+            config,
+            Arc::clone(&store) as Arc<dyn ObjectStore>,
+            Arc::clone(&publisher) as Arc<dyn Publisher>,
+        );
+        let created = event("ObjectCreated:Put", "b", "vpc/x.log")?;
+        let cut_off = Invocation {
+            stop,
+            ..Invocation::default()
+        };
+        let err = handler
+            .handle(&created, &cut_off)
+            .await
+            .err()
+            .ok_or("finished although stopped")?;
+        assert!(err.is_retryable(), "{err}");
+        // The platform delivers the event again.
+        let inv = Invocation::default();
+        let done = handler.handle(&created, &inv).await?;
+        assert_eq!(
+            done,
+            Done::Completed(
+                "forwarded 7 records of b/vpc/x.log (30 bytes), resumed after the 3 an earlier \
+                 attempt sent"
+                    .into()
+            )
+        );
+        let repeat = handler.handle(&created, &inv).await?;
+        assert!(
+            matches!(&repeat, Done::Skipped(why) if why.contains("was forwarded already; delete b/.forward-to-stream/forwarded/vpc/x.log ")),
+            "{repeat}"
+        );
+        let bodies: Vec<String> = publisher
+            .inner
+            .published()
+            .iter()
+            .map(|m| String::from_utf8_lossy(&m.body).into_owned())
+            .collect();
+        let expected: Vec<String> = (0..10).map(|n| format!("r{n}")).collect();
+        assert_eq!(bodies, expected);
         Ok(())
     }
 
