@@ -95,16 +95,17 @@ pub struct ContentConfig {
 impl ContentConfig {
     /// `CONTENT_MAX_BYTES` when unset: 1 GiB of decompressed content per object.
     ///
-    /// A stream must end within the function's time, or every redelivery starts it again from
-    /// its first record. Measured (`scripts/bench-content-limits.sh`, release build, one x86
-    /// core): content mode forwards gzipped VPC flow logs to the file sink at 83-102 MB of
-    /// content per CPU-second (zcat alone: 250-290); gzip -6 of the records, the work that
-    /// `KAFKA_COMPRESSION=gzip` adds as the template sets it, runs at 37 MB/s, so 26 MB/s in
-    /// all. The template gives forward-to-stream 512 MB, which Lambda pairs with 0.29 of a
-    /// vCPU, and 900 s: 7.4 MB/s. Four objects of 1 GiB at once (`SWEEP_CONCURRENCY`,
-    /// `BATCH_CONCURRENCY`: 4) then take about 580 s of the 890 s before the sweep's margin;
-    /// 2 GiB would take 1160 s. The largest log files AWS writes, VPC flow-log files of at most
-    /// 75 MB gzipped, hold about 500 MB at the 6.6x measured for a busy VPC: half the limit.
+    /// A stream stopped by its deadline resumes after its last acknowledged batch, but it gets
+    /// there by reading (and gunzipping) the object again from the start, so an object should
+    /// still fit in about one invocation. Measured (`scripts/bench-content-limits.sh`, release
+    /// build, one x86 core): content mode forwards gzipped VPC flow logs to the file sink at
+    /// 83-102 MB of content per CPU-second (zcat alone: 250-290); gzip -6 of the records, the
+    /// work that `KAFKA_COMPRESSION=gzip` adds as the template sets it, runs at 37 MB/s, so
+    /// 26 MB/s in all. The template gives forward-to-stream 512 MB, which Lambda pairs with
+    /// 0.29 of a vCPU, and 900 s: 7.4 MB/s. Four objects of 1 GiB at once
+    /// (`SWEEP_CONCURRENCY`, `BATCH_CONCURRENCY`: 4) then take about 580 s of the 900 s; 2 GiB
+    /// would take 1160 s. The largest log files AWS writes, VPC flow-log files of at most 75 MB
+    /// gzipped, hold about 500 MB at the 6.6x measured for a busy VPC: half the limit.
     pub const DEFAULT_MAX_BYTES: u64 = 1 << 30;
 
     /// `CONTENT_MAX_RATIO` when unset: 300 decompressed bytes per gzipped byte, checked past the
@@ -145,10 +146,9 @@ pub struct SweepConfig {
     pub checkpoint_prefix: String,
     /// `SWEEP_LEASE_SECS`: how long a sweep's claim lasts without renewal.
     pub lease: Duration,
-    /// `SWEEP_CHECKPOINT_SECS`: how often progress is saved (and the lease renewed).
+    /// `SWEEP_CHECKPOINT_SECS`: how often progress is saved: a sweep's checkpoint (and its
+    /// lease renewed), and the records acknowledged of an object being streamed.
     pub checkpoint_every: Duration,
-    /// `SWEEP_MARGIN_SECS`: a sweep stops this long before the invocation deadline.
-    pub margin: Duration,
     /// `SWEEP_CONCURRENCY`: objects forwarded at once.
     pub concurrency: usize,
 }
@@ -160,7 +160,6 @@ impl Default for SweepConfig {
             checkpoint_prefix: ".forward-to-stream/".to_owned(),
             lease: Duration::from_secs(120),
             checkpoint_every: Duration::from_secs(20),
-            margin: Duration::from_secs(10),
             concurrency: 4,
         }
     }
@@ -288,7 +287,6 @@ fn read_sweep(env: &mut Env) -> SweepConfig {
         checkpoint_prefix,
         lease: Duration::from_secs(lease),
         checkpoint_every: Duration::from_secs(every),
-        margin: Duration::from_secs(env.or("SWEEP_MARGIN_SECS", defaults.margin.as_secs())),
         concurrency,
     }
 }
