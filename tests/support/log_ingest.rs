@@ -1,7 +1,9 @@
 //! An in-process log-ingest API following the Mezmo (LogDNA) contract: `POST /logs/ingest`
 //! with `hostname` required, the ingestion key as basic-auth user, a JSON body of `lines` each
-//! with a `line`, at most 10 MB. It can be told to answer 429 or 500, or to stall.
+//! with a `line`, at most 10 MB. It can be told to answer 429 or 500, or to stall, and counts
+//! how often each record (by its `dedupe_id`) arrived, since Mezmo itself drops no repeats.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -66,6 +68,17 @@ impl LogIngestApi {
     /// Every line accepted so far, in order.
     pub fn lines(&self) -> Vec<Value> {
         lock(&self.state).lines.clone()
+    }
+
+    /// How many times each record arrived, by object (`meta.key`) and `dedupe_id` (unique
+    /// only within one object).
+    pub fn dedupe_counts(&self) -> BTreeMap<(String, String), usize> {
+        let mut counts = BTreeMap::new();
+        for line in &lock(&self.state).lines {
+            let meta = |name: &str| line["meta"][name].as_str().unwrap_or_default().to_owned();
+            *counts.entry((meta("key"), meta("dedupe_id"))).or_default() += 1;
+        }
+        counts
     }
 
     pub fn requests(&self) -> u32 {
