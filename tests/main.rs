@@ -9,6 +9,7 @@ mod forward_once;
 mod forward_to_stream;
 mod governor;
 mod http_service;
+mod jobs;
 mod kafka_sasl;
 mod lambda;
 mod live_data;

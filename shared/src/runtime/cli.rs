@@ -1,5 +1,8 @@
 //! The command line: `invoke FILE` runs the handler on saved events, `decode FILE` shows how
-//! they decode, `serve` runs the HTTP service.
+//! they decode, `sweep` catches up on a bucket, `job` is one worker of a batch job, `serve`
+//! runs the HTTP service.
+
+mod job;
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -11,9 +14,12 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use std::time::{Duration, Instant};
 
 use super::{Function, Invocation, Report, http as http_runtime, process, start};
+use crate::config::Env;
 use crate::event::{Delivery, EventKind, ObjectEvent, SweepRequest, decode};
 use crate::progress::Progress;
+use crate::storage::ObjectPath;
 use crate::sweep::Shard;
+use job::{JobWork, Worker};
 
 /// Exit code for input or usage that is rejected (bad event, bad header, bad configuration).
 const REJECTED: u8 = 2;
@@ -55,12 +61,26 @@ enum Command {
         #[arg(long, value_name = "SECONDS")]
         budget: Option<u64>,
         /// Be worker INDEX of COUNT of a job array: only the keys that fall to it, with a
-        /// cursor of its own.
+        /// cursor of its own. Without it, a job array's variables say which worker this is
+        /// (JOB_INDEX or JOB_COMPLETION_INDEX, of JOB_ARRAY_SIZE).
         #[arg(long, value_name = "INDEX/COUNT", conflicts_with = "key")]
         shard: Option<Shard>,
         /// Only the N most recently modified objects (where the function supports it).
         #[arg(long, value_name = "N", conflicts_with = "key")]
         latest: Option<usize>,
+        /// Use DIR as the object store (DIR/<bucket>/<key>) instead of S3.
+        #[arg(long, value_name = "DIR")]
+        storage: Option<PathBuf>,
+    },
+    /// Be one worker of a batch job (a Code Engine job, a Kubernetes Indexed Job): handle the
+    /// event a Code Engine subscription passed in CE_* variables, or else sweep the configured
+    /// bucket, only this worker's keys when JOB_INDEX or JOB_COMPLETION_INDEX (of
+    /// JOB_ARRAY_SIZE) say it is one of several.
+    Job {
+        /// Stop cleanly after this many seconds: set it below the job's maximum execution
+        /// time, so that the cursor is saved; the next run continues from it.
+        #[arg(long, value_name = "SECONDS")]
+        budget: Option<u64>,
         /// Use DIR as the object store (DIR/<bucket>/<key>) instead of S3.
         #[arg(long, value_name = "DIR")]
         storage: Option<PathBuf>,
@@ -158,6 +178,13 @@ pub(crate) async fn run<F: Function>() -> ExitCode {
                     key,
                 ),
                 None => {
+                    let shard = match shard {
+                        Some(shard) => Some(shard),
+                        None => match Env::from_process().load::<Worker>() {
+                            Ok(Worker(shard)) => shard,
+                            Err(e) => return fail(e),
+                        },
+                    };
                     let mut event = ObjectEvent::requested(
                         EventKind::Sweep,
                         bucket.as_deref().unwrap_or_default(),
@@ -167,8 +194,9 @@ pub(crate) async fn run<F: Function>() -> ExitCode {
                     event
                 }
             };
-            sweep::<F>(event, budget, storage).await
+            run_once::<F>(Delivery::single(None, vec![event]), budget, storage).await
         }
+        Command::Job { budget, storage } => job::<F>(budget, storage).await,
         Command::Serve { storage } => serve::<F>(storage).await,
     }
 }
@@ -233,8 +261,9 @@ fn print_report(report: &Report) -> ExitCode {
     }
 }
 
-async fn sweep<F: Function>(
-    event: ObjectEvent,
+/// Handles `delivery` once, within `budget` seconds, with progress on a terminal.
+async fn run_once<F: Function>(
+    delivery: Delivery,
     budget: Option<u64>,
     storage: Option<PathBuf>,
 ) -> ExitCode {
@@ -251,7 +280,7 @@ async fn sweep<F: Function>(
     let progress = invocation.progress.clone();
     let report = process(
         &started.function,
-        Delivery::single(None, vec![event]),
+        delivery,
         invocation,
         &started.governor,
         &started.observer,
@@ -259,6 +288,29 @@ async fn sweep<F: Function>(
     .await;
     progress.finish("");
     print_report(&report)
+}
+
+/// One worker of a batch job: its event, or its share of the sweep. An event whose key is
+/// another worker's is passed over as a success, so that the job run succeeds as a whole.
+async fn job<F: Function>(budget: Option<u64>, storage: Option<PathBuf>) -> ExitCode {
+    let work = match JobWork::from_env(Env::from_process()) {
+        Ok(work) => work,
+        Err(e) => return fail(e),
+    };
+    if let Some(worker) = work.worker {
+        for event in &work.passed {
+            println!(
+                "succeeded\t{}\tskipped: {} falls to another worker of the job array (this is \
+                 worker {worker})",
+                event.id.as_deref().unwrap_or("record 1"),
+                ObjectPath(&event.bucket, &event.key),
+            );
+        }
+    }
+    if work.delivery.records.is_empty() {
+        return ExitCode::SUCCESS;
+    }
+    run_once::<F>(work.delivery, budget, storage).await
 }
 
 async fn serve<F: Function>(storage: Option<PathBuf>) -> ExitCode {
