@@ -4,8 +4,8 @@
 mod cleanup;
 mod cli;
 mod events;
-mod forward_to_k_sink;
 mod forward_once;
+mod forward_to_k_sink;
 mod forward_to_stream;
 mod governor;
 mod http_service;
