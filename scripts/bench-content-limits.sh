@@ -7,7 +7,7 @@
 # KAFKA_COMPRESSION=gzip adds), and what that makes of the template's memory (its CPU share),
 # timeout and concurrency: the largest CONTENT_MAX_BYTES that fits. Files go to
 # target/bench/content-limits/ (SIZE_MB of each kind, default 64). Override MEMORY_MB (512),
-# TIMEOUT_SECS (900), MARGIN_SECS (10) and CONCURRENCY (4) to size another deployment.
+# TIMEOUT_SECS (900) and CONCURRENCY (4) to size another deployment.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib/e2e.sh
@@ -181,10 +181,10 @@ ours_s=$(cpu env -i PATH="$PATH" FORWARD_MODE=content FORWARD_SINK=file FORWARD_
   RUST_LOG=warn "$binary" sweep --bucket bench --key flows.log.gz --storage "$work/storage")
 gzip_s=$(cpu sh -c "zcat '$flows' | gzip -6 >/dev/null")
 python3 - "$content" "$zcat_s" "$ours_s" "$gzip_s" "${MEMORY_MB:-512}" "${TIMEOUT_SECS:-900}" \
-  "${MARGIN_SECS:-10}" "${CONCURRENCY:-4}" <<'PY'
+  "${CONCURRENCY:-4}" <<'PY'
 import sys
 content, zcat_s, ours_s, gzip_s = int(sys.argv[1]), *map(float, sys.argv[2:5])
-memory, timeout, margin, concurrency = map(int, sys.argv[5:9])
+memory, timeout, concurrency = map(int, sys.argv[5:8])
 mb = content / 1e6
 # gzip -6 ran on zcat's output: take zcat's share off.
 gzip_only = max(gzip_s - zcat_s, 0.001)
@@ -195,7 +195,9 @@ print("  zcat                          %6.2f s  %6.1f MB/s" % (zcat_s, mb / zcat
 print("  content mode -> file sink     %6.2f s  %6.1f MB/s" % (ours_s, ours))
 print("  gzip -6 of the content        %6.2f s  %6.1f MB/s" % (gzip_only, mb / gzip_only))
 print("  content mode + gzip (Kafka)             %6.1f MB/s" % kafka)
-usable = timeout - margin
+# The sweep's stop plan (shared/src/sweep/plan.rs): objects are told to stop this long before
+# the deadline, leaving time to wrap up a batch and save the checkpoint.
+usable = timeout - min(2, timeout / 5) - min(1, timeout / 10)
 for name, rate in (("uncompressed sink", ours), ("KAFKA_COMPRESSION=gzip", kafka)):
     at = rate * share
     print("at %d MB (%.2f vCPU), %s: %.1f MB/s; %d objects at once within %d s: %.0f MB each"
