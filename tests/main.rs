@@ -12,6 +12,7 @@ mod http_service;
 mod jobs;
 mod kafka_sasl;
 mod lambda;
+mod latest;
 mod live_data;
 mod log_secrets;
 mod runtime_limits;

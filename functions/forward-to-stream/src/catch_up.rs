@@ -6,8 +6,9 @@
 use std::future::Future;
 use std::time::Instant;
 
+use bucketfn::event::EventKind;
 use bucketfn::storage::ListedObject;
-use bucketfn::sweep::{Scope, StopPlan, Stopped, SweepSummary, walk};
+use bucketfn::sweep::{Scope, StopPlan, Stopped, SweepSummary, sweep, walk};
 use bucketfn::{Done, HandlerError, Invocation, ObjectEvent, Outcome};
 use chrono::{DateTime, Utc};
 
@@ -56,6 +57,9 @@ pub(crate) async fn run(
     } else {
         event.key.clone()
     };
+    if let Some(n) = event.sweep.latest {
+        return latest(forwarder, &bucket, &prefix, n, event, invocation).await;
+    }
     let key = checkpoint_key(&settings.checkpoint_prefix, &prefix);
     let checkpoints = Checkpoints {
         store: forwarder.store.as_ref(),
@@ -98,6 +102,7 @@ pub(crate) async fn run(
         // The checkpoint object keeps progress (with its lease); no separate cursor.
         cursor: None,
         shard: event.sweep.shard,
+        latest: None,
     };
     let markers = forwarder.markers(&bucket);
     loop {
@@ -175,6 +180,40 @@ pub(crate) async fn run(
             return total.into_outcome();
         }
     }
+}
+
+/// The `n` most recently modified objects under `prefix`, each forwarded as an event for it
+/// would be (a version forwarded already is skipped by its marker): a one-off run beside the
+/// passes, which keeps no checkpoint and takes no lease.
+async fn latest(
+    forwarder: &Forwarder,
+    bucket: &str,
+    prefix: &str,
+    n: usize,
+    event: &ObjectEvent,
+    invocation: &Invocation,
+) -> Outcome {
+    let settings = &forwarder.config.sweep;
+    let scope = Scope {
+        bucket,
+        prefix,
+        exclude_prefix: Some(&settings.checkpoint_prefix),
+        cursor: None,
+        shard: event.sweep.shard,
+        latest: Some(n),
+    };
+    let summary = sweep(
+        forwarder.store.as_ref(),
+        scope,
+        invocation,
+        settings.concurrency,
+        |object, invocation| async move {
+            let created = ObjectEvent::requested(EventKind::Created, bucket, object.key);
+            forwarder.forward_event(&created, &invocation).await
+        },
+    )
+    .await?;
+    summary.into_outcome()
 }
 
 /// Runs `work` while renewing the lease every third of its duration.

@@ -537,6 +537,7 @@ impl Thumbnailer {
                 format!("{}.sweep/{bucket}/{prefix}cursor.json", layout.prefix),
             )),
             shard: event.sweep.shard,
+            latest: event.sweep.latest,
         };
         let summary = sweep(
             self.store.as_ref(),

@@ -65,7 +65,8 @@ enum Command {
         /// (JOB_INDEX or JOB_COMPLETION_INDEX, of JOB_ARRAY_SIZE).
         #[arg(long, value_name = "INDEX/COUNT", conflicts_with = "key")]
         shard: Option<Shard>,
-        /// Only the N most recently modified objects (where the function supports it).
+        /// Only the N most recently modified objects (at most 10000): a one-off run beside
+        /// the passes, which neither reads nor moves the cursor.
         #[arg(long, value_name = "N", conflicts_with = "key")]
         latest: Option<usize>,
         /// Use DIR as the object store (DIR/<bucket>/<key>) instead of S3.

@@ -39,6 +39,9 @@ pub struct Scope<'a> {
     pub cursor: Option<(&'a str, String)>,
     /// Only the keys of this worker of a job array.
     pub shard: Option<Shard>,
+    /// Only the `n` most recently modified objects the scope wants (seed 004's `--latest N`):
+    /// a one-off run that neither reads nor moves the cursor.
+    pub latest: Option<usize>,
 }
 
 impl Scope<'_> {
@@ -126,6 +129,8 @@ impl SweepSummary {
 }
 
 const PAGE: usize = 1000;
+/// The most objects a `latest` run picks: it holds them all while it lists the prefix.
+pub const MAX_LATEST: usize = 10_000;
 /// Retryable failures in a row that make a run stop as an outage.
 const OUTAGE_RUN: u32 = 3;
 
@@ -144,6 +149,21 @@ where
     Fut: Future<Output = Outcome>,
 {
     let plan = StopPlan::before(invocation.deadline);
+    if let Some(n) = scope.latest {
+        let picked = latest(store, &scope, n, &plan).await?;
+        let from = Position::default();
+        return walk_over(
+            store,
+            &scope,
+            Some(picked),
+            from,
+            plan,
+            invocation,
+            concurrency,
+            handle,
+        )
+        .await;
+    }
     if let (Some((_, key)), Some(shard)) = (scope.cursor.as_mut(), scope.shard) {
         *key = shard.progress_key(key);
     }
@@ -190,11 +210,119 @@ struct Reached {
     state: State,
 }
 
+/// The `n` most recently modified objects `scope` wants, in key order. The whole prefix is
+/// listed, holding `n` at a time; a listing that outlasts the time for starting work is
+/// refused rather than left half-read.
+async fn latest(
+    store: &dyn ObjectStore,
+    scope: &Scope<'_>,
+    n: usize,
+    plan: &StopPlan,
+) -> Result<Vec<ListedObject>, HandlerError> {
+    use std::cmp::Reverse;
+    use std::collections::BinaryHeap;
+    if !(1..=MAX_LATEST).contains(&n) {
+        return Err(HandlerError::permanent(format!(
+            "latest {n}: a run picks 1 to {MAX_LATEST} objects (MAX_LATEST), as it holds them all \
+             while it lists"
+        )));
+    }
+    let where_ = crate::storage::ObjectPath(scope.bucket, scope.prefix);
+    // The oldest picked so far on top: a newer object replaces it. Ties go by key, so two
+    // runs over the same listing pick the same objects.
+    let mut newest = BinaryHeap::with_capacity(n + 1);
+    let (mut after, mut listed) = (None::<String>, 0u64);
+    loop {
+        if !plan.may_start_now() {
+            return Err(HandlerError::permanent(format!(
+                "the latest {n} of {where_}: {listed} objects listed and the listing was not \
+                 finished before the time for starting work ran out; name a narrower prefix or \
+                 give the run more time"
+            )));
+        }
+        let page = list_page(store, scope, after.as_deref())
+            .await
+            .map_err(HandlerError::from)?;
+        listed += page.keys.len() as u64;
+        for object in page.wanted {
+            newest.push(Reverse(Newest(object)));
+            if newest.len() > n {
+                newest.pop();
+            }
+        }
+        if !page.more || page.last.is_none() {
+            break;
+        }
+        after = page.last;
+    }
+    let mut picked: Vec<ListedObject> = newest.into_iter().map(|Reverse(Newest(o))| o).collect();
+    picked.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+    Ok(picked)
+}
+
+/// A listed object ordered by when it was last modified (unknown counts as oldest), then key.
+struct Newest(ListedObject);
+
+impl Newest {
+    fn rank(&self) -> (Option<chrono::DateTime<chrono::Utc>>, &str) {
+        (self.0.last_modified, &self.0.key)
+    }
+}
+
+impl PartialEq for Newest {
+    fn eq(&self, other: &Self) -> bool {
+        self.rank() == other.rank()
+    }
+}
+
+impl Eq for Newest {}
+
+impl PartialOrd for Newest {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Newest {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.rank().cmp(&other.rank())
+    }
+}
+
 /// Walks `scope` from `from` until its end or `plan` says stop, and returns how far it came.
 /// The caller keeps the position (a cursor, a checkpoint).
 pub async fn walk<F, Fut>(
     store: &dyn ObjectStore,
     scope: &Scope<'_>,
+    from: Position,
+    plan: StopPlan,
+    invocation: &Invocation,
+    concurrency: usize,
+    handle: F,
+) -> Result<SweepSummary, HandlerError>
+where
+    F: FnMut(ListedObject, Invocation) -> Fut,
+    Fut: Future<Output = Outcome>,
+{
+    walk_over(
+        store,
+        scope,
+        None,
+        from,
+        plan,
+        invocation,
+        concurrency,
+        handle,
+    )
+    .await
+}
+
+/// [`walk`] over the store's listing, or over `picked` objects (in key order) instead.
+#[allow(clippy::too_many_arguments)]
+async fn walk_over<F, Fut>(
+    store: &dyn ObjectStore,
+    scope: &Scope<'_>,
+    mut picked: Option<Vec<ListedObject>>,
     from: Position,
     plan: StopPlan,
     invocation: &Invocation,
@@ -239,6 +367,11 @@ where
         walk.settle();
         while running.len() < concurrency.max(1) && walk.may_start() {
             if queue.is_empty() && more {
+                if let Some(picked) = picked.take() {
+                    queue.extend(picked);
+                    more = false;
+                    continue;
+                }
                 let listed = list_page(store, scope, listed_after.as_deref()).await;
                 match listed {
                     Ok(page) => {
@@ -506,6 +639,7 @@ mod tests {
             exclude_prefix: Some("in/out/"),
             cursor: None,
             shard: None,
+            latest: None,
         }
     }
 
