@@ -49,6 +49,18 @@ impl Scope<'_> {
         self.exclude_prefix.is_none_or(|p| !key.starts_with(p))
             && self.shard.is_none_or(|s| s.owns(key))
     }
+
+    /// When the listing has reached the excluded prefix (thumbnails beside their images, several
+    /// per image), the key to list after so that the rest of it is not listed page by page:
+    /// the prefix followed by the greatest character sorts after every key under it but one
+    /// made of that character, which the filter still passes over.
+    fn past_excluded(&self, listed_after: Option<&str>) -> Option<String> {
+        let excluded = self.exclude_prefix?;
+        let past = format!("{excluded}{}", char::MAX);
+        listed_after
+            .is_some_and(|last| last.starts_with(excluded) && *last < *past)
+            .then_some(past)
+    }
 }
 
 /// Why a walk ended before the end of its prefix.
@@ -378,6 +390,11 @@ where
                         walk.forget_vanished(listed_after.as_deref(), &page);
                         listed_after = page.last.or(listed_after);
                         more = page.more;
+                        if let Some(past) = scope.past_excluded(listed_after.as_deref())
+                            && more
+                        {
+                            listed_after = Some(past);
+                        }
                         queue.extend(page.wanted);
                     }
                     Err(e) => walk.summary.stopped = Some(Stopped::Outage(e.to_string())),
@@ -682,6 +699,28 @@ mod tests {
         let mut seen = seen.lock().map_err(|_| "poisoned")?.clone();
         seen.sort();
         assert_eq!(seen, ["in/a", "in/b", "in/c"]);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn an_excluded_prefix_of_many_pages_is_passed_over_to_the_keys_after_it() -> TestResult {
+        let mut keys = vec!["in/a".to_owned(), "in/z".to_owned()];
+        keys.extend((0..2 * PAGE).map(|n| format!("in/out/{n:05}")));
+        keys.push(format!("in/out/{}", char::MAX));
+        let store = store(&keys.iter().map(String::as_str).collect::<Vec<_>>());
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let summary = sweep(&store, scope(), &Invocation::default(), 1, |o, _| {
+            let seen = Arc::clone(&seen);
+            async move {
+                seen.lock()
+                    .map_err(|_| HandlerError::permanent("poisoned"))?
+                    .push(o.key);
+                done()
+            }
+        })
+        .await?;
+        assert!(summary.finished, "{summary}");
+        assert_eq!(*seen.lock().map_err(|_| "poisoned")?, ["in/a", "in/z"]);
         Ok(())
     }
 
