@@ -126,6 +126,9 @@ impl Claim {
             content_type: "application/json".to_owned(),
             correlation_id: None,
             body: Bytes::from(serde_json::to_vec(self)?),
+            // A claim announces an object, whose time is `ce_time`: the sink stamps the message
+            // with the time of sending, as it always has.
+            timestamp: None,
         })
     }
 }

@@ -4,7 +4,9 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
-use bucketfn::sink::{KSinkSettings, KafkaSettings, LogIngestSettings};
+use bucketfn::sink::{
+    FileFormat, KSinkSettings, KafkaSettings, LogIngestSettings, LogLineSettings,
+};
 use bucketfn::{Env, EventKind, FromEnv};
 
 /// What is published for an object.
@@ -60,8 +62,12 @@ pub enum SinkConfig {
     LogIngest(LogIngestSettings),
     /// CloudEvents over HTTP to `K_SINK` (Knative SinkBinding, ContainerSource).
     KSink(KSinkSettings),
-    /// JSON lines appended to a file (`-`: standard output).
-    File(PathBuf),
+    /// JSON lines appended to a file (`-`: standard output): `FORWARD_FILE`,
+    /// `FORWARD_FILE_FORMAT`.
+    File {
+        path: PathBuf,
+        format: FileFormat,
+    },
 }
 
 impl SinkConfig {
@@ -79,6 +85,9 @@ pub struct ContentConfig {
     pub format: Format,
     /// `CONTENT_JSON_FIELD`: the array of records inside a JSON document.
     pub json_field: String,
+    /// `CONTENT_TIME_FIELD`: where a record keeps its own time (the header line's column of
+    /// that name, or the JSON record's top-level field); unset, records are stamped when sent.
+    pub time_field: Option<String>,
     /// `CONTENT_BATCH_RECORDS`: records per publish, at most.
     pub batch_records: usize,
     /// `CONTENT_BATCH_BYTES`: record bytes per publish, at most (one larger record goes alone).
@@ -128,6 +137,7 @@ impl Default for ContentConfig {
         Self {
             format: Format::Auto,
             json_field: "flow_logs".to_owned(),
+            time_field: None,
             batch_records: 1000,
             batch_bytes: 1 << 20,
             max_record_bytes: 1 << 20,
@@ -219,7 +229,22 @@ fn read_sink(env: &mut Env) -> Option<SinkConfig> {
         "kafka" => KafkaSettings::read(env).map(SinkConfig::Kafka),
         "log-ingest" => LogIngestSettings::read(env).map(SinkConfig::LogIngest),
         "k-sink" => KSinkSettings::read(env).map(SinkConfig::KSink),
-        "file" => Some(SinkConfig::File(env.or("FORWARD_FILE", PathBuf::from("-")))),
+        "file" => {
+            let path = env.or("FORWARD_FILE", PathBuf::from("-"));
+            let format: String = env.or("FORWARD_FILE_FORMAT", "messages".to_owned());
+            let format = match format.as_str() {
+                "messages" => FileFormat::Messages,
+                "log-ingest" => FileFormat::LogIngest(LogLineSettings::read(env)?),
+                other => {
+                    env.problem(
+                        "FORWARD_FILE_FORMAT",
+                        format!("{other:?} is not messages or log-ingest"),
+                    );
+                    return None;
+                }
+            };
+            Some(SinkConfig::File { path, format })
+        }
         other => {
             env.problem(
                 "FORWARD_SINK",
@@ -235,12 +260,23 @@ fn read_content(env: &mut Env) -> ContentConfig {
     let content = ContentConfig {
         format: env.or("CONTENT_FORMAT", defaults.format),
         json_field: env.or("CONTENT_JSON_FIELD", defaults.json_field),
+        time_field: read_time_field(env),
         batch_records: env.or("CONTENT_BATCH_RECORDS", defaults.batch_records),
         batch_bytes: env.or("CONTENT_BATCH_BYTES", defaults.batch_bytes),
         max_record_bytes: env.or("CONTENT_MAX_RECORD_BYTES", defaults.max_record_bytes),
         max_bytes: env.or("CONTENT_MAX_BYTES", defaults.max_bytes),
         max_ratio: env.or("CONTENT_MAX_RATIO", defaults.max_ratio),
     };
+    // Line records' columns are split at whitespace, so such a name is no column.
+    if content.format == Format::Lines
+        && let Some(field) = &content.time_field
+        && field.contains(char::is_whitespace)
+    {
+        env.problem(
+            "CONTENT_TIME_FIELD",
+            format!("{field:?} holds a space: no column of a header line can be named so"),
+        );
+    }
     for (name, value) in [
         ("CONTENT_BATCH_RECORDS", content.batch_records as u64),
         ("CONTENT_BATCH_BYTES", content.batch_bytes as u64),
@@ -253,6 +289,21 @@ fn read_content(env: &mut Env) -> ContentConfig {
         }
     }
     content
+}
+
+/// `CONTENT_TIME_FIELD`. Unlike other variables, set but empty is a mistake rather than unset:
+/// an empty name would silently stamp every record with the time of sending.
+fn read_time_field(env: &mut Env) -> Option<String> {
+    const NAME: &str = "CONTENT_TIME_FIELD";
+    let raw = env.raw(NAME)?;
+    if raw.trim().is_empty() {
+        env.problem(
+            NAME,
+            "is set but empty: name the column or JSON field that holds each record's time, or              leave it unset",
+        );
+        return None;
+    }
+    env.optional(NAME)
 }
 
 fn read_sweep(env: &mut Env) -> SweepConfig {
@@ -416,8 +467,75 @@ mod tests {
             ("FORWARD_KINDS", "created, removed"),
         ])
         .load()?;
-        assert_eq!(config.sink, SinkConfig::File("/tmp/out.jsonl".into()));
+        assert_eq!(
+            config.sink,
+            SinkConfig::File {
+                path: "/tmp/out.jsonl".into(),
+                format: FileFormat::Messages
+            }
+        );
         assert_eq!(config.kinds, [EventKind::Created, EventKind::Removed]);
+        assert_eq!(config.content.time_field, None);
+        Ok(())
+    }
+
+    #[test]
+    fn the_file_sink_writes_log_ingest_lines_without_an_ingestion_key() -> TestResult {
+        let config: Config = Env::from_pairs([
+            ("FORWARD_SINK", "file"),
+            ("FORWARD_FILE_FORMAT", "log-ingest"),
+            ("LOG_INGEST_APP", "vpc-flows"),
+            ("FORWARD_MODE", "content"),
+            ("CONTENT_TIME_FIELD", "start"),
+        ])
+        .load()?;
+        let expected = LogLineSettings {
+            app: "vpc-flows".into(),
+            level: "INFO".into(),
+        };
+        assert_eq!(
+            config.sink,
+            SinkConfig::File {
+                path: "-".into(),
+                format: FileFormat::LogIngest(expected)
+            }
+        );
+        assert_eq!(config.content.time_field.as_deref(), Some("start"));
+        Ok(())
+    }
+
+    #[test]
+    fn a_bad_file_format_or_time_field_is_reported_at_start_up() -> TestResult {
+        for (pairs, expected) in [
+            (
+                &[
+                    ("FORWARD_FILE_FORMAT", "mezmo"),
+                    ("CONTENT_TIME_FIELD", " "),
+                ][..],
+                &["FORWARD_FILE_FORMAT", "CONTENT_TIME_FIELD"][..],
+            ),
+            (
+                &[
+                    ("CONTENT_FORMAT", "lines"),
+                    ("CONTENT_TIME_FIELD", "start time"),
+                ],
+                &["CONTENT_TIME_FIELD"],
+            ),
+        ] {
+            let err = Env::from_pairs([("FORWARD_SINK", "file")].iter().chain(pairs).copied())
+                .load::<Config>()
+                .err()
+                .ok_or("accepted")?;
+            let vars: Vec<&str> = err.problems.iter().map(|p| p.variable.as_str()).collect();
+            assert_eq!(vars, expected, "{err}");
+        }
+        // In JSON records a field may be named so.
+        let config: Config = Env::from_pairs([
+            ("FORWARD_SINK", "file"),
+            ("CONTENT_TIME_FIELD", "start time"),
+        ])
+        .load()?;
+        assert_eq!(config.content.time_field.as_deref(), Some("start time"));
         Ok(())
     }
 }

@@ -1,7 +1,8 @@
 //! Content mode: an object's records (lines, or the elements of a JSON array; gzip found by its
-//! magic bytes) streamed to the sink in batches with dedupe ids `<etag>:<index>`, in a share of
-//! the process's memory budget reserved before the stream starts, stopping at its deadline, and
-//! resuming after the records an earlier attempt had sent.
+//! magic bytes) streamed to the sink in batches with dedupe ids `<etag>:<index>` and, with
+//! `CONTENT_TIME_FIELD`, their own times, in a share of the process's memory budget reserved
+//! before the stream starts, stopping at its deadline, and resuming after the records an earlier
+//! attempt had sent.
 
 use std::cell::Cell;
 use std::fmt;
@@ -16,6 +17,7 @@ use bucketfn::sink::{Message, Publisher};
 use bucketfn::storage::{ObjectPath, ObjectReader};
 use bucketfn::{HandlerError, Invocation};
 use bytes::Bytes;
+use chrono::{DateTime, Utc};
 use flate2::bufread::MultiGzDecoder;
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 use serde::de::{
@@ -26,6 +28,7 @@ use tokio::sync::mpsc;
 use tokio_util::io::SyncIoBridge;
 
 use crate::config::{ContentConfig, Format};
+use crate::record_time::RecordTime;
 
 /// Read-ahead of the object and of the decompressed stream; also how much leading whitespace
 /// is looked through to tell JSON from lines.
@@ -139,7 +142,7 @@ impl Stamp {
         }
     }
 
-    fn message(&self, index: u64, body: &[u8]) -> Message {
+    fn message(&self, index: u64, body: &[u8], timestamp: Option<DateTime<Utc>>) -> Message {
         let id = format!("{}:{index}", self.etag);
         let headers = match &self.cloudevent {
             None => vec![("dedupe_id".to_owned(), id)],
@@ -151,6 +154,7 @@ impl Stamp {
             content_type: self.content_type.to_owned(),
             correlation_id: None,
             body: Bytes::copy_from_slice(body),
+            timestamp,
         }
     }
 }
@@ -180,7 +184,7 @@ pub fn need(config: &ContentConfig, origin: &Origin) -> u64 {
 
 /// One batch: its records' bodies, and per record the message with its headers.
 fn batch_need(config: &ContentConfig, origin: &Origin) -> u64 {
-    let per_record = footprint(&Stamp::of(origin, true).message(u64::MAX, &[]));
+    let per_record = footprint(&Stamp::of(origin, true).message(u64::MAX, &[], None));
     let records = config.batch_records as u64;
     let record = config.max_record_bytes as u64;
     // A batch goes once it reaches CONTENT_BATCH_BYTES, so its last record may take it over.
@@ -448,6 +452,7 @@ struct Batcher {
     /// Records before this index were sent by an earlier attempt.
     skip: u64,
     stamp: Stamp,
+    time: RecordTime,
     meter: Rc<Meter>,
     config: ContentConfig,
 }
@@ -461,12 +466,18 @@ impl Batcher {
                 after: index,
             }));
         }
+        // Also when it is skipped: the header names the columns of every record after it.
+        if index == 0 {
+            self.time.header(record);
+        }
         self.index.set(index + 1);
         self.meter.since_record.set(0);
         if index < self.skip {
             return Ok(());
         }
-        self.batch.push(self.stamp.message(index, record));
+        let timestamp = self.time.of(record);
+        self.batch
+            .push(self.stamp.message(index, record, timestamp));
         self.bytes += record.len();
         if self.batch.len() >= self.config.batch_records || self.bytes >= self.config.batch_bytes {
             self.flush()?;
@@ -671,6 +682,7 @@ fn split(
         index,
         skip,
         stamp: Stamp::of(origin, json),
+        time: RecordTime::new(config.time_field.as_deref(), json),
         meter: Rc::clone(&meter),
         config: config.clone(),
     };
@@ -1013,6 +1025,79 @@ mod tests {
         assert!(err.is_retryable(), "{err}");
         assert_eq!(stopping.records.load(Ordering::Relaxed), 2);
         assert_eq!(acknowledged.load(Ordering::Relaxed), 3);
+        Ok(())
+    }
+
+    const AWS_HEADER: &str = "version account-id interface-id srcaddr dstaddr srcport dstport \
+        protocol packets bytes start end action log-status\n";
+
+    fn times(messages: &[Message]) -> Vec<Option<i64>> {
+        messages
+            .iter()
+            .map(|m| m.timestamp.map(|t| t.timestamp_millis()))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn line_records_carry_the_time_of_the_header_column_named() -> TestResult {
+        let config = ContentConfig {
+            time_field: Some("start".into()),
+            batch_records: 2,
+            ..ContentConfig::default()
+        };
+        let text = format!("{AWS_HEADER}{FLOW_LOGS}\n2 1 eni-3 - - - - - - - - - NODATA\n");
+        let (count, messages) = run(gzip(text.as_bytes())?, &config).await?;
+        // The header is record 0, as without CONTENT_TIME_FIELD: the ids stay as they were.
+        assert_eq!(count, 5);
+        assert_eq!(messages[0].body, AWS_HEADER.trim_end());
+        assert_eq!(messages[4].headers[0].1, "e1:4");
+        let start = Some(1_418_530_010_000);
+        assert_eq!(times(&messages), [None, start, start, start, None]);
+
+        // A resumed stream reads the header it skips.
+        let publisher = MemoryPublisher::new();
+        let acknowledged = AtomicU64::new(0);
+        let resume = Resume {
+            skip: 3,
+            acknowledged: &acknowledged,
+        };
+        let inv = Invocation::default();
+        let bytes = reader(text.into_bytes());
+        forward(bytes, &origin(), &config, &publisher, &inv, resume).await?;
+        assert_eq!(times(&publisher.published()), [start, None]);
+
+        // Without a header naming the column, records go without their time.
+        let (count, messages) = run(FLOW_LOGS.as_bytes().to_vec(), &config).await?;
+        assert_eq!((count, times(&messages)), (3, vec![None; 3]));
+        let (_, messages) = run(
+            format!("{AWS_HEADER}{FLOW_LOGS}").into_bytes(),
+            &ContentConfig::default(),
+        )
+        .await?;
+        assert_eq!(times(&messages), [None; 4]);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn json_records_carry_the_time_of_their_field() -> TestResult {
+        let config = ContentConfig {
+            time_field: Some("start_time".into()),
+            ..ContentConfig::default()
+        };
+        let document = br#"{"flow_logs": [{"start_time": "2024-01-01T00:00:01Z", "a": 1},
+            {"a": 2}, {"start_time": "soon"}, [1], {"start_time": 1704067202}]}"#;
+        let (count, messages) = run(document.to_vec(), &config).await?;
+        assert_eq!(count, 5);
+        assert_eq!(
+            times(&messages),
+            [
+                Some(1_704_067_201_000),
+                None,
+                None,
+                None,
+                Some(1_704_067_202_000)
+            ]
+        );
         Ok(())
     }
 

@@ -9,6 +9,7 @@ pub mod claim;
 mod config;
 pub mod content;
 pub mod forwarded;
+mod record_time;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -331,9 +332,11 @@ pub fn publisher(sink: &SinkConfig) -> Result<Arc<dyn Publisher>, StartError> {
         SinkConfig::KSink(settings) => {
             Arc::new(KSinkPublisher::new(settings.clone()).map_err(StartError::Failed)?)
         }
-        SinkConfig::File(path) => Arc::new(FilePublisher::open(path).map_err(|e| {
-            StartError::Failed(format!("FORWARD_FILE {}: {e}", path.display()).into())
-        })?),
+        SinkConfig::File { path, format } => {
+            Arc::new(FilePublisher::open(path, format.clone()).map_err(|e| {
+                StartError::Failed(format!("FORWARD_FILE {}: {e}", path.display()).into())
+            })?)
+        }
     })
 }
 
@@ -355,7 +358,7 @@ impl Function for Forwarder {
 mod tests {
     use super::*;
     use bucketfn::budget::Stop;
-    use bucketfn::sink::{MemoryPublisher, Message, PublishError};
+    use bucketfn::sink::{FileFormat, MemoryPublisher, Message, PublishError};
     use bucketfn::storage::MemoryStore;
 
     type TestResult = Result<(), Box<dyn std::error::Error>>;
@@ -384,7 +387,10 @@ mod tests {
     }
 
     pub(crate) fn file_config() -> Config {
-        Config::with_sink(SinkConfig::File("-".into()))
+        Config::with_sink(SinkConfig::File {
+            path: "-".into(),
+            format: FileFormat::Messages,
+        })
     }
 
     /// A memory sink that tells the invocation to stop once it holds `after` messages, as a

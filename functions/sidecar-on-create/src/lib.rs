@@ -345,6 +345,7 @@ impl SidecarOnCreate {
             content_type: "application/json".to_owned(),
             correlation_id: Some(event.id.clone().unwrap_or_else(|| claim.id().to_owned())),
             body: Bytes::from(request.to_string()),
+            timestamp: None,
         };
         self.publisher
             .publish(vec![message])

@@ -491,7 +491,7 @@ fn to_record(message: Message) -> Record {
         key: message.key.map(String::into_bytes),
         value: Some(message.body.to_vec()),
         headers,
-        timestamp: Utc::now(),
+        timestamp: message.timestamp.unwrap_or_else(Utc::now),
     }
 }
 
@@ -620,6 +620,18 @@ mod tests {
             Some(&b"application/json"[..])
         );
         assert_eq!(record.key.as_deref(), Some(&b"b/k"[..]));
+    }
+
+    #[test]
+    fn a_record_has_its_messages_own_time_or_the_time_of_sending() {
+        let own = chrono::DateTime::from_timestamp(1_418_530_010, 0);
+        let record = to_record(Message {
+            timestamp: own,
+            ..Message::default()
+        });
+        assert_eq!(Some(record.timestamp), own);
+        let before = Utc::now();
+        assert!(to_record(Message::default()).timestamp >= before);
     }
 
     #[test]

@@ -5,10 +5,9 @@
 
 use async_trait::async_trait;
 use chrono::Utc;
-use serde_json::{Map, Value, json};
 
 use super::http::{RetryPolicy, Sender, check_url};
-use super::{Message, PublishError, Publisher};
+use super::{LogLineSettings, Message, PublishError, Publisher};
 use crate::config::{Env, FromEnv, redact_url};
 use crate::outcome::BoxError;
 
@@ -24,10 +23,8 @@ pub struct LogIngestSettings {
     pub key: String,
     /// `LOG_INGEST_HOSTNAME`: the source host name the lines are filed under.
     pub hostname: String,
-    /// `LOG_INGEST_APP`: the app name of every line.
-    pub app: String,
-    /// `LOG_INGEST_LEVEL`: the level of every line.
-    pub level: String,
+    /// `LOG_INGEST_APP`, `LOG_INGEST_LEVEL`: the app name and level of every line.
+    pub line: LogLineSettings,
     /// `LOG_INGEST_TAGS`: comma-separated tags, if any.
     pub tags: Option<String>,
     /// `LOG_INGEST_MAX_BATCH_BYTES`: request bodies stay under this.
@@ -42,7 +39,7 @@ impl std::fmt::Debug for LogIngestSettings {
         f.debug_struct("LogIngestSettings")
             .field("url", &redact_url(&self.url))
             .field("hostname", &self.hostname)
-            .field("app", &self.app)
+            .field("app", &self.line.app)
             .finish_non_exhaustive()
     }
 }
@@ -63,12 +60,12 @@ impl FromEnv for LogIngestSettings {
             );
         }
         let retry = RetryPolicy::read(env, "LOG_INGEST");
+        let line = LogLineSettings::read(env);
         Some(Self {
             url,
             key: key?,
             hostname: env.or("LOG_INGEST_HOSTNAME", "bucketfn".to_owned()),
-            app: env.or("LOG_INGEST_APP", "bucketfn".to_owned()),
-            level: env.or("LOG_INGEST_LEVEL", "INFO".to_owned()),
+            line: line?,
             tags: env.optional("LOG_INGEST_TAGS"),
             max_batch_bytes,
             retry,
@@ -97,26 +94,6 @@ impl LogIngestPublisher {
         Ok(Self { settings, sender })
     }
 
-    /// The API's line for a message: the body is the text, headers and key go to `meta`.
-    fn line(&self, message: &Message, now_ms: i64) -> Value {
-        let mut meta: Map<String, Value> = message
-            .headers
-            .iter()
-            .map(|(name, value)| (name.clone(), Value::String(value.clone())))
-            .collect();
-        if let Some(key) = &message.key {
-            meta.insert("key".to_owned(), Value::String(key.clone()));
-        }
-        json!({
-            "timestamp": now_ms,
-            // The API takes text; a non-UTF-8 byte is replaced rather than the line refused.
-            "line": String::from_utf8_lossy(&message.body),
-            "app": self.settings.app,
-            "level": self.settings.level,
-            "meta": meta,
-        })
-    }
-
     /// Request bodies (`{"lines":[...]}`), each under the configured size.
     fn bodies(&self, messages: &[Message]) -> Result<Vec<String>, PublishError> {
         const OPEN: &str = "{\"lines\":[";
@@ -126,7 +103,13 @@ impl LogIngestPublisher {
         let mut bodies = Vec::new();
         let mut body = String::from(OPEN);
         for message in messages {
-            let line = self.line(message, now_ms).to_string();
+            let line =
+                serde_json::to_string(&self.settings.line.line(message, now_ms)).map_err(|e| {
+                    PublishError::Rejected {
+                        sink: self.sender.sink().to_owned(),
+                        source: Box::new(e),
+                    }
+                })?;
             if OPEN.len() + line.len() + CLOSE.len() > limit {
                 return Err(PublishError::Rejected {
                     sink: self.sender.sink().to_owned(),
@@ -191,6 +174,8 @@ impl Publisher for LogIngestPublisher {
 mod tests {
     use super::*;
     use bytes::Bytes;
+    use chrono::DateTime;
+    use serde_json::Value;
     use std::time::Duration;
 
     type TestResult = Result<(), BoxError>;
@@ -200,8 +185,10 @@ mod tests {
             url: "http://127.0.0.1:9/logs/ingest".into(),
             key: "k".into(),
             hostname: "h".into(),
-            app: "app".into(),
-            level: "INFO".into(),
+            line: LogLineSettings {
+                app: "app".into(),
+                level: "INFO".into(),
+            },
             tags: None,
             max_batch_bytes,
             retry: RetryPolicy {
@@ -239,6 +226,25 @@ mod tests {
         }
         let expected: Vec<String> = (0..50).map(|n| format!("etag:{n}")).collect();
         assert_eq!(ids, expected);
+        Ok(())
+    }
+
+    #[test]
+    fn a_line_has_its_records_own_time_or_the_time_of_sending() -> TestResult {
+        let own = DateTime::from_timestamp(1_418_530_010, 0).ok_or("time")?;
+        let messages = [
+            Message {
+                timestamp: Some(own),
+                ..message(0)
+            },
+            message(1),
+        ];
+        let before = Utc::now().timestamp_millis();
+        let bodies = publisher(1 << 20)?.bodies(&messages)?;
+        let parsed: Value = serde_json::from_str(&bodies[0])?;
+        assert_eq!(parsed["lines"][0]["timestamp"], 1_418_530_010_000i64);
+        let sent = parsed["lines"][1]["timestamp"].as_i64().ok_or("no time")?;
+        assert!(sent >= before, "{sent} < {before}");
         Ok(())
     }
 

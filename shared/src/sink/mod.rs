@@ -1,7 +1,7 @@
 //! Where functions send messages: one trait for brokers and ingest APIs, with errors already
 //! classified for retry decisions: Kafka (feature `kafka`), a log-ingest API (feature
-//! `log-ingest`), a Knative sink of CloudEvents over HTTP (feature `k-sink`), a local file, and
-//! (feature `testing`) memory.
+//! `log-ingest`), a Knative sink of CloudEvents over HTTP (feature `k-sink`), a local file (as
+//! messages or as log-ingest lines), and (feature `testing`) memory.
 
 #[cfg(feature = "amqp")]
 pub mod amqp;
@@ -14,21 +14,24 @@ pub mod k_sink;
 pub mod kafka;
 #[cfg(feature = "log-ingest")]
 pub mod log_ingest;
+mod log_line;
 #[cfg(any(test, feature = "testing"))]
 mod memory;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use chrono::{DateTime, Utc};
 
 use crate::outcome::{BoxError, HandlerError};
 
-pub use file::FilePublisher;
+pub use file::{FileFormat, FilePublisher};
 #[cfg(feature = "k-sink")]
 pub use k_sink::{KSinkPublisher, KSinkSettings};
 #[cfg(feature = "kafka")]
 pub use kafka::{KafkaPublisher, KafkaSettings};
 #[cfg(feature = "log-ingest")]
 pub use log_ingest::{LogIngestPublisher, LogIngestSettings};
+pub use log_line::{LogLine, LogLineSettings};
 #[cfg(any(test, feature = "testing"))]
 pub use memory::MemoryPublisher;
 
@@ -43,6 +46,9 @@ pub struct Message {
     /// AMQP correlation id; ignored by sinks without one.
     pub correlation_id: Option<String>,
     pub body: Bytes,
+    /// When what the message carries happened (a log record's own time), if known: the Kafka
+    /// record's timestamp and the log-ingest line's; sinks without one use the time of sending.
+    pub timestamp: Option<DateTime<Utc>>,
 }
 
 /// A destination that acknowledges what it accepted.
