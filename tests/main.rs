@@ -3,6 +3,7 @@
 
 mod cleanup;
 mod cli;
+mod content_tools;
 mod events;
 mod forward_once;
 mod forward_to_k_sink;
