@@ -14,7 +14,8 @@ use serde_json::{Value, json};
 
 use crate::support::function::THUMBNAIL_ON_CREATE;
 use crate::support::images::gradient;
-use crate::support::lambda_api::{Answer, ThumbnailLambda};
+use crate::support::lambda_api::ThumbnailLambda;
+use crate::support::summary::{continues_after, counts, lambda_outcome, streams};
 use crate::support::{BoxError, TestResult, workspace_root};
 
 /// One object at a time, so that how far a budgeted run gets depends on the work.
@@ -78,33 +79,6 @@ fn thumbnail(args: &[&str], env: &[(&str, String)]) -> std::io::Result<Output> {
         .output()
 }
 
-fn output_of(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-/// What a sweep summary counts: `N done, M skipped, K failed`.
-fn counts(summary: &str) -> Result<[usize; 3], BoxError> {
-    let start = summary
-        .find("sweep: ")
-        .ok_or_else(|| format!("no sweep summary in {summary:?}"))?;
-    let mut counts = [0; 3];
-    let parts = summary[start + "sweep: ".len()..].split(", ");
-    for (count, part) in counts.iter_mut().zip(parts) {
-        *count = part.split(' ').next().unwrap_or_default().parse()?;
-    }
-    Ok(counts)
-}
-
-/// The key a summary says the next run continues after.
-fn continues_after(summary: &str) -> Option<&str> {
-    let (_, rest) = summary.split_once("continues after \"")?;
-    Some(rest.split_once("\" on the next run")?.0)
-}
-
 fn shards(count: u32) -> Result<Vec<Shard>, BoxError> {
     Ok((0..count)
         .map(|index| Shard::new(index, count))
@@ -148,7 +122,7 @@ fn two_workers_of_an_array_job_do_each_object_once_and_resume_on_their_own() -> 
         let mut env = code_engine_worker(shard.index, shard.count);
         env.push((ONE_AT_A_TIME.0, ONE_AT_A_TIME.1.to_owned()));
         let out = thumbnail(&args, &env)?;
-        let text = output_of(&out);
+        let text = streams(&out).1;
         assert_eq!(out.status.code(), Some(0), "worker {shard}: {text}");
         assert!(text.starts_with("succeeded\t"), "worker {shard}: {text}");
         Ok(text)
@@ -235,7 +209,7 @@ fn the_pods_of_an_indexed_job_split_a_sweep_by_their_completion_index() -> TestR
             ("THUMBNAIL_SIZES", "64".to_owned()),
         ];
         let out = thumbnail(&["sweep", "--prefix", "2024/", "--storage", &dir], &env)?;
-        let text = output_of(&out);
+        let text = streams(&out).1;
         assert_eq!(out.status.code(), Some(0), "{text}");
         let [made, skipped, failed] = counts(&text)?;
         assert_eq!(
@@ -254,7 +228,7 @@ fn the_pods_of_an_indexed_job_split_a_sweep_by_their_completion_index() -> TestR
         &["sweep", "--storage", &dir],
         &[("JOB_COMPLETION_INDEX", "1".to_owned())],
     )?;
-    let text = output_of(&out);
+    let text = streams(&out).1;
     assert_eq!(out.status.code(), Some(2), "{text}");
     assert!(
         text.contains("JOB_ARRAY_SIZE: is not set, but JOB_COMPLETION_INDEX is 1"),
@@ -271,7 +245,7 @@ fn a_worker_outside_its_array_is_refused_by_name() -> TestResult {
     let storage = store_with(&[photo_key(0)], &small_photo()?)?;
     let dir = storage.path().to_string_lossy().into_owned();
     let out = thumbnail(&["job", "--storage", &dir], &code_engine_worker(2, 2))?;
-    let text = output_of(&out);
+    let text = streams(&out).1;
     assert_eq!(out.status.code(), Some(2), "{text}");
     assert!(
         text.contains("JOB_INDEX: shard index 2 is not below the worker count 2"),
@@ -321,7 +295,7 @@ fn a_job_started_by_a_cos_subscription_makes_the_thumbnail_its_event_names() -> 
         &["job", "--storage", &dir],
         &cos_write_event(&keys[0], 0, 1),
     )?;
-    let text = output_of(&out);
+    let text = streams(&out).1;
     assert_eq!(out.status.code(), Some(0), "{text}");
     assert!(
         text.starts_with("succeeded\tb59727ee-9c4e-446a-9261-5616f6d1283b\tdone: "),
@@ -335,7 +309,7 @@ fn a_job_started_by_a_cos_subscription_makes_the_thumbnail_its_event_names() -> 
     broken.retain(|(name, _)| *name != "CE_DATA");
     broken.push(("CE_DATA", "{\"order\": 7}".to_owned()));
     let out = thumbnail(&["job", "--storage", &dir], &broken)?;
-    let text = output_of(&out);
+    let text = streams(&out).1;
     assert_eq!(out.status.code(), Some(2), "{text}");
     assert!(
         text.contains("the event in the CE_* variables: IBM COS event"),
@@ -359,7 +333,7 @@ fn an_event_for_an_array_job_is_handled_by_its_keys_worker_alone() -> TestResult
             &["job", "--storage", &dir],
             &cos_write_event(&key, shard.index, 3),
         )?;
-        let text = output_of(&out);
+        let text = streams(&out).1;
         assert_eq!(out.status.code(), Some(0), "{text}");
         assert!(
             text.contains("skipped: photos/upload.jpg falls to another worker of the job array"),
@@ -377,7 +351,7 @@ fn an_event_for_an_array_job_is_handled_by_its_keys_worker_alone() -> TestResult
         &["job", "--storage", &dir],
         &cos_write_event(&key, owner.index, 3),
     )?;
-    let text = output_of(&out);
+    let text = streams(&out).1;
     assert_eq!(out.status.code(), Some(0), "{text}");
     assert!(has_thumbnails(storage.path(), &key), "{text}");
     Ok(())
@@ -390,16 +364,6 @@ fn fan_out_event(index: u32, count: u32) -> Result<Value, BoxError> {
     let mut event: Value = serde_json::from_slice(&std::fs::read(path)?)?;
     event["detail"]["shard"] = json!(format!("{index}/{count}"));
     Ok(event)
-}
-
-fn lambda_outcome(answer: &Answer) -> Result<String, BoxError> {
-    match answer {
-        Answer::Response(value) => value["outcomes"][0]
-            .as_str()
-            .map(str::to_owned)
-            .ok_or_else(|| format!("no outcome in {value}").into()),
-        Answer::Error { .. } => Err(format!("the invocation failed: {answer:?}").into()),
-    }
 }
 
 /// A Lambda fan-out (one schedule per worker, or a Step Functions Map): each invocation's

@@ -4,13 +4,13 @@
 
 use std::fs::File;
 use std::path::Path;
-use std::process::{Command, Output};
 use std::time::{Duration, SystemTime};
 
 use image::ImageFormat;
 
 use crate::support::function::{FORWARD_TO_STREAM, THUMBNAIL_ON_CREATE};
 use crate::support::images::gradient;
+use crate::support::summary::{run_cli, streams};
 use crate::support::{BoxError, TestResult};
 
 /// Keys in key order, each with the minutes after the first write it was last modified: the
@@ -38,20 +38,6 @@ fn bucket_of(
             .set_modified(start + Duration::from_secs(60 * minutes))?;
     }
     Ok(folder)
-}
-
-fn run(binary: &str, args: &[&str], env: &[(&str, &str)]) -> std::io::Result<Output> {
-    Command::new(binary)
-        .args(args)
-        .env_clear()
-        .envs(env.iter().copied())
-        .output()
-}
-
-fn streams(out: &Output) -> (String, String) {
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let both = format!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
-    (stdout, both)
 }
 
 /// The keys under `folder` (recursively) as paths relative to it.
@@ -90,7 +76,7 @@ fn a_thumbnail_sweep_of_the_latest_two_makes_only_theirs_and_keeps_no_cursor() -
         "--storage",
         &dir,
     ];
-    let out = run(THUMBNAIL_ON_CREATE, &args, &[])?;
+    let out = run_cli(THUMBNAIL_ON_CREATE, &args, &[])?;
     let (stdout, both) = streams(&out);
     assert_eq!(out.status.code(), Some(0), "{both}");
     assert!(stdout.contains("2 done, 0 skipped, 0 failed"), "{stdout}");
@@ -113,7 +99,7 @@ fn a_thumbnail_sweep_of_the_latest_two_makes_only_theirs_and_keeps_no_cursor() -
         "a latest run keeps no cursor: {made:?}"
     );
     // The next full pass still covers every photo.
-    let out = run(
+    let out = run_cli(
         THUMBNAIL_ON_CREATE,
         &["sweep", "--bucket", "photos", "--storage", &dir],
         &[],
@@ -138,7 +124,7 @@ fn a_latest_count_over_the_limit_is_refused_naming_it() -> TestResult {
         "--storage",
         &dir,
     ];
-    let out = run(THUMBNAIL_ON_CREATE, &args, &[])?;
+    let out = run_cli(THUMBNAIL_ON_CREATE, &args, &[])?;
     let (_, both) = streams(&out);
     assert_eq!(out.status.code(), Some(1), "{both}");
     assert!(both.contains("1 to 10000 objects (MAX_LATEST)"), "{both}");
@@ -168,12 +154,12 @@ fn forwarding_the_latest_two_sends_their_records_once() -> TestResult {
         "--storage",
         &dir,
     ];
-    let out = run(FORWARD_TO_STREAM, &args, &env)?;
+    let out = run_cli(FORWARD_TO_STREAM, &args, &env)?;
     let (stdout, both) = streams(&out);
     assert_eq!(out.status.code(), Some(0), "{both}");
     assert!(stdout.contains("2 done, 0 skipped, 0 failed"), "{stdout}");
     // Again: both versions carry their forwarded marker.
-    let out = run(FORWARD_TO_STREAM, &args, &env)?;
+    let out = run_cli(FORWARD_TO_STREAM, &args, &env)?;
     let (stdout, both) = streams(&out);
     assert_eq!(out.status.code(), Some(0), "{both}");
     assert!(stdout.contains("0 done, 2 skipped, 0 failed"), "{stdout}");

@@ -5,7 +5,6 @@
 //! 400, the failed count, a history entry per object) and keeps them listed until they change.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use image::ImageFormat;
@@ -17,6 +16,7 @@ use crate::support::function::{
 };
 use crate::support::images::gradient;
 use crate::support::lambda_api::{Answer, ThumbnailLambda};
+use crate::support::summary::{continues_after, counts, lambda_outcome, run_cli, streams};
 use crate::support::{BoxError, TestResult, workspace_root};
 
 /// Photos in a bucket: several runs' worth at the budgets below, one object at a time.
@@ -83,38 +83,6 @@ fn thumbnails(storage: &Path) -> Result<usize, BoxError> {
     Ok(count)
 }
 
-/// What a sweep summary counts: `N done, M skipped, K failed`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Counts {
-    done: usize,
-    skipped: usize,
-    failed: usize,
-}
-
-fn counts(summary: &str) -> Result<Counts, BoxError> {
-    let start = summary
-        .find("sweep: ")
-        .ok_or_else(|| format!("no sweep summary in {summary:?}"))?;
-    let mut numbers = summary[start + "sweep: ".len()..]
-        .split(", ")
-        .take(3)
-        .map(|part| part.split(' ').next().unwrap_or_default().parse::<usize>());
-    let mut next =
-        || -> Result<usize, BoxError> { Ok(numbers.next().ok_or("a count is missing")??) };
-    Ok(Counts {
-        done: next()?,
-        skipped: next()?,
-        failed: next()?,
-    })
-}
-
-/// The key a summary says the next run continues after.
-fn continues_after(summary: &str) -> Option<String> {
-    let (_, rest) = summary.split_once("continues after \"")?;
-    let (key, _) = rest.split_once("\" on the next run")?;
-    Some(key.to_owned())
-}
-
 /// The runs of one pass over a prefix, checked one after another.
 struct Pass {
     objects: usize,
@@ -137,20 +105,20 @@ impl Pass {
     /// pass is finished.
     fn record(&mut self, summary: &str, kept: Option<&Value>) -> Result<bool, BoxError> {
         self.runs += 1;
-        let counts = counts(summary)?;
+        let [done, skipped, failed] = counts(summary)?;
         assert!(
             !summary.contains("not finished before"),
             "run {}: cut off by the runtime: {summary}",
             self.runs
         );
         assert_eq!(
-            (counts.skipped, counts.failed),
+            (skipped, failed),
             (0, 0),
             "run {}: every object is new and none fails, so nothing is skipped unless it \
              is redone: {summary}",
             self.runs
         );
-        self.done += counts.done;
+        self.done += done;
         assert!(
             self.done <= self.objects,
             "run {}: {} done of {}: {summary}",
@@ -172,11 +140,11 @@ impl Pass {
             self.runs
         );
         if self.runs == 1 {
-            assert!(counts.done > 0, "the first run did nothing: {summary}");
+            assert!(done > 0, "the first run did nothing: {summary}");
         }
         let after = continues_after(summary).ok_or_else(|| format!("no resume key: {summary}"))?;
         let kept = kept.ok_or_else(|| format!("run {}: nothing kept: {summary}", self.runs))?;
-        assert_eq!(kept["resume_after"], after.as_str(), "{summary}\n{kept}");
+        assert_eq!(kept["resume_after"], after, "{summary}\n{kept}");
         assert!(
             self.runs < MOST_RUNS,
             "still not finished after {} runs",
@@ -184,21 +152,6 @@ impl Pass {
         );
         Ok(false)
     }
-}
-
-fn thumbnail_cli(args: &[&str], env: &[(&str, &str)]) -> std::io::Result<Output> {
-    Command::new(THUMBNAIL_ON_CREATE)
-        .args(args)
-        .env_clear()
-        .envs(env.iter().copied())
-        .output()
-}
-
-/// Standard output, and both streams for a failure message.
-fn streams(out: &Output) -> (String, String) {
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let both = format!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
-    (stdout, both)
 }
 
 /// The issue's measurement, smaller: `sweep --budget` that runs out part-way exits 0 with a
@@ -220,7 +173,7 @@ fn a_cli_sweep_out_of_budget_exits_0_and_the_next_runs_continue_to_the_end() -> 
     ];
     let mut pass = Pass::of(PHOTOS);
     loop {
-        let out = thumbnail_cli(&args, &[ONE_AT_A_TIME])?;
+        let out = run_cli(THUMBNAIL_ON_CREATE, &args, &[ONE_AT_A_TIME])?;
         let (stdout, both) = streams(&out);
         assert_eq!(out.status.code(), Some(0), "{both}");
         assert!(stdout.starts_with("succeeded\t"), "{stdout}");
@@ -375,17 +328,6 @@ fn scheduled_event() -> Result<Value, BoxError> {
     Ok(serde_json::from_slice(&std::fs::read(path)?)?)
 }
 
-/// The one outcome of a successful Lambda answer to a single event.
-fn lambda_outcome(answer: &Answer) -> Result<String, BoxError> {
-    match answer {
-        Answer::Response(value) => value["outcomes"][0]
-            .as_str()
-            .map(str::to_owned)
-            .ok_or_else(|| format!("no outcome in {value}").into()),
-        Answer::Error { .. } => Err(format!("the invocation failed: {answer:?}").into()),
-    }
-}
-
 /// Under the Lambda Runtime API, a scheduled sweep with a short deadline answers success whose
 /// outcome continues, its cursor in the bucket; each next invocation continues from there.
 #[tokio::test(flavor = "multi_thread")]
@@ -460,11 +402,7 @@ fn a_cli_catch_up_out_of_budget_keeps_its_checkpoint_and_never_resends() -> Test
     let checkpoint = bucket.join(".forward-to-stream/sweep.json");
     let mut pass = Pass::of(LOG_OBJECTS);
     loop {
-        let out = Command::new(FORWARD_TO_STREAM)
-            .args(args)
-            .env_clear()
-            .envs(env)
-            .output()?;
+        let out = run_cli(FORWARD_TO_STREAM, &args, &env)?;
         let (stdout, both) = streams(&out);
         assert_eq!(out.status.code(), Some(0), "{both}");
         assert!(stdout.starts_with("succeeded\t"), "{stdout}");
@@ -558,15 +496,7 @@ async fn a_served_sweep_with_a_broken_object_fails_visibly_until_the_object_is_f
         reported[0]
     );
     let sweep = newest_sweep(&history)?;
-    assert_eq!(
-        counts(sweep)?,
-        Counts {
-            done: 2,
-            skipped: 0,
-            failed: 1
-        },
-        "{sweep}"
-    );
+    assert_eq!(counts(sweep)?, [2, 0, 1], "{sweep}");
     assert!(
         sweep.contains("\"b.png\": photos/b.png cannot be thumbnailed"),
         "{sweep}"

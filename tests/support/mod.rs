@@ -11,6 +11,7 @@ pub mod lambda_api;
 pub mod log_ingest;
 pub mod notifications;
 pub mod s3_server;
+pub mod summary;
 
 pub type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
