@@ -322,8 +322,7 @@ impl Pass<'_> {
 mod tests {
     use super::*;
     use crate::checkpoint::Checkpoint;
-    use crate::tests::{StopsAfter, file_config, forwarder};
-    use bucketfn::budget::Stop;
+    use crate::tests::{file_config, forwarder, stopping_after};
     use bucketfn::sink::{MemoryPublisher, Publisher};
     use bucketfn::storage::MemoryStore;
     use bucketfn::sweep::Position;
@@ -415,21 +414,7 @@ mod tests {
         for key in keys(10) {
             store.insert("b", &key, &b"one\ntwo\n"[..], "text/plain");
         }
-        let stop = Stop::at(None);
-        let publisher = Arc::new(StopsAfter {
-            inner: MemoryPublisher::new(),
-            stop: stop.clone(),
-            after: 6,
-        });
-        let handler = Forwarder::new(
-            config,
-            Arc::clone(&store) as Arc<dyn ObjectStore>,
-            Arc::clone(&publisher) as Arc<dyn Publisher>,
-        );
-        let stopping = Invocation {
-            stop,
-            ..Invocation::default()
-        };
+        let (handler, publisher, stopping) = stopping_after(config, &store, 6);
         let done = handler.handle(&sweep_event("b"), &stopping).await?;
         let text = done.to_string();
         assert!(text.contains("3 done"), "{done}");
@@ -555,21 +540,7 @@ mod tests {
         let store = Arc::new(MemoryStore::new());
         let lines: String = (0..10).map(|n| format!("record {n}\n")).collect();
         store.insert("b", "logs/big.log", lines, "text/plain");
-        let stop = Stop::at(None);
-        let publisher = Arc::new(StopsAfter {
-            inner: MemoryPublisher::new(),
-            stop: stop.clone(),
-            after: 4,
-        });
-        let handler = Forwarder::new(
-            config,
-            Arc::clone(&store) as Arc<dyn ObjectStore>,
-            Arc::clone(&publisher) as Arc<dyn Publisher>,
-        );
-        let stopping = Invocation {
-            stop,
-            ..Invocation::default()
-        };
+        let (handler, publisher, stopping) = stopping_after(config, &store, 4);
         let first = handler.handle(&sweep_event("b"), &stopping).await?;
         assert!(first.to_string().contains("0 done"), "{first}");
         assert!(

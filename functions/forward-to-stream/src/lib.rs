@@ -412,6 +412,31 @@ mod tests {
         }
     }
 
+    /// A forwarder over `store` whose sink stops the invocation returned with it once it holds
+    /// `after` messages.
+    pub(crate) fn stopping_after(
+        config: Config,
+        store: &Arc<MemoryStore>,
+        after: usize,
+    ) -> (Forwarder, Arc<StopsAfter>, Invocation) {
+        let stop = Stop::at(None);
+        let publisher = Arc::new(StopsAfter {
+            inner: MemoryPublisher::new(),
+            stop: stop.clone(),
+            after,
+        });
+        let handler = Forwarder::new(
+            config,
+            Arc::clone(store) as Arc<dyn ObjectStore>,
+            Arc::clone(&publisher) as Arc<dyn Publisher>,
+        );
+        let stopping = Invocation {
+            stop,
+            ..Invocation::default()
+        };
+        (handler, publisher, stopping)
+    }
+
     #[test]
     fn the_swept_bucket_is_checked_at_start_up() {
         assert!(forwarder(file_config()).2.buckets().is_empty());
@@ -561,22 +586,8 @@ mod tests {
         let store = Arc::new(MemoryStore::new());
         let lines: String = (0..10).map(|n| format!("r{n}\n")).collect();
         store.insert("b", "vpc/x.log", lines, "text/plain");
-        let stop = Stop::at(None);
-        let publisher = Arc::new(StopsAfter {
-            inner: MemoryPublisher::new(),
-            stop: stop.clone(),
-            after: 3,
-        });
-        let handler = Forwarder::new(
-            config,
-            Arc::clone(&store) as Arc<dyn ObjectStore>,
-            Arc::clone(&publisher) as Arc<dyn Publisher>,
-        );
+        let (handler, publisher, cut_off) = stopping_after(config, &store, 3);
         let created = event("ObjectCreated:Put", "b", "vpc/x.log")?;
-        let cut_off = Invocation {
-            stop,
-            ..Invocation::default()
-        };
         let err = handler
             .handle(&created, &cut_off)
             .await
