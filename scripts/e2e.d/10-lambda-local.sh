@@ -469,6 +469,9 @@ lam_ksink_service=$(free_port)
   set -a
   # shellcheck disable=SC1091
   source "$lam_dir/lambda.env"
+  # A second deployment over the same buckets, to another sink: markers of its own, or the
+  # first deployment's would say that these objects were forwarded already.
+  CHECKPOINT_PREFIX=.forward-to-k-sink/
   PORT=$lam_ksink_service FORWARD_SINK=k-sink K_SINK="http://127.0.0.1:$lam_ksink_port/"
   K_CE_OVERRIDES='{"extensions": {"cluster": "e2e"}}' K_SINK_BACKOFF_MS=50
   EVENT_AUTH=token EVENT_TOKEN=$lam_event_token
