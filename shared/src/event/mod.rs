@@ -119,6 +119,12 @@ pub struct ObjectEvent {
     /// What a [`EventKind::Sweep`] asks for beyond its bucket and prefix.
     #[serde(skip_serializing_if = "SweepRequest::is_plain")]
     pub sweep: SweepRequest,
+    /// The correlation id of the message that carried this event, so what a handler sends on
+    /// (a file-transfer message, a log line) can be traced back to it. Decoders leave it
+    /// `None`: a notification body has no such field; a runtime that reads from a broker sets
+    /// it from the delivery's properties on every event of that message.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub correlation_id: Option<String>,
 }
 
 /// The options of a sweep: which worker of a job array this run is, and whether only the
@@ -179,6 +185,7 @@ impl ObjectEvent {
             domain: None,
             bucket_metadata: BTreeMap::new(),
             sweep: SweepRequest::default(),
+            correlation_id: None,
         }
     }
 
