@@ -455,7 +455,11 @@ mod tests {
         store
             .keys()
             .into_iter()
-            .filter(|(_, k)| k.starts_with(".forward-to-stream/forwarded/"))
+            .filter(|(_, k)| {
+                [true, false].iter().any(|&content| {
+                    k.starts_with(&format!(".forward-to-stream/{}", forwarded::dir(content)))
+                })
+            })
             .map(|(_, k)| k)
             .collect()
     }

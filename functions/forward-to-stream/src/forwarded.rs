@@ -1,6 +1,7 @@
 //! What was forwarded, per object version: a small marker object per key and version under
-//! `<CHECKPOINT_PREFIX>forwarded/`, written only once the sink acknowledged, so that events and
-//! later passes never send a finished version again and a large object resumes where it stopped.
+//! `<CHECKPOINT_PREFIX>forwarded/` (content mode; `claimed/` for claim checks), written only
+//! once the sink acknowledged, so that events and later passes never send a finished version
+//! again and a large object resumes where it stopped.
 //!
 //! A marker's name holds the key and the version, `forwarded/<key> <version>` for a version
 //! forwarded completely and `forwarded/<key> <version> partial` for one under way, so a listing
@@ -16,8 +17,12 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-/// Where markers live, under the checkpoint prefix.
-pub const DIR: &str = "forwarded/";
+/// Where markers live, under the checkpoint prefix: one folder per mode, because a published
+/// claim and forwarded records are different facts (a deployment switched from claims to
+/// content must still send the records of objects it announced).
+pub fn dir(content: bool) -> &'static str {
+    if content { "forwarded/" } else { "claimed/" }
+}
 /// The last word of a marker that holds the progress of a version under way.
 const PARTIAL: &str = "partial";
 /// S3's longest key, in bytes.
@@ -178,16 +183,22 @@ pub struct Target {
 pub struct Markers<'a> {
     store: &'a dyn ObjectStore,
     bucket: &'a str,
-    /// `<CHECKPOINT_PREFIX>forwarded/`.
+    /// `<CHECKPOINT_PREFIX>forwarded/` or `claimed/`.
     base: String,
 }
 
 impl<'a> Markers<'a> {
-    pub fn new(store: &'a dyn ObjectStore, bucket: &'a str, checkpoint_prefix: &str) -> Self {
+    /// The markers under `<checkpoint_prefix><dir>` (see [`dir`]).
+    pub fn new(
+        store: &'a dyn ObjectStore,
+        bucket: &'a str,
+        checkpoint_prefix: &str,
+        dir: &str,
+    ) -> Self {
         Self {
             store,
             bucket,
-            base: format!("{checkpoint_prefix}{DIR}"),
+            base: format!("{checkpoint_prefix}{dir}"),
         }
     }
 
@@ -522,7 +533,7 @@ mod tests {
     #[tokio::test]
     async fn a_completed_version_drops_its_progress_and_older_versions() -> TestResult {
         let store = MemoryStore::new();
-        let markers = Markers::new(&store, "b", ".f/");
+        let markers = Markers::new(&store, "b", ".f/", dir(true));
         let (old, new) = (markers.target("k", "v1")?, markers.target("k", "v2")?);
         markers.complete(&old, None, &Found::default()).await?;
         markers.save_progress(&new, 40).await?;
@@ -545,7 +556,7 @@ mod tests {
     #[test]
     fn a_key_too_long_for_its_marker_is_refused_permanently() -> TestResult {
         let store = MemoryStore::new();
-        let markers = Markers::new(&store, "b", ".f/");
+        let markers = Markers::new(&store, "b", ".f/", dir(true));
         let err = markers
             .target(&"k".repeat(1010), "v")
             .err()
@@ -558,7 +569,7 @@ mod tests {
     #[tokio::test]
     async fn alongside_a_walk_each_key_gets_its_markers_and_the_rest_are_orphans() -> TestResult {
         let store = MemoryStore::new();
-        let markers = Markers::new(&store, "b", ".f/");
+        let markers = Markers::new(&store, "b", ".f/", dir(true));
         for key in ["in/a", "in/b", "in/b c", "in/c", "in/d", "out/x"] {
             markers
                 .complete(&markers.target(key, "v")?, None, &Found::default())

@@ -68,6 +68,7 @@ impl Forwarder {
             self.store.as_ref(),
             bucket,
             &self.config.sweep.checkpoint_prefix,
+            forwarded::dir(self.config.mode == Mode::Content),
         )
     }
 
@@ -435,6 +436,36 @@ mod tests {
             ..Invocation::default()
         };
         (handler, publisher, stopping)
+    }
+
+    #[tokio::test]
+    async fn records_of_an_object_announced_by_claim_are_still_forwarded_in_content_mode()
+    -> TestResult {
+        let (store, claims, announcing) = forwarder(file_config());
+        store.insert("b", "vpc/x.log", &b"one\ntwo\n"[..], "text/plain");
+        let created = event("ObjectCreated:Put", "b", "vpc/x.log")?;
+        let invocation = Invocation::default();
+        announcing.handle(&created, &invocation).await?;
+        assert_eq!(claims.published().len(), 1);
+        let mut config = file_config();
+        config.mode = Mode::Content;
+        let records = Arc::new(MemoryPublisher::new());
+        let forwarding = Forwarder::new(
+            config,
+            Arc::clone(&store) as Arc<dyn ObjectStore>,
+            Arc::clone(&records) as Arc<dyn Publisher>,
+        );
+        let done = forwarding.handle(&created, &invocation).await?;
+        assert!(matches!(done, Done::Completed(_)), "{done}");
+        assert_eq!(records.published().len(), 2);
+        // Each mode's repeat is still turned away by its own marker.
+        for (handler, sent) in [(&announcing, &claims), (&forwarding, &records)] {
+            let before = sent.published().len();
+            let repeat = handler.handle(&created, &invocation).await?;
+            assert!(repeat.to_string().contains("forwarded already"), "{repeat}");
+            assert_eq!(sent.published().len(), before);
+        }
+        Ok(())
     }
 
     #[test]
