@@ -91,12 +91,12 @@ fn every_sample_event_decodes_as_recorded() -> TestResult {
     }
     assert!(mismatches.is_empty(), "{}", mismatches.join("\n\n"));
     assert!(
-        checked >= 45,
+        checked >= 58,
         "only {checked} samples found in {}",
         events_dir.display()
     );
     let expected_sources = [
-        "aws-s3", "azure", "ceph", "gcs", "ibm-cos", "minio", "oci", "s3-batch", "schedule",
+        "aws-s3", "azure", "ceph", "gcs", "ibm-cos", "minio", "oci", "s3-batch", "schedule", "viaa",
     ];
     assert_eq!(sources, expected_sources.into_iter().collect());
     Ok(())

@@ -44,6 +44,8 @@ pub enum Source {
     AwsS3,
     Minio,
     Ceph,
+    /// meemoo's S3-compatible gateway, whose records say `"eventSource": "viaa:s3"`.
+    Viaa,
     IbmCos,
     Oci,
     Gcs,
@@ -58,6 +60,7 @@ impl Source {
             Self::AwsS3 => "aws-s3",
             Self::Minio => "minio",
             Self::Ceph => "ceph",
+            Self::Viaa => "viaa",
             Self::IbmCos => "ibm-cos",
             Self::Oci => "oci",
             Self::Gcs => "gcs",

@@ -1,5 +1,6 @@
-//! S3-style `Records` notifications: AWS S3, MinIO (webhook and queue targets) and Ceph RGW,
-//! which share the layout but differ in key escaping, field spellings and metadata shape.
+//! S3-style `Records` notifications: AWS S3, MinIO (webhook and queue targets), Ceph RGW and
+//! meemoo's gateway (`viaa:s3`), which share the layout but differ in key escaping, field
+//! spellings and metadata shape.
 
 use serde_json::Value;
 
@@ -49,6 +50,14 @@ const CEPH: Flavour = Flavour {
     format: "Ceph RGW",
     keys: KeyEncoding::Raw,
 };
+/// meemoo's gateway sends the key as stored: the archive handler it feeds uses the key as it
+/// arrives (sidecar, file-transfer request and later removal all name it), so a `+` in it is a
+/// `+` and `%2B` is three characters, never an escape.
+const VIAA: Flavour = Flavour {
+    source: Source::Viaa,
+    format: "viaa:s3",
+    keys: KeyEncoding::Raw,
+};
 
 /// Decodes every record of a `{"Records": [...]}` notification; MinIO webhooks add a top-level
 /// `EventName` and `Key`.
@@ -77,12 +86,13 @@ fn flavour_of(record: &Value, path: &str, minio_webhook: bool) -> Result<Flavour
         Some("aws:s3") => Ok(AWS),
         Some("minio:s3") => Ok(MINIO),
         Some("ceph:s3") => Ok(CEPH),
+        Some("viaa:s3") => Ok(VIAA),
         None if minio_webhook => Ok(MINIO),
         _ => Err(DecodeError::field(
             "S3 notification",
             &format!("{path}.eventSource"),
             record.get("eventSource"),
-            "\"aws:s3\", \"minio:s3\" or \"ceph:s3\"",
+            "\"aws:s3\", \"minio:s3\", \"ceph:s3\" or \"viaa:s3\"",
         )),
     }
 }
@@ -231,6 +241,44 @@ mod tests {
         assert_eq!(
             events[0].bucket_metadata.get("tenant").map(String::as_str),
             Some("or-rf5kf25")
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn viaa_gateway_keys_are_taken_as_they_arrive() -> TestResult {
+        let record = |name: &str, key: &str| {
+            json!({"Records": [{"eventVersion": "0.1", "eventSource": "viaa:s3",
+                "eventTime": "2019-12-12T00:39:15.049Z", "eventName": name,
+                "userIdentity": {"principalId": "Object Owner CN+OR-id"},
+                "s3": {"domain": {"name": "s3"},
+                    "bucket": {"name": "MAM_HighresVideo", "metadata": {"tenant": "or-rf5kf25"}},
+                    "object": {"key": key, "size": 5, "metadata": {"md5sum": "0123"}}}}]})
+        };
+        let events = decode(&record("ObjectCreated:Put", "a+b %2B c%zz.MXF"))?;
+        let event = &events[0];
+        assert_eq!(event.source, Source::Viaa);
+        assert_eq!(event.kind, EventKind::Created);
+        // Neither form decoding nor percent escapes: not even a broken one is an error.
+        assert_eq!(event.key, "a+b %2B c%zz.MXF");
+        assert_eq!(event.domain.as_deref(), Some("s3"));
+        assert_eq!(event.principal.as_deref(), Some("Object Owner CN+OR-id"));
+        assert_eq!(
+            event.bucket_metadata.get("tenant").map(String::as_str),
+            Some("or-rf5kf25")
+        );
+        assert_eq!(
+            event.metadata.get("md5sum").map(String::as_str),
+            Some("0123")
+        );
+        // The original's wildcard name for removals, and what it refuses as unknown.
+        assert_eq!(
+            decode(&record("ObjectRemoved:*", "k"))?[0].kind,
+            EventKind::Removed
+        );
+        assert_eq!(
+            decode(&record("ObjectRestore:Post", "k"))?[0].kind,
+            EventKind::Other
         );
         Ok(())
     }
