@@ -1,6 +1,6 @@
 //! The command line: `invoke FILE` runs the handler on saved events, `decode FILE` shows how
 //! they decode, `sweep` catches up on a bucket, `job` is one worker of a batch job, `serve`
-//! runs the HTTP service.
+//! runs the HTTP service, `consume` takes events from a broker's queue.
 
 mod job;
 
@@ -89,6 +89,14 @@ enum Command {
     /// Serve HTTP on $LISTEN_ADDRESS:$PORT (default 0.0.0.0:8080): CloudEvents and raw
     /// notifications on POST /.
     Serve {
+        /// Use DIR as the object store (DIR/<bucket>/<key>) instead of S3.
+        #[arg(long, value_name = "DIR")]
+        storage: Option<PathBuf>,
+    },
+    /// Take bucket events from the RabbitMQ queue $CONSUME_QUEUE, acknowledging each message
+    /// once it is handled; operations pages and /healthz on $PORT.
+    #[cfg(feature = "consume")]
+    Consume {
         /// Use DIR as the object store (DIR/<bucket>/<key>) instead of S3.
         #[arg(long, value_name = "DIR")]
         storage: Option<PathBuf>,
@@ -199,10 +207,12 @@ pub(crate) async fn run<F: Function>() -> ExitCode {
         }
         Command::Job { budget, storage } => job::<F>(budget, storage).await,
         Command::Serve { storage } => serve::<F>(storage).await,
+        #[cfg(feature = "consume")]
+        Command::Consume { storage } => super::consume::run::<F>(storage).await,
     }
 }
 
-fn fail(message: impl std::fmt::Display) -> ExitCode {
+pub(super) fn fail(message: impl std::fmt::Display) -> ExitCode {
     eprintln!("{message}");
     ExitCode::from(REJECTED)
 }

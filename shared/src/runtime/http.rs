@@ -186,12 +186,40 @@ pub fn app<H: Handler>(
     service: Service<H>,
     settings: &RuntimeSettings,
 ) -> Result<Routes, ServeError> {
+    let auth = settings
+        .http
+        .event_auth
+        .as_ref()
+        .ok_or(ServeError::NoEventAuth)?;
+    let events = EventGate::new(auth).map_err(ServeError::EventAuth)?;
+    routes(service, settings, Some(events))
+}
+
+/// The routes of a runtime that takes no events over HTTP (`consume`): `/healthz` and the
+/// operations surface, placed by `OPS_PAGES`, `OPS_PORT` and `OPS_TOKEN` as for `serve`.
+pub fn ops_app<H: Handler>(
+    service: Service<H>,
+    settings: &RuntimeSettings,
+) -> Result<Routes, ServeError> {
+    routes(service, settings, None)
+}
+
+/// `POST /` is there only with a gate for deliveries.
+fn routes<H: Handler>(
+    service: Service<H>,
+    settings: &RuntimeSettings,
+    deliveries: Option<EventGate>,
+) -> Result<Routes, ServeError> {
     let http = &settings.http;
-    let auth = http.event_auth.as_ref().ok_or(ServeError::NoEventAuth)?;
     if http.ops_port == Some(http.port) {
         return Err(ServeError::SamePort(http.port));
     }
-    let events = EventGate::new(auth).map_err(ServeError::EventAuth)?;
+    let takes_events = deliveries.is_some();
+    // Without `POST /` no handler reads the gate; an open one stands in.
+    let events = match deliveries {
+        Some(gate) => gate,
+        None => EventGate::new(&EventAuthSettings::default()).map_err(ServeError::EventAuth)?,
+    };
     let state = AppState {
         name: service.name,
         handler: service.handler,
@@ -212,10 +240,11 @@ pub fn app<H: Handler>(
             ops_guard,
         ))
         .with_state(state.clone());
-    let mut main = Router::new()
-        .route("/", post(receive::<H>))
-        .route("/healthz", get(|| async { "ok\n" }))
-        .with_state(state);
+    let mut main = Router::new().route("/healthz", get(|| async { "ok\n" }));
+    if takes_events {
+        main = main.route("/", post(receive::<H>));
+    }
+    let mut main = main.with_state(state);
     let place = http.ops_place();
     if place == OpsPlace::BehindToken {
         main = main.merge(ops.clone());
@@ -277,14 +306,25 @@ pub async fn serve<H: Handler>(
     service: Service<H>,
     settings: &RuntimeSettings,
 ) -> Result<(), ServeError> {
-    let http = &settings.http;
     let routes = app(service, settings)?;
-    let mut listener = TcpListener::bind((http.listen_address, http.port)).await?;
-    let address = listener.local_addr()?;
-    let scheme = http
+    let scheme = settings
+        .http
         .event_auth
         .as_ref()
         .map_or_else(|| "none".into(), EventAuthSettings::scheme);
+    listen(routes, &settings.http, &scheme, shutdown_signal()).await
+}
+
+/// Serves `routes` on `LISTEN_ADDRESS:PORT` (and `OPS_PORT`) until `shutdown`, then lets
+/// in-flight requests finish, for at most the request timeout.
+pub(crate) async fn listen(
+    routes: Routes,
+    http: &HttpSettings,
+    scheme: &str,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
+    let mut listener = TcpListener::bind((http.listen_address, http.port)).await?;
+    let address = listener.local_addr()?;
     match http.ops_place() {
         OpsPlace::Unprotected => tracing::info!(
             %address, event_auth = scheme,
@@ -305,7 +345,7 @@ pub async fn serve<H: Handler>(
         .timer(TokioTimer::new())
         .header_read_timeout(http.header_read_timeout);
     let graceful = GracefulShutdown::new();
-    let mut signal = pin!(shutdown_signal());
+    let mut signal = pin!(shutdown);
     loop {
         tokio::select! {
             (stream, peer, to_ops) = next_connection(&mut listener, ops_listener.as_mut()) => {
@@ -359,7 +399,8 @@ async fn next_connection(
     }
 }
 
-async fn shutdown_signal() {
+/// SIGTERM or Ctrl-C.
+pub(crate) async fn shutdown_signal() {
     let interrupt = tokio::signal::ctrl_c();
     #[cfg(unix)]
     let terminate = async {

@@ -1,9 +1,11 @@
 //! One binary, three ways to run: the Lambda runtime when `AWS_LAMBDA_RUNTIME_API` is set,
-//! otherwise the command line (`invoke`, `decode`, `serve`), where `serve` is the Knative /
-//! Code Engine service.
+//! otherwise the command line (`invoke`, `decode`, `serve`, `consume`), where `serve` is the
+//! Knative / Code Engine service and `consume` takes events from a RabbitMQ queue.
 
 pub mod auth;
 mod cli;
+#[cfg(feature = "consume")]
+mod consume;
 mod dispatch;
 pub mod http;
 mod lambda;
@@ -244,9 +246,28 @@ pub(crate) struct Started<F> {
 /// Reads all configuration (reporting every problem at once), picks the store and starts the
 /// function.
 pub(crate) async fn start<F: Function>(storage: Option<PathBuf>) -> Result<Started<F>, StartError> {
+    let (started, NoSettings) = start_with::<F, NoSettings>(storage).await?;
+    Ok(started)
+}
+
+/// What a runtime without settings of its own reads.
+struct NoSettings;
+
+impl FromEnv for NoSettings {
+    fn read(_: &mut Env) -> Option<Self> {
+        Some(Self)
+    }
+}
+
+/// [`start`], reading the runtime's own settings `R` (`consume`'s broker) with the rest, so
+/// that every problem is reported at once.
+pub(crate) async fn start_with<F: Function, R: FromEnv>(
+    storage: Option<PathBuf>,
+) -> Result<(Started<F>, R), StartError> {
     let began = Instant::now();
     let mut env = Env::from_process();
     let settings = RuntimeSettings::read(&mut env);
+    let runtime = R::read(&mut env);
     if settings.sources.is_none() && storage.is_none() {
         // Against S3 the credentials reach more than the function serves: an event must not
         // choose the bucket.
@@ -259,6 +280,8 @@ pub(crate) async fn start<F: Function>(storage: Option<PathBuf>) -> Result<Start
     let config = F::Config::read(&mut env);
     env.finish()?;
     let config = config.ok_or_else(|| StartError::Failed("configuration was not read".into()))?;
+    let runtime =
+        runtime.ok_or_else(|| StartError::Failed("runtime settings were not read".into()))?;
     let configured: Arc<dyn ObjectStore> = match storage {
         Some(dir) => Arc::new(LocalStore::new(dir)),
         None => Arc::new(S3Store::connect(&settings.s3).await),
@@ -288,13 +311,16 @@ pub(crate) async fn start<F: Function>(storage: Option<PathBuf>) -> Result<Start
         concurrency = settings.concurrency,
         "Function started."
     );
-    Ok(Started {
-        function,
-        settings,
-        observer,
-        governor,
-        store,
-    })
+    Ok((
+        Started {
+            function,
+            settings,
+            observer,
+            governor,
+            store,
+        },
+        runtime,
+    ))
 }
 
 /// How long the start-up bucket checks may take together: Lambda gives the whole start 10 s,
