@@ -34,7 +34,9 @@ pub struct Config {
     /// `MD5_EXEMPT_TENANT`: OR-id or CP name whose essences are not matched by md5 when
     /// looking for an earlier ingest (its files are re-delivered with new content).
     pub md5_exempt_tenant: Option<String>,
-    /// `TENANT_BY_BUCKET`: `bucket=OR-id,...`, for notifications without bucket metadata.
+    /// `TENANT_BY_BUCKET`: `bucket=<organisation id>,...` (`OR-rf5kf25`, or any other prefix
+    /// the original accepts, such as `MM-7p8tc89`), normalized; the event's bucket metadata is
+    /// only compared with it.
     pub tenants: BTreeMap<String, String>,
     /// `S3_DOMAIN`: the domain for notifications that name none.
     pub domain: Option<String>,
@@ -168,11 +170,13 @@ impl FromEnv for Config {
                     Ok(or_id) => {
                         tenants.insert(bucket.trim().to_owned(), or_id);
                     }
-                    Err(problem) => env.problem("TENANT_BY_BUCKET", problem.to_string()),
+                    Err(problem) => {
+                        env.problem("TENANT_BY_BUCKET", format!("{entry:?}: {problem}"))
+                    }
                 },
                 None => env.problem(
                     "TENANT_BY_BUCKET",
-                    format!("{entry:?} is not `<bucket>=<OR-id>`"),
+                    format!("{entry:?} is not `<bucket>=<organisation id>`"),
                 ),
             }
         }
@@ -222,7 +226,7 @@ mod tests {
                 "production/VRT/essence=TAPE-SHARE-EVENTS, qas/vrt/essence=DISK-SHARE-EVENTS,qas/OR-rf5kf25/collateral=COLL",
             ),
             ("COLLATERAL_BUCKETS", "mam-collaterals, other"),
-            ("TENANT_BY_BUCKET", "photos=or-abc1234"),
+            ("TENANT_BY_BUCKET", "photos=or-abc1234, clips=mm-7P8TC89"),
         ]
     }
 
@@ -234,6 +238,10 @@ mod tests {
         assert_eq!(
             config.tenants.get("photos").map(String::as_str),
             Some("OR-abc1234")
+        );
+        assert_eq!(
+            config.tenants.get("clips").map(String::as_str),
+            Some("MM-7p8tc89")
         );
         assert!(config.collateral_buckets.contains("other"));
         let d = &config.destinations;
@@ -261,7 +269,7 @@ mod tests {
             "FTP_PASSWORD",
             "../up",
             "\"bad\"",
-            "OR-1",
+            "\"b=OR-1\": tenant \"OR-1\" is not an organisation id",
             "AMQP_URL",
         ] {
             assert!(text.contains(needle), "{needle}: {text}");

@@ -51,8 +51,9 @@ impl PidService {
 /// Contract: `POST {ORGANISATIONS_API_URL}` with JSON `{"query": "{ organizations(id:
 /// \"OR-rf5kf25\") { mam_label } }"}` -> `200 {"data": {"organizations": [{"mam_label":
 /// "VRT"}]}}`; an unknown OR-id gives an empty list, an organisation without a label
-/// `"mam_label": null`. The id is spliced into the query only after it was normalized to
-/// `OR-` and 7 letters or digits, so it cannot change the query.
+/// `"mam_label": null`. The id is spliced into the query only after it was normalized to a
+/// prefix of letters or digits (`OR`, `MM`, ...), `-` and 7 letters or digits, so it cannot
+/// change the query.
 pub struct Organisations {
     http: Client,
     url: String,
@@ -84,7 +85,7 @@ impl Organisations {
         }
     }
 
-    /// The MAM label of a normalized OR-id; an unknown tenant or one without a label is a
+    /// The MAM label of a normalized organisation id; an unknown tenant or one without a label is a
     /// refusal (permanent).
     pub async fn cp_name(&self, or_id: &str) -> Result<String, ApiError> {
         if let Some(label) = self.labels.lock().await.get(or_id) {

@@ -41,7 +41,7 @@ impl fmt::Display for Problem {
             }
             Self::BadTenant(value) => write!(
                 f,
-                "tenant {value:?} is not an OR-id (`OR-` and 7 letters or digits)"
+                "tenant {value:?} is not an organisation id (a prefix of 1-{MAX_PREFIX} letters or digits such as `OR`, then `-` and 7 letters or digits)"
             ),
             Self::NoDomain(told) => {
                 f.write_str("no domain: S3_DOMAIN is not set")?;
@@ -55,7 +55,7 @@ impl fmt::Display for Problem {
             }
             Self::NoOwner => f.write_str("the event names no owner principal"),
             Self::BadCollateralKey => {
-                f.write_str("a collateral key must look like `<type>/<media id>/<file>`")
+                f.write_str("a collateral key must look like `<type>/<media id>[/<file>]`")
             }
             Self::BadCollateralType(value) => write!(
                 f,
@@ -94,14 +94,17 @@ pub struct Collateral {
 }
 
 impl Collateral {
-    /// `<type>/<media_id>/...`; the type becomes part of a PID and a file name, so it is checked.
+    /// `<type>/<media_id>`, with or without more segments after it: the original handler takes
+    /// the first two segments and ignores the rest (`openOt/MEDIA1` is as good as
+    /// `openOt/MEDIA1/subs.srt`). Neither may be empty (a PID `<pid>_` or a search for an empty
+    /// media id names nothing), and the type becomes part of a PID and a file name, so it is
+    /// checked.
     pub fn from_key(key: &str) -> Result<Self, Problem> {
         let mut parts = key.split('/');
-        let (Some(kind), Some(media_id), Some(rest)) = (parts.next(), parts.next(), parts.next())
-        else {
+        let (Some(kind), Some(media_id)) = (parts.next(), parts.next()) else {
             return Err(Problem::BadCollateralKey);
         };
-        if kind.is_empty() || media_id.is_empty() || rest.is_empty() {
+        if kind.is_empty() || media_id.is_empty() {
             return Err(Problem::BadCollateralKey);
         }
         if !kind
@@ -125,17 +128,31 @@ impl Collateral {
     }
 }
 
-/// `OR-` followed by 7 lowercase letters or digits, from any case of either part.
+/// The longest organisation-id prefix accepted (`OR`, `MM`, ... are two letters).
+pub const MAX_PREFIX: usize = 16;
+
+/// An organisation id as the original handler normalizes it: a prefix upper-cased (`OR`, but
+/// also `MM` or any other), one `-`, and 7 characters lower-cased (`or-RF5KF25` ->
+/// `OR-rf5kf25`, `mm-7p8tc89` -> `MM-7p8tc89`). Stricter than the original in one way: both
+/// parts must be ASCII letters or digits (the prefix at most [`MAX_PREFIX`]), because the id is
+/// spliced into the organisations API's GraphQL query and compared with MediaHaven's `CP_id`.
 pub fn normalize_or_id(raw: &str) -> Result<String, Problem> {
     let bad = || Problem::BadTenant(raw.to_owned());
     let (prefix, noid) = raw.trim().split_once('-').ok_or_else(bad)?;
-    if !prefix.eq_ignore_ascii_case("OR")
-        || noid.chars().count() != 7
-        || !noid.chars().all(|c| c.is_ascii_alphanumeric())
+    let alphanumeric = |part: &str| part.chars().all(|c| c.is_ascii_alphanumeric());
+    if prefix.is_empty()
+        || prefix.len() > MAX_PREFIX
+        || !alphanumeric(prefix)
+        || noid.len() != 7
+        || !alphanumeric(noid)
     {
         return Err(bad());
     }
-    Ok(format!("OR-{}", noid.to_ascii_lowercase()))
+    Ok(format!(
+        "{}-{}",
+        prefix.to_ascii_uppercase(),
+        noid.to_ascii_lowercase()
+    ))
 }
 
 /// A PID from the PID service: exactly 10 lowercase letters or digits.
@@ -201,12 +218,18 @@ mod tests {
     fn or_ids_are_normalized_and_anything_else_is_named() -> TestResult {
         assert_eq!(normalize_or_id("or-rf5kf25")?, "OR-rf5kf25");
         assert_eq!(normalize_or_id("Or-RF5KF25")?, "OR-rf5kf25");
+        // Other prefixes, as the original's tests have them.
+        assert_eq!(normalize_or_id("mm-7p8tc89")?, "MM-7p8tc89");
+        assert_eq!(normalize_or_id("XR-rf5kf25")?, "XR-rf5kf25");
         for bad in [
             "OR-rf5kf2",
             "OR-rf5kf256",
-            "XR-rf5kf25",
+            "-rf5kf25",
             "OR_rf5kf25",
             "OR-rf5k-25",
+            "O R-rf5kf25",
+            "OR-rf5kf2\u{e9}",
+            "ORGANISATIONIDXYZ-rf5kf25",
             "",
         ] {
             let err = normalize_or_id(bad).err().ok_or(bad)?;
@@ -235,11 +258,20 @@ mod tests {
             Collateral::from_key("script/M/x.pdf")?.object_use(),
             "collateral"
         );
+        // Two segments are enough, as the original takes them; what follows does not matter.
+        let two = Collateral::from_key("closedOt/MEDIA1")?;
         assert_eq!(
-            Collateral::from_key("x.srt"),
-            Err(Problem::BadCollateralKey)
+            (two.kind.as_str(), two.media_id.as_str()),
+            ("closedOt", "MEDIA1")
         );
-        assert_eq!(Collateral::from_key("a/b/"), Err(Problem::BadCollateralKey));
+        assert_eq!(Collateral::from_key("a/b/")?.media_id, "b");
+        for bad in ["x.srt", "/MEDIA1/x.srt", "openOt//x.srt", "openOt/", ""] {
+            assert_eq!(
+                Collateral::from_key(bad),
+                Err(Problem::BadCollateralKey),
+                "{bad}"
+            );
+        }
         assert!(matches!(
             Collateral::from_key("../M/x.srt"),
             Err(Problem::BadCollateralType(_))
