@@ -7,7 +7,10 @@ use std::io;
 use quick_xml::Writer;
 use quick_xml::events::{BytesDecl, BytesEnd, BytesStart, BytesText, Event};
 
-/// Everything a sidecar says; `relation` is set for collaterals.
+/// Everything a sidecar says; `collateral` is set for collaterals. `pid` is the record's own
+/// PID: for a collateral `<essence pid>_<type>`, where the original writes the essence's PID
+/// (meemoo's metadata model gives every object a PID of its own, and the essence's
+/// `is_verwant_aan` names `<essence pid>_<type>`, which only this way is a record).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Sidecar<'a> {
     pub pid: &'a str,
@@ -43,18 +46,14 @@ pub fn render(s: &Sidecar<'_>) -> io::Result<Vec<u8>> {
                 s.key, s.cp_name
             ),
         ),
+        // The original's wording, whatever the collateral: the title names the essence's PID
+        // (the collateral's own is in `<PID>`) and the description says "Subtitles" for scripts
+        // too. A MediaHaven search or an operator reading either sees what the original wrote.
         Some(c) => (
-            format!("Collateral: pid: {}", s.pid),
+            format!("Collateral: pid: {}", c.essence_pid),
             format!(
-                "{} for essence {}:\n    - filename: {}\n    - CP: {}\n    ",
-                if c.object_use == "subtitle" {
-                    "Subtitles"
-                } else {
-                    "Collateral"
-                },
-                c.essence_pid,
-                s.key,
-                s.cp_name
+                "Subtitles for essence:\n    - filename: {}\n    - CP: {}\n    ",
+                s.key, s.cp_name
             ),
         ),
     };
@@ -234,6 +233,31 @@ mod tests {
             String::from_utf8(relation_update("j96059k22s_openOt")?)?,
             include_str!("../golden/relation-update.xml")
         );
+        Ok(())
+    }
+
+    #[test]
+    fn every_collateral_has_the_originals_title_and_description_and_a_pid_of_its_own() -> TestResult
+    {
+        let sidecar = Sidecar {
+            pid: "j96059k22s_script",
+            key: "script/MEDIA1",
+            collateral: Some(CollateralOf {
+                essence_pid: "j96059k22s",
+                media_id: "MEDIA1",
+                object_use: "collateral",
+            }),
+            ..essence("", "owner")
+        };
+        let xml = render(&sidecar)?;
+        assert_eq!(texts_of(&xml, "title")?, ["Collateral: pid: j96059k22s"]);
+        assert_eq!(
+            texts_of(&xml, "description")?,
+            ["Subtitles for essence:\n    - filename: script/MEDIA1\n    - CP: VRT\n    "]
+        );
+        assert_eq!(texts_of(&xml, "PID")?, ["j96059k22s_script"]);
+        assert_eq!(texts_of(&xml, "is_verwant_aan")?, ["j96059k22s"]);
+        assert_eq!(texts_of(&xml, "object_use")?, ["collateral"]);
         Ok(())
     }
 
