@@ -155,6 +155,7 @@ AMQP_URL='$lam_amqp_url'
 AMQP_EXCHANGE='filetransfer'
 AMQP_ROUTING_KEY='filetransfer'
 AMQP_QUEUE='filetransfer'
+AMQP_DECLARE='create'
 ENV
 cargo lambda watch --quiet --invoke-port "$lam_port" --env-file "$lam_dir/lambda.env" \
   >"$lam_dir/watch.log" 2>&1 &

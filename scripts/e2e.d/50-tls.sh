@@ -86,6 +86,7 @@ tls_sidecar() {
     FTP_PASSWORD=tra-password \
     AMQP_URL="amqps://guest:guest@127.0.0.1:$tls_amqps_port/%2f" AMQP_CA_FILE="$1" \
     AMQP_EXCHANGE=filetransfer AMQP_ROUTING_KEY=filetransfer AMQP_QUEUE=filetransfer \
+    AMQP_DECLARE=create \
     AMQP_TIMEOUT_SECS=5 \
     "$BUCKETFN_BIN/sidecar-on-create" invoke "$E2E_REPO/events/aws-s3/created.json" \
     --storage "$tls_dir/storage" >"$tls_dir/sidecar.out" 2>&1

@@ -467,6 +467,11 @@ impl Function for SidecarOnCreate {
 
     async fn start(config: Config, store: Arc<dyn ObjectStore>) -> Result<Self, StartError> {
         let publisher = Arc::new(AmqpPublisher::new(config.amqp.clone()));
+        // A topology the broker refuses would fail every event's publish: refuse to start.
+        publisher
+            .check_topology()
+            .await
+            .map_err(|e| StartError::Failed(e.into()))?;
         Self::new(config, store, publisher).map_err(StartError::Failed)
     }
 }
