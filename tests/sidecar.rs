@@ -177,9 +177,11 @@ async fn expect_err(
 async fn archives_an_essence_once_however_often_it_is_delivered() -> TestResult {
     let rig = Rig::start().await?;
     let handler = rig.handler(rig.media(), &[])?;
-    let event = rig
+    let mut event = rig
         .upload("MAM_HighresVideo", "191213-VAN+statement.MXF", "or-rf5kf25")
         .await?;
+    // The correlation id of the message the event came in, as a broker runtime sets it.
+    event.correlation_id = Some("a1b2c3".to_owned());
 
     let outcome = handler.handle(&event, &Invocation::default()).await?;
     assert!(
@@ -218,14 +220,14 @@ async fn archives_an_essence_once_however_often_it_is_delivered() -> TestResult 
     assert_eq!(published.len(), 1);
     let message = &published[0];
     assert_eq!(message.content_type, "application/json");
-    assert!(message.correlation_id.is_some());
+    assert_eq!(message.correlation_id.as_deref(), Some("a1b2c3"));
     let body: Value = serde_json::from_slice(&message.body)?;
     assert_eq!(
         body,
         json!({"source": {"domain": {"name": "s3.meemoo.test"},
                 "bucket": {"name": "MAM_HighresVideo"}, "object": {"key": KEY}},
             "destination": {"path": "/mnt/STORAGE/INGEST/SIDECAR/VRT/DISK-SHARE-EVENTS/pid0000001.MXF",
-                "host": "127.0.0.1"}})
+                "host": format!("ftp://127.0.0.1:{}", rig.ftp_port)}})
     );
     // The md5 took part in the search for an earlier ingest in this bucket, and the key was
     // quoted.

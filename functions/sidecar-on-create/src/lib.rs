@@ -336,14 +336,22 @@ impl SidecarOnCreate {
             },
             "destination": {
                 "path": format!("{INGEST_ROOT}{dir}/{pid}{}", s.extension),
-                "host": self.ftp.host_name(),
+                "host": self.transfer_host(),
             },
         });
+        // The correlation id of the message the event came in (the original passes it on as
+        // it is); outside a broker the event's id, else a stable id of the object version, so
+        // that a repeated request can still be matched with the first.
+        let correlation_id = event
+            .correlation_id
+            .clone()
+            .or_else(|| event.id.clone())
+            .unwrap_or_else(|| claim.id().to_owned());
         let message = Message {
             key: None,
             headers: vec![("pid".to_owned(), pid.clone())],
             content_type: "application/json".to_owned(),
-            correlation_id: Some(event.id.clone().unwrap_or_else(|| claim.id().to_owned())),
+            correlation_id: Some(correlation_id),
             body: Bytes::from(request.to_string()),
             timestamp: None,
         };
@@ -367,6 +375,12 @@ impl SidecarOnCreate {
         Ok(Done::Completed(format!(
             "PID {pid}: sidecar {sidecar} delivered, file transfer requested"
         )))
+    }
+
+    /// The transport server as the original's file-transfer request names it: its configured
+    /// URL (`ftp://host`, with the port when `FTP_HOST` has one), not the bare host name.
+    fn transfer_host(&self) -> String {
+        format!("ftp://{}", self.config.ftp.host)
     }
 
     /// The PID recorded by an earlier attempt, or a new one recorded before it is used.
