@@ -19,7 +19,7 @@ use crate::support::ftp_server::FtpServer;
 use crate::support::function::free_port;
 use crate::support::notifications::only_event;
 use crate::support::s3_server::S3Server;
-use crate::support::{BoxError, TestResult};
+use crate::support::{BoxError, TestResult, workspace_root};
 
 const KEY: &str = "191213-VAN statement.MXF";
 const MD5: &str = "1234abcd1234abcd1234abcd1234abcd";
@@ -851,5 +851,333 @@ async fn uploads_over_explicit_tls_to_a_server_that_requires_it() -> TestResult 
     assert!(matches!(outcome, Done::Completed(_)), "{outcome}");
     let files = rig.ftp()?.files();
     assert_eq!(files.len(), 1, "{files:?}");
+    Ok(())
+}
+
+// The original handler's records, for the gateway's own events (`events/viaa/`): what a
+// MediaHaven ingest receives must be what the original sends for the same event.
+
+const ESSENCE_PID: &str = "abcdefghij";
+
+/// A sample of meemoo's gateway, with `edit` applied to its one record.
+fn viaa_event(sample: &str, edit: impl FnOnce(&mut Value)) -> Result<ObjectEvent, BoxError> {
+    let path = workspace_root().join("events/viaa").join(sample);
+    let mut notification: Value = serde_json::from_slice(&std::fs::read(path)?)?;
+    edit(&mut notification["Records"][0]);
+    only_event(notification)
+}
+
+/// The sidecar the original handler writes (its `construct_*_sidecar`), with our XML
+/// declaration's quotes; `collateral` is `(media id, object use)`.
+fn original_sidecar(
+    title: &str,
+    description: &str,
+    pid: &str,
+    bucket: &str,
+    key: &str,
+    md5: &str,
+    collateral: Option<(&str, &str, &str)>,
+) -> String {
+    let mut xml = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<MediaHAVEN_external_metadata>\n  \
+         <title>{title}</title>\n  <description>{description}:\n    - filename: {key}\n    \
+         - CP: VRT\n    </description>\n  <MDProperties>\n    <CP>VRT</CP>\n    \
+         <CP_id>OR-rf5kf25</CP_id>\n    <sp_name>s3</sp_name>\n    <PID>{pid}</PID>\n    \
+         <s3_domain>s3</s3_domain>\n    <s3_bucket>{bucket}</s3_bucket>\n    \
+         <s3_object_key>{key}</s3_object_key>\n    \
+         <s3_object_owner>Object Owner CN+OR-id</s3_object_owner>\n"
+    );
+    if let Some((media_id, _, _)) = collateral {
+        xml.push_str(&format!(
+            "    <dc_identifier_localid>{media_id}</dc_identifier_localid>\n"
+        ));
+    }
+    let object_use = collateral.map_or("archive_master", |(_, object_use, _)| object_use);
+    xml.push_str(&format!(
+        "    <object_level>file</object_level>\n    <object_use>{object_use}</object_use>\n    \
+         <ie_type>n/a</ie_type>\n    <dc_identifier_localids>\n      \
+         <Bestandsnaam>{key}</Bestandsnaam>\n    </dc_identifier_localids>\n    \
+         <md5>{md5}</md5>\n"
+    ));
+    if let Some((_, _, related)) = collateral {
+        xml.push_str(&format!(
+            "    <dc_relations>\n      <is_verwant_aan>{related}</is_verwant_aan>\n    \
+             </dc_relations>\n"
+        ));
+    }
+    xml.push_str("  </MDProperties>\n</MediaHAVEN_external_metadata>\n");
+    xml
+}
+
+impl Rig {
+    /// Stores the object an event names, with `md5` in its metadata as the gateway keeps it.
+    async fn store(&self, event: &ObjectEvent, md5: &str) -> Result<(), BoxError> {
+        let object = NewObject {
+            body: b"content".to_vec().into(),
+            content_type: "application/octet-stream".to_owned(),
+            metadata: [("md5sum".to_owned(), md5.to_owned())].into(),
+        };
+        self.media.put(&event.bucket, &event.key, object).await?;
+        Ok(())
+    }
+
+    /// An essence ingested from `MAM_HighresVideo` as the original's data model has it: the
+    /// record of the file, and a fragment of it that carries the media id.
+    fn essence_with_fragment(&self, media_id: &str) {
+        let object = [
+            ("s3_bucket", "MAM_HighresVideo"),
+            ("s3_object_key", "essence.MXF"),
+            ("CP_id", "OR-rf5kf25"),
+            ("PID", ESSENCE_PID),
+        ];
+        let mut essence = StubRecord::new("ESSENCE", false, &object);
+        essence
+            .fields
+            .insert("object_use".to_owned(), "archive_master".to_owned());
+        self.apis.add_record(essence);
+        let mut fragment = StubRecord::new(&format!("FRAGMENT-{media_id}"), true, &object);
+        fragment
+            .fields
+            .insert("dc_identifier_localid".to_owned(), media_id.to_owned());
+        self.apis.add_record(fragment);
+    }
+
+    fn sidecar(&self, path: &str) -> Result<String, BoxError> {
+        Ok(String::from_utf8(
+            self.ftp()?.file(path).ok_or(path.to_owned())?,
+        )?)
+    }
+}
+
+/// The original's file-transfer request for `bucket/key`, sent as `<dir>/<pid><ext>`.
+fn original_request(bucket: &str, key: &str, destination: &str, ftp_port: u16) -> Value {
+    json!({"source": {"domain": {"name": "s3"}, "bucket": {"name": bucket},
+            "object": {"key": key}},
+        "destination": {"path": format!("/mnt/STORAGE/INGEST/SIDECAR{destination}"),
+            "host": format!("ftp://127.0.0.1:{ftp_port}")}})
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_gateway_essence_with_plus_in_its_key_gets_the_originals_sidecar_and_request()
+-> TestResult {
+    let rig = Rig::start().await?;
+    let handler = rig.handler(rig.media(), &[("S3_DOMAIN", "s3")])?;
+    let mut event = viaa_event("created-plus-key.json", |_| {})?;
+    // As the consume runtime sets it from the delivery's properties.
+    event.correlation_id = Some("a1b2c3".to_owned());
+    let key = "2019+12/clip+1 %2B.MXF";
+    assert_eq!(event.key, key);
+    rig.store(&event, MD5).await?;
+    let outcome = handler.handle(&event, &Invocation::default()).await?;
+    assert!(matches!(outcome, Done::Completed(_)), "{outcome}");
+
+    let expected = original_sidecar(
+        "Essence: pid: pid0000001",
+        "Main fragment for essence",
+        "pid0000001",
+        "MAM_HighresVideo",
+        key,
+        MD5,
+        None,
+    );
+    assert_eq!(
+        rig.sidecar("/VRT/DISK-SHARE-EVENTS/pid0000001.xml")?,
+        expected
+    );
+    let published = rig.publisher.published();
+    assert_eq!(published.len(), 1);
+    assert_eq!(published[0].correlation_id.as_deref(), Some("a1b2c3"));
+    let body: Value = serde_json::from_slice(&published[0].body)?;
+    assert_eq!(
+        body,
+        original_request(
+            "MAM_HighresVideo",
+            key,
+            "/VRT/DISK-SHARE-EVENTS/pid0000001.MXF",
+            rig.ftp_port
+        )
+    );
+    // The key as it arrived is what MediaHaven was asked about.
+    assert_eq!(
+        rig.apis.seen().queries,
+        [format!(
+            "+(s3_object_key:\"{key}\" md5:\"{MD5}\") +(s3_bucket:\"MAM_HighresVideo\")"
+        )]
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_second_collateral_of_a_media_id_finds_the_essence_not_the_first_collateral()
+-> TestResult {
+    let rig = Rig::start().await?;
+    rig.essence_with_fragment("MEDIA-0001");
+    let handler = rig.handler(rig.media(), &[("S3_DOMAIN", "s3")])?;
+
+    let first = viaa_event("created-collateral.json", |_| {})?;
+    let first_md5 = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    rig.store(&first, first_md5).await?;
+    let outcome = handler.handle(&first, &Invocation::default()).await?;
+    assert!(matches!(outcome, Done::Completed(_)), "{outcome}");
+    let first_path = "/VRT/COLLATERALS/abcdefghij_openOt.xml";
+    let first_xml = rig.sidecar(first_path)?;
+    assert_eq!(
+        first_xml,
+        original_sidecar(
+            "Collateral: pid: abcdefghij",
+            "Subtitles for essence",
+            "abcdefghij_openOt",
+            "mam-collaterals",
+            "openOt/MEDIA-0001/subtitles.srt",
+            first_md5,
+            Some(("MEDIA-0001", "subtitle", ESSENCE_PID)),
+        )
+    );
+    // MediaHaven ingests it: a record with the media id that now answers first.
+    rig.apis.ingest_sidecar("COLLATERAL-1", &first_xml)?;
+
+    let second = viaa_event("created-collateral.json", |record| {
+        record["s3"]["object"]["key"] = json!("closedOt/MEDIA-0001/subtitles.srt");
+    })?;
+    let second_md5 = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+    rig.store(&second, second_md5).await?;
+    let outcome = handler.handle(&second, &Invocation::default()).await?;
+    assert!(matches!(outcome, Done::Completed(_)), "{outcome}");
+    assert_eq!(
+        rig.sidecar("/VRT/COLLATERALS/abcdefghij_closedOt.xml")?,
+        original_sidecar(
+            "Collateral: pid: abcdefghij",
+            "Subtitles for essence",
+            "abcdefghij_closedOt",
+            "mam-collaterals",
+            "closedOt/MEDIA-0001/subtitles.srt",
+            second_md5,
+            Some(("MEDIA-0001", "subtitle", ESSENCE_PID)),
+        )
+    );
+    // Both relations went onto the fragment, never onto the first collateral.
+    let updates = rig.apis.seen().updates;
+    let targets: Vec<(&str, bool, bool)> = updates
+        .iter()
+        .map(|(id, _, xml)| {
+            (
+                id.as_str(),
+                xml.contains("<is_verwant_aan>abcdefghij_openOt</is_verwant_aan>"),
+                xml.contains("<is_verwant_aan>abcdefghij_closedOt</is_verwant_aan>"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        targets,
+        [
+            ("FRAGMENT-MEDIA-0001", true, false),
+            ("FRAGMENT-MEDIA-0001", false, true)
+        ]
+    );
+    let requests: Vec<Value> = rig
+        .publisher
+        .published()
+        .iter()
+        .map(|m| serde_json::from_slice(&m.body))
+        .collect::<Result<_, _>>()?;
+    assert_eq!(
+        requests[1],
+        original_request(
+            "mam-collaterals",
+            "closedOt/MEDIA-0001/subtitles.srt",
+            "/VRT/COLLATERALS/abcdefghij_closedOt.srt",
+            rig.ftp_port
+        )
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_media_id_only_earlier_collaterals_carry_is_refused_not_linked_to_them() -> TestResult {
+    let rig = Rig::start().await?;
+    // A collateral as the original archived it (its PID is the essence's), whose essence has
+    // no fragment with this media id.
+    rig.apis.add_record(StubRecord::new(
+        "ORIGINALS-COLLATERAL",
+        false,
+        &[
+            ("dc_identifier_localid", "MEDIA-0002"),
+            ("PID", ESSENCE_PID),
+            ("s3_bucket", "mam-collaterals"),
+            ("object_use", "subtitle"),
+        ],
+    ));
+    let handler = rig.handler(rig.media(), &[("S3_DOMAIN", "s3")])?;
+    let event = viaa_event("created-collateral.json", |record| {
+        record["s3"]["object"]["key"] = json!("closedOt/MEDIA-0002/subtitles.srt");
+    })?;
+    rig.store(&event, MD5).await?;
+    let err = expect_err(&handler, &event).await?;
+    assert!(!err.is_retryable(), "{err}");
+    assert!(
+        err.to_string()
+            .contains("no essence has dc_identifier_localid \"MEDIA-0002\""),
+        "{err}"
+    );
+    assert!(rig.apis.seen().updates.is_empty());
+    assert!(rig.ftp()?.files().is_empty());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_two_segment_collateral_key_is_archived_as_the_original_does() -> TestResult {
+    let rig = Rig::start().await?;
+    rig.essence_with_fragment("MEDIA-0001");
+    let handler = rig.handler(rig.media(), &[("S3_DOMAIN", "s3")])?;
+    let event = viaa_event("created-collateral.json", |record| {
+        record["s3"]["object"]["key"] = json!("script/MEDIA-0001");
+    })?;
+    rig.store(&event, MD5).await?;
+    let outcome = handler.handle(&event, &Invocation::default()).await?;
+    assert!(matches!(outcome, Done::Completed(_)), "{outcome}");
+    assert_eq!(
+        rig.sidecar("/VRT/COLLATERALS/abcdefghij_script.xml")?,
+        original_sidecar(
+            "Collateral: pid: abcdefghij",
+            "Subtitles for essence",
+            "abcdefghij_script",
+            "mam-collaterals",
+            "script/MEDIA-0001",
+            MD5,
+            Some(("MEDIA-0001", "collateral", ESSENCE_PID)),
+        )
+    );
+    // No extension in the key, none in the destination.
+    let body: Value = serde_json::from_slice(&rig.publisher.published()[0].body)?;
+    assert_eq!(
+        body["destination"]["path"],
+        "/mnt/STORAGE/INGEST/SIDECAR/VRT/COLLATERALS/abcdefghij_script"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tenant_whose_id_does_not_start_with_or_is_archived() -> TestResult {
+    let rig = Rig::start().await?;
+    rig.apis.organisation("MM-7p8tc89", Some("TESTBEELD"));
+    std::fs::create_dir_all(rig.ftp_root.path().join("TESTBEELD/DISK-SHARE-EVENTS"))?;
+    let handler = rig.handler(
+        rig.media(),
+        &[
+            ("S3_DOMAIN", "s3"),
+            ("TENANT_BY_BUCKET", "MAM_HighresVideo=mm-7p8tc89"),
+        ],
+    )?;
+    let event = viaa_event("created.json", |record| {
+        record["s3"]["bucket"]["metadata"]["tenant"] = json!("mm-7P8TC89");
+    })?;
+    rig.store(&event, MD5).await?;
+    let outcome = handler.handle(&event, &Invocation::default()).await?;
+    assert!(matches!(outcome, Done::Completed(_)), "{outcome}");
+    let xml = rig.sidecar("/TESTBEELD/DISK-SHARE-EVENTS/pid0000001.xml")?;
+    for part in ["<CP>TESTBEELD</CP>", "<CP_id>MM-7p8tc89</CP_id>"] {
+        assert!(xml.contains(part), "{part} missing in\n{xml}");
+    }
+    assert_eq!(rig.apis.seen().organisation_lookups, 1);
     Ok(())
 }

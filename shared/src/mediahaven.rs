@@ -10,7 +10,7 @@
 //! - Search: `GET {MEDIAHAVEN_URL}/mediahaven-rest-api/v2/records?q=...&startIndex=N&nrOfResults=M`
 //!   with `Accept: application/json` -> `200 {"TotalNrOfResults", "NrOfResults", "StartIndex",
 //!   "Results": [{"Internal": {"FragmentId", "IsFragment"}, "Dynamic": {"PID",
-//!   "dc_identifier_localid", "s3_bucket", "s3_object_key", "CP_id", "md5", ...},
+//!   "dc_identifier_localid", "s3_bucket", "s3_object_key", "CP_id", "md5", "object_use", ...},
 //!   "Technical": {"Md5", ...}}]}` (the `Dynamic` fields are the sidecar's `MDProperties`).
 //!   The query language is MediaHaven's Lucene-like `q`: `+(field:"value" field:"value")`
 //!   matches any of the pairs, `+(a:"x") +(b:"y")` all of them; inside quotes `\` and `"` are
@@ -163,6 +163,9 @@ pub struct Record {
     pub cp_id: Option<String>,
     /// The file's md5: MediaHaven's own (`Technical.Md5`), else the sidecar's (`md5`).
     pub md5: Option<String>,
+    /// `object_use`: `archive_master` for an essence, `subtitle` or `collateral` for what the
+    /// archive functions (and the original handler) archive as collaterals.
+    pub object_use: Option<String>,
 }
 
 impl Record {
@@ -184,6 +187,7 @@ impl From<RawRecord> for Record {
             s3_object_key: raw.dynamic.s3_object_key,
             cp_id: raw.dynamic.cp_id,
             md5: raw.technical.md5.or(raw.dynamic.md5),
+            object_use: raw.dynamic.object_use,
         }
     }
 }
@@ -232,6 +236,7 @@ struct RawDynamic {
     #[serde(rename = "CP_id")]
     cp_id: Option<String>,
     md5: Option<String>,
+    object_use: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -411,12 +416,15 @@ mod tests {
             "TotalNrOfResults": 2, "NrOfResults": 2, "StartIndex": 0, "Results": [
                 {"Internal": {"FragmentId": "F1", "IsFragment": false},
                  "Dynamic": {"PID": "abcdefghij", "s3_bucket": "media",
-                     "s3_object_key": "in/clip.mxf", "CP_id": "OR-rf5kf25", "md5": "sidecar"},
+                     "s3_object_key": "in/clip.mxf", "CP_id": "OR-rf5kf25", "md5": "sidecar",
+                     "object_use": "archive_master"},
                  "Technical": {"Md5": "computed"}},
                 {"Internal": {"FragmentId": "F2"}, "Dynamic": {"md5": "sidecar"}}]}))?;
         let records: Vec<Record> = page.results.into_iter().map(Record::from).collect();
         assert_eq!(records[0].cp_id.as_deref(), Some("OR-rf5kf25"));
         assert_eq!(records[0].md5.as_deref(), Some("computed"));
+        assert_eq!(records[0].object_use.as_deref(), Some("archive_master"));
+        assert_eq!(records[1].object_use, None);
         assert_eq!(records[1].md5.as_deref(), Some("sidecar"));
         assert!(records[0].is_of("media", "in/clip.mxf"));
         for (bucket, key) in [

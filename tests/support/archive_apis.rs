@@ -1,7 +1,10 @@
 //! The HTTP APIs of the archive flow as local servers that follow their documented contracts
 //! (see `bucketfn::mediahaven` and `sidecar_on_create::services`): MediaHaven REST v2 with
 //! OAuth2 ROPC tokens, the PID service and the organisations GraphQL API; each route can be
-//! told to answer an error status or to stall, as a busy service does.
+//! told to answer an error status or to stall, as a busy service does. Records follow the
+//! original handler's data model: an essence ingested from the store, its fragments carrying
+//! the media id (`dc_identifier_localid`), and collaterals carrying that media id as well
+//! ([`ArchiveApis::ingest_sidecar`] adds what an ingested sidecar becomes).
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -201,6 +204,51 @@ impl ArchiveApis {
         self.shared.lock().records.push(record);
     }
 
+    /// What MediaHaven holds once it ingested a sidecar (`MediaHAVEN_external_metadata`): a
+    /// record that is not a fragment, whose fields are the direct children of `MDProperties`
+    /// (nested lists such as `dc_relations` are left out). It is put first, as a search
+    /// ranked by ingest date answers the newest record first: a collateral archived after its
+    /// essence's fragments then comes before them.
+    pub fn ingest_sidecar(&self, fragment_id: &str, xml: &str) -> Result<(), String> {
+        let start = xml
+            .find("<MDProperties>")
+            .ok_or("the sidecar has no MDProperties")?;
+        let end = xml
+            .find("</MDProperties>")
+            .ok_or("the sidecar's MDProperties is not closed")?;
+        let mut fields = BTreeMap::new();
+        let mut depth = 0usize;
+        for line in xml[start + "<MDProperties>".len()..end].lines() {
+            let line = line.trim();
+            if line.is_empty() {
+                continue;
+            }
+            if let Some(rest) = line.strip_prefix('<')
+                && let Some((name, after)) = rest.split_once('>')
+                && let Some(value) = after.strip_suffix(&format!("</{name}>"))
+            {
+                if depth == 0 {
+                    fields.insert(name.to_owned(), unescape_xml(value));
+                }
+            } else if line.starts_with("</") {
+                depth = depth.saturating_sub(1);
+            } else if line.starts_with('<') && !line.ends_with("/>") {
+                depth += 1;
+            } else {
+                return Err(format!("unexpected sidecar line {line:?}"));
+            }
+        }
+        self.shared.lock().records.insert(
+            0,
+            StubRecord {
+                fragment_id: fragment_id.to_owned(),
+                is_fragment: false,
+                fields,
+            },
+        );
+        Ok(())
+    }
+
     /// How searches match from now on.
     pub fn set_matching(&self, matching: Matching) {
         self.shared.lock().matching = matching;
@@ -239,6 +287,16 @@ impl Drop for ArchiveApis {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// The five predefined entities, the only references a sidecar writer emits for text.
+fn unescape_xml(value: &str) -> String {
+    value
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&apos;", "'")
+        .replace("&amp;", "&")
 }
 
 fn form_fields(body: &[u8]) -> BTreeMap<String, String> {

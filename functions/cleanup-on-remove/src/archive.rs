@@ -109,6 +109,7 @@ mod tests {
             s3_object_key: object.map(|(_, k)| k.to_owned()),
             cp_id: None,
             md5: None,
+            object_use: None,
         }
     }
 

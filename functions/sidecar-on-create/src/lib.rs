@@ -398,6 +398,14 @@ impl SidecarOnCreate {
 
     /// The essence's PID and the collateral's (`<essence pid>_<type>`), after linking the
     /// collateral to the essence in MediaHaven (an update that is the same on every retry).
+    ///
+    /// In the original's data model the media id sits on the essence's fragments (an essence
+    /// ingested from the store has none of its own), and every collateral archived for that
+    /// media id carries it too, so a search by media id answers fragments and earlier
+    /// collaterals in whatever order MediaHaven ranks them. The record the collateral belongs
+    /// to is a fragment; only where there is none, a non-fragment that is no collateral (not
+    /// from a collateral bucket, object use neither `subtitle` nor `collateral`). An earlier
+    /// collateral is never taken, where the original takes the first answer.
     async fn collateral_pid(
         &self,
         s: &Subject<'_>,
@@ -414,14 +422,25 @@ impl SidecarOnCreate {
             .iter()
             .filter(|r| r.local_id.as_deref() == Some(c.media_id.as_str()))
             .collect();
+        let is_collateral = |r: &Record| {
+            r.s3_bucket
+                .as_deref()
+                .is_some_and(|b| self.config.collateral_buckets.contains(b))
+                || matches!(r.object_use.as_deref(), Some("subtitle" | "collateral"))
+        };
         let essence = exact
             .iter()
-            .find(|r| !r.is_fragment)
-            .or_else(|| exact.first())
+            .find(|r| r.is_fragment)
+            .or_else(|| exact.iter().find(|r| !r.is_fragment && !is_collateral(r)))
             .ok_or_else(|| {
                 ApiError::refused(
                     "MediaHaven",
-                    format!("no essence has dc_identifier_localid {:?}", c.media_id),
+                    format!(
+                        "no essence has dc_identifier_localid {:?} (no fragment of one, and \
+                         no record that is not a collateral; {} collateral(s) have it)",
+                        c.media_id,
+                        exact.len()
+                    ),
                 )
                 .about("looking up the essence", bucket, key)
             })?;
