@@ -7,14 +7,14 @@ use std::sync::Arc;
 use bucketfn::storage::{LocalStore, S3Store};
 use bucketfn::{Done, Env, Handler, Invocation, NewObject, ObjectEvent, ObjectStore};
 use cleanup_on_remove::{CleanupOnRemove, Config};
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::support::archive_apis::{
     ArchiveApis, CLIENT_ID, CLIENT_SECRET, Failure, Matching, PASSWORD, Route, StubRecord, USERNAME,
 };
 use crate::support::notifications::only_event;
 use crate::support::s3_server::S3Server;
-use crate::support::{BoxError, TestResult};
+use crate::support::{BoxError, TestResult, workspace_root};
 
 fn config(apis: &ArchiveApis, targets: &str) -> Result<Config, BoxError> {
     Ok(Env::from_pairs([
@@ -313,5 +313,104 @@ async fn thumbnails_on_s3_are_removed_by_their_names() -> TestResult {
             "t/photos/a + b.jpg/readme.txt"
         ]
     );
+    Ok(())
+}
+
+/// A sample of meemoo's gateway (`events/viaa/`), with `edit` applied to its one record.
+fn viaa_removed(sample: &str, edit: impl FnOnce(&mut Value)) -> Result<ObjectEvent, BoxError> {
+    let path = workspace_root().join("events/viaa").join(sample);
+    let mut notification: Value = serde_json::from_slice(&std::fs::read(path)?)?;
+    edit(&mut notification["Records"][0]);
+    only_event(notification)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_gateway_removal_takes_the_key_as_sent_and_its_collaterals_first() -> TestResult {
+    let apis = ArchiveApis::start().await?;
+    let key = "2019+12/clip+1 %2B.MXF";
+    let object = [("s3_bucket", "MAM_HighresVideo"), ("s3_object_key", key)];
+    apis.add_record(StubRecord::new("ESSENCE", false, &object));
+    let mut fragment = StubRecord::new("FRAGMENT", true, &object);
+    fragment
+        .fields
+        .insert("dc_identifier_localid".to_owned(), "MEDIA-0001".to_owned());
+    apis.add_record(fragment);
+    for (id, collateral_key) in [
+        ("OPEN-SUBS", "openOt/MEDIA-0001/subtitles.srt"),
+        ("CLOSED-SUBS", "closedOt/MEDIA-0001/subtitles.srt"),
+    ] {
+        apis.add_record(StubRecord::new(
+            id,
+            false,
+            &[
+                ("s3_bucket", "mam-collaterals"),
+                ("s3_object_key", collateral_key),
+                ("dc_identifier_localid", "MEDIA-0001"),
+                ("object_use", "subtitle"),
+            ],
+        ));
+    }
+    // What form decoding would have made of the key: another object, left alone.
+    apis.add_record(StubRecord::new(
+        "FORM-DECODED",
+        false,
+        &[
+            ("s3_bucket", "MAM_HighresVideo"),
+            ("s3_object_key", "2019 12/clip 1 +.MXF"),
+        ],
+    ));
+    let dir = tempfile::tempdir()?;
+    for bucket in ["MAM_HighresVideo", "mam-collaterals"] {
+        std::fs::create_dir(dir.path().join(bucket))?;
+    }
+    let store: Arc<dyn ObjectStore> = Arc::new(LocalStore::new(dir.path().to_path_buf()));
+    let handler = CleanupOnRemove::new(config(&apis, "mediahaven")?, store)?;
+
+    let event = viaa_removed("removed.json", |record| {
+        record["s3"]["object"]["key"] = json!(key);
+    })?;
+    assert_eq!(event.event_name, "ObjectRemoved:*");
+    let outcome = handler.handle(&event, &Invocation::default()).await?;
+    assert!(
+        matches!(&outcome, Done::Completed(what) if what.contains("essence ESSENCE and 2 collateral")),
+        "{outcome}"
+    );
+    let seen = apis.seen();
+    assert_eq!(
+        seen.queries[0],
+        format!("+(s3_object_key:\"{key}\") +(s3_bucket:\"MAM_HighresVideo\")")
+    );
+    let ids: Vec<&str> = seen.deletes.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(ids, ["OPEN-SUBS", "CLOSED-SUBS", "ESSENCE"]);
+    assert!(
+        seen.deletes[2]
+            .1
+            .contains(&format!("bucket \"MAM_HighresVideo\" and key \"{key}\"")),
+        "{}",
+        seen.deletes[2].1
+    );
+
+    // The original's own sample: a collateral removed from its bucket takes only its record.
+    apis.add_record(StubRecord::new(
+        "XIF",
+        false,
+        &[
+            ("s3_bucket", "mam-collaterals"),
+            ("s3_object_key", "TYPE/MEDIAID/blabla.xif"),
+            ("dc_identifier_localid", "MEDIAID"),
+        ],
+    ));
+    let outcome = handler
+        .handle(
+            &viaa_removed("removed-collateral.json", |_| {})?,
+            &Invocation::default(),
+        )
+        .await?;
+    assert!(
+        matches!(&outcome, Done::Completed(what) if what.contains("essence XIF and 0 collateral")),
+        "{outcome}"
+    );
+    let left: Vec<String> = apis.records().into_iter().map(|r| r.fragment_id).collect();
+    assert_eq!(left, ["FRAGMENT", "FORM-DECODED"]);
     Ok(())
 }
