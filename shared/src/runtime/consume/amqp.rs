@@ -73,6 +73,9 @@ pub(crate) struct AmqpSettings {
     pub declare: Declare,
     /// `CONSUME_RETRY_QUEUE`: where retryable messages wait (default `<queue>.retry`).
     pub retry_queue: String,
+    /// `CONSUME_DEAD_LETTER_EXCHANGE`: with `CONSUME_DECLARE=durable`, the dead-letter
+    /// exchange the queue is declared with (it must exist).
+    pub dead_letter_exchange: Option<String>,
 }
 
 impl fmt::Debug for AmqpSettings {
@@ -154,6 +157,14 @@ impl AmqpSettings {
             );
         }
         let declare = env.or("CONSUME_DECLARE", Declare::Passive);
+        let dead_letter_exchange: Option<String> = env.optional("CONSUME_DEAD_LETTER_EXCHANGE");
+        if dead_letter_exchange.is_some() && declare == Declare::Passive {
+            env.problem(
+                "CONSUME_DEAD_LETTER_EXCHANGE",
+                "is only used with CONSUME_DECLARE=durable: a queue declared passively keeps \
+                 the dead-letter exchange it has",
+            );
+        }
         let retry_queue: Option<String> = env.optional("CONSUME_RETRY_QUEUE");
         let queue = queue?;
         let retry_queue = retry_queue.unwrap_or_else(|| format!("{queue}.retry"));
@@ -170,6 +181,10 @@ impl AmqpSettings {
             (
                 "CONSUME_BINDING_KEY",
                 binding.as_ref().map(|b| b.1.as_str()),
+            ),
+            (
+                "CONSUME_DEAD_LETTER_EXCHANGE",
+                dead_letter_exchange.as_deref(),
             ),
         ] {
             if name.is_some_and(|n| n.len() > MAX_NAME_BYTES) {
@@ -189,6 +204,7 @@ impl AmqpSettings {
             exchange_type,
             declare,
             retry_queue,
+            dead_letter_exchange,
         })
     }
 }
@@ -369,9 +385,38 @@ impl AmqpSource {
             "create it as the deployment's topology says (with a dead-letter exchange), or set \
              CONSUME_DECLARE=durable to have it created"
         } else {
-            "an existing one of other properties is never redeclared; match CONSUME_DECLARE \
-             and CONSUME_EXCHANGE_TYPE to it, or use CONSUME_DECLARE=passive"
+            "an existing one of other properties is never redeclared; match \
+             CONSUME_EXCHANGE_TYPE and CONSUME_DEAD_LETTER_EXCHANGE to it, or use \
+             CONSUME_DECLARE=passive"
         };
+        // RabbitMQ compares a declaration's arguments with the queue's: a durable declaration
+        // names the dead-letter exchange, so that the queue it finds or makes has that one.
+        let mut queue_arguments = FieldTable::default();
+        if let (false, Some(exchange)) = (passive, &s.dead_letter_exchange) {
+            channel
+                .exchange_declare(
+                    ShortString::from(exchange.as_str()),
+                    ExchangeKind::Fanout,
+                    ExchangeDeclareOptions {
+                        passive: true,
+                        ..ExchangeDeclareOptions::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await
+                .map_err(|e| {
+                    refused(
+                        format!("dead-letter exchange {exchange:?}"),
+                        "CONSUME_DEAD_LETTER_EXCHANGE",
+                        "create it (and a queue bound to it) first",
+                        e,
+                    )
+                })?;
+            queue_arguments.insert(
+                ShortString::from("x-dead-letter-exchange"),
+                AMQPValue::LongString(LongString::from(exchange.as_str())),
+            );
+        }
         channel
             .queue_declare(
                 ShortString::from(s.queue.as_str()),
@@ -380,7 +425,7 @@ impl AmqpSource {
                     durable: true,
                     ..QueueDeclareOptions::default()
                 },
-                FieldTable::default(),
+                queue_arguments,
             )
             .await
             .map_err(|e| refused(format!("queue {:?}", s.queue), "CONSUME_QUEUE", advice, e))?;
@@ -729,6 +774,7 @@ mod tests {
             ("CONSUME_EXCHANGE", "s3"),
             ("CONSUME_DECLARE", "eager"),
             ("CONSUME_EXCHANGE_TYPE", "direkt"),
+            ("CONSUME_DEAD_LETTER_EXCHANGE", "dlx"),
         ]);
         for variable in [
             "CONSUME_AMQP_URL",
@@ -736,6 +782,7 @@ mod tests {
             "CONSUME_BINDING_KEY",
             "CONSUME_DECLARE",
             "CONSUME_EXCHANGE_TYPE",
+            "CONSUME_DEAD_LETTER_EXCHANGE",
         ] {
             assert!(
                 found.iter().any(|p| p.starts_with(variable)),

@@ -252,7 +252,7 @@ async fn handle<H: Handler, M: Incoming>(
     let attempt = message.attempt();
     let span = info_span!(
         "message",
-        message = %message.label(),
+        delivery = %message.label(),
         attempt,
         correlation_id = message.correlation_id().unwrap_or_default(),
     );
