@@ -1,6 +1,7 @@
 //! Puts a sidecar on the MediaHaven transport server over FTP (passive mode, optionally
-//! upgraded to TLS with `AUTH TLS`), under a temporary name renamed into place, so that the
-//! server's watcher never picks up half a file.
+//! upgraded to TLS with `AUTH TLS`): by default under a temporary name renamed into place, so
+//! that the server's watcher never picks up half a file; or, for accounts without the right to
+//! rename, directly under its name, as the original s3-events-handler does.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -31,6 +32,37 @@ pub struct FtpSettings {
     pub ca_file: Option<PathBuf>,
     /// `FTP_TIMEOUT_SECS`: limit for the whole upload (connect, login, transfer, rename).
     pub timeout: Duration,
+    /// `FTP_UPLOAD`: how the file reaches its name.
+    pub upload: UploadMode,
+}
+
+/// How a sidecar reaches its name on the transport server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UploadMode {
+    /// `FTP_UPLOAD=rename` (the default): stored as `.<name>.part`, then renamed to `<name>`.
+    /// The name only ever holds a whole file; the account needs the right to rename (and
+    /// the watchfolder must ignore dot-files, or at least `*.part`).
+    Rename,
+    /// `FTP_UPLOAD=direct`: stored as `<name>` with one `STOR`, as the original does. Needs
+    /// only the right to write; while the transfer runs the name holds part of the file, so
+    /// the watchfolder must wait for a file to be complete (closed, or its size stable).
+    Direct,
+}
+
+impl UploadMode {
+    fn read(env: &mut Env) -> Self {
+        match env.raw("FTP_UPLOAD").map(str::trim).unwrap_or("") {
+            "" | "rename" => Self::Rename,
+            "direct" => Self::Direct,
+            other => {
+                env.problem(
+                    "FTP_UPLOAD",
+                    format!("{other:?} is neither `rename` nor `direct`"),
+                );
+                Self::Rename
+            }
+        }
+    }
 }
 
 impl fmt::Debug for FtpSettings {
@@ -41,6 +73,7 @@ impl fmt::Debug for FtpSettings {
             .field("tls", &self.tls)
             .field("ca_file", &self.ca_file)
             .field("timeout", &self.timeout)
+            .field("upload", &self.upload)
             .finish_non_exhaustive()
     }
 }
@@ -59,6 +92,7 @@ impl FtpSettings {
         if secs == 0 {
             env.problem("FTP_TIMEOUT_SECS", "must be at least 1");
         }
+        let upload = UploadMode::read(env);
         Some(Self {
             host: host?,
             user: user?,
@@ -66,6 +100,7 @@ impl FtpSettings {
             tls,
             ca_file,
             timeout: Duration::from_secs(secs.max(1)),
+            upload,
         })
     }
 
@@ -108,6 +143,34 @@ impl From<UploadError> for HandlerError {
             Self::retryable(error)
         } else {
             Self::permanent(error)
+        }
+    }
+}
+
+/// What went wrong on the wire, and where.
+#[derive(Debug, thiserror::Error)]
+enum TransferError {
+    #[error(transparent)]
+    Ftp(#[from] FtpError),
+    /// The server took the temporary file but would not rename it: most often an account
+    /// without the rename right, which no retry gives it.
+    #[error(
+        "the server refused to rename {partial} to {name}: FTP_UPLOAD=rename (the default) \
+         needs an account that may rename; FTP_UPLOAD=direct stores the file under its name \
+         instead, for a watchfolder that waits for complete files"
+    )]
+    RenameRefused {
+        partial: String,
+        name: String,
+        #[source]
+        source: FtpError,
+    },
+}
+
+impl TransferError {
+    fn retryable(&self) -> bool {
+        match self {
+            Self::Ftp(e) | Self::RenameRefused { source: e, .. } => retryable(e),
         }
     }
 }
@@ -165,7 +228,7 @@ impl Uploader {
         };
         match tokio::time::timeout(self.settings.timeout, self.transfer(dir, name, body)).await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(fail(retryable(&e), Box::new(e))),
+            Ok(Err(e)) => Err(fail(e.retryable(), Box::new(e))),
             Err(_) => Err(fail(
                 true,
                 format!("no answer within {:?}", self.settings.timeout).into(),
@@ -173,7 +236,7 @@ impl Uploader {
         }
     }
 
-    async fn transfer(&self, dir: &str, name: &str, body: &[u8]) -> Result<(), FtpError> {
+    async fn transfer(&self, dir: &str, name: &str, body: &[u8]) -> Result<(), TransferError> {
         let mut ftp = AsyncRustlsFtpStream::connect(self.settings.address()).await?;
         if let Some(config) = &self.tls {
             let connector =
@@ -185,10 +248,27 @@ impl Uploader {
             .await?;
         ftp.transfer_type(FileType::Binary).await?;
         ftp.cwd(dir).await?;
-        let partial = format!(".{name}.part");
         let mut reader = body;
-        ftp.put_file(&partial, &mut reader).await?;
-        ftp.rename(partial.as_str(), name).await?;
+        match self.settings.upload {
+            UploadMode::Direct => {
+                // A retried event writes the same bytes under the same name again.
+                ftp.put_file(name, &mut reader).await?;
+            }
+            UploadMode::Rename => {
+                let partial = format!(".{name}.part");
+                ftp.put_file(&partial, &mut reader).await?;
+                if let Err(source) = ftp.rename(partial.as_str(), name).await {
+                    // Leave no stray temporary file where a delete is allowed; where it is
+                    // not, the next attempt overwrites it.
+                    let _ = ftp.rm(partial.as_str()).await;
+                    return Err(TransferError::RenameRefused {
+                        partial: format!("{dir}/{partial}"),
+                        name: format!("{dir}/{name}"),
+                        source,
+                    });
+                }
+            }
+        }
         // The file is in place; a failed goodbye changes nothing.
         let _ = ftp.quit().await;
         Ok(())
@@ -226,7 +306,40 @@ mod tests {
             tls: false,
             ca_file: None,
             timeout: Duration::from_secs(1),
+            upload: UploadMode::Rename,
         }
+    }
+
+    fn upload_mode(value: Option<&str>) -> (UploadMode, Vec<String>) {
+        let mut pairs = vec![("FTP_HOST", "h"), ("FTP_USER", "u"), ("FTP_PASSWORD", "p")];
+        pairs.extend(value.map(|v| ("FTP_UPLOAD", v)));
+        let mut env = Env::from_pairs(pairs);
+        let mode = FtpSettings::read(&mut env).map(|s| s.upload);
+        let problems = env
+            .finish()
+            .err()
+            .map(|e| {
+                e.problems
+                    .iter()
+                    .map(|p| format!("{}: {}", p.variable, p.message))
+                    .collect()
+            })
+            .unwrap_or_default();
+        (mode.unwrap_or(UploadMode::Rename), problems)
+    }
+
+    #[test]
+    fn uploads_rename_into_place_unless_direct_is_asked_for() {
+        assert_eq!(upload_mode(None), (UploadMode::Rename, vec![]));
+        assert_eq!(upload_mode(Some("rename")), (UploadMode::Rename, vec![]));
+        assert_eq!(upload_mode(Some(" direct ")), (UploadMode::Direct, vec![]));
+        let (_, problems) = upload_mode(Some("atomic"));
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.contains("FTP_UPLOAD") && p.contains("\"atomic\"")),
+            "{problems:?}"
+        );
     }
 
     #[test]
