@@ -862,6 +862,14 @@ mod tests {
     fn router_with(
         env: &[(&str, &str)],
     ) -> Result<(Router, Arc<MemoryStore>), Box<dyn std::error::Error>> {
+        routes_with(env, app)
+    }
+
+    /// The routes `build` (`app` or `ops_app`) makes of the service with `env`'s settings.
+    fn routes_with(
+        env: &[(&str, &str)],
+        build: fn(Service<Copier>, &RuntimeSettings) -> Result<Routes, ServeError>,
+    ) -> Result<(Router, Arc<MemoryStore>), Box<dyn std::error::Error>> {
         let store = Arc::new(MemoryStore::new());
         let raw: Arc<dyn ObjectStore> = Arc::clone(&store) as Arc<dyn ObjectStore>;
         let recording: Arc<dyn ObjectStore> = Arc::new(RecordingStore(Arc::clone(&raw)));
@@ -887,7 +895,31 @@ mod tests {
             },
             governor: Governor::new(&settings),
         };
-        Ok((app(service, &settings)?.events, store))
+        Ok((build(service, &settings)?.events, store))
+    }
+
+    #[tokio::test]
+    async fn the_routes_of_consume_take_no_events_and_need_no_event_auth() -> TestResult {
+        let (router, store) = routes_with(&[("EVENT_AUTH", "")], ops_app)?;
+        let (status, body) = call(&router, "GET", "/healthz", String::new()).await?;
+        assert_eq!((status, body.as_str()), (StatusCode::OK, "ok\n"));
+        store.insert("b", "a.txt", &b"a"[..], "text/plain");
+        let (status, _) = call(&router, "POST", "/", notification("a.txt")).await?;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(
+            store.keys(),
+            [("b".to_owned(), "a.txt".to_owned())],
+            "a POST was handled"
+        );
+        let (status, _) = call(&router, "GET", "/events/stats", String::new()).await?;
+        assert_eq!(status, StatusCode::OK);
+        let (status, _, _) = call_as(&router, "GET", "/metrics", None, String::new()).await?;
+        assert_eq!(
+            status,
+            StatusCode::UNAUTHORIZED,
+            "the pages keep their credential"
+        );
+        Ok(())
     }
 
     fn notification(key: &str) -> String {
