@@ -17,6 +17,7 @@ mod lambda;
 mod latest;
 mod live_data;
 mod log_secrets;
+mod meemoo_profile;
 mod runtime_limits;
 mod s3_store;
 mod serve_security;

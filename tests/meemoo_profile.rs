@@ -1,0 +1,161 @@
+//! The meemoo profile (deploy/meemoo/*.env.example) loaded as the functions' configuration,
+//! as a container gets it from `--env-file`: it parses, names only variables bucketfn reads,
+//! and reproduces what the original s3-events-handler hard-codes.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use bucketfn::runtime::RuntimeSettings;
+use bucketfn::sink::amqp::Declare;
+use bucketfn::{Env, FromEnv};
+use sidecar_on_create::ftp::UploadMode;
+
+use crate::support::{BoxError, TestResult, workspace_root};
+
+/// `KEY=VALUE` lines as Docker's `--env-file` reads them: `#` comments and blank lines
+/// skipped, the value everything after the first `=`, quotes included. A key given twice in
+/// one file is refused: one of the two would be silently lost.
+fn env_file(name: &str) -> Result<BTreeMap<String, String>, BoxError> {
+    let path = workspace_root().join("deploy/meemoo").join(name);
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut vars = BTreeMap::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (key, value) = line
+            .split_once('=')
+            .ok_or_else(|| format!("{name}:{}: not KEY=VALUE: {line:?}", n + 1))?;
+        if value.starts_with('"') || value.starts_with('\'') {
+            return Err(format!("{name}:{}: Docker would keep the quotes of {key}", n + 1).into());
+        }
+        if vars.insert(key.to_owned(), value.to_owned()).is_some() {
+            return Err(format!("{name}:{}: {key} is set twice", n + 1).into());
+        }
+    }
+    Ok(vars)
+}
+
+/// Later files win, as with several `--env-file`s.
+fn profile(files: &[&str], overrides: &[(&str, &str)]) -> Result<Env, BoxError> {
+    let mut vars = BTreeMap::new();
+    for file in files {
+        vars.extend(env_file(file)?);
+    }
+    vars.extend(
+        overrides
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+    );
+    Ok(Env::from_pairs(vars))
+}
+
+/// Every `.rs` file under `dir`, as text.
+fn sources(dir: &Path, into: &mut String) -> Result<(), BoxError> {
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_dir() {
+            sources(&path, into)?;
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            into.push_str(&std::fs::read_to_string(&path)?);
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn every_variable_of_the_profile_is_one_bucketfn_reads() -> TestResult {
+    let root = workspace_root();
+    let mut code = String::new();
+    for dir in ["shared/src", "functions"] {
+        sources(&root.join(dir), &mut code)?;
+    }
+    for file in ["meemoo.env.example", "cleanup-on-remove.env.example"] {
+        for key in env_file(file)?.keys() {
+            // Read by bucketfn (`env.or("NAME", ..)`, ...) or by the AWS SDK's own chain.
+            let read = code.contains(&format!("\"{key}\"")) || key.starts_with("AWS_");
+            assert!(read, "{file}: {key} is read by nothing (a typo?)");
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn the_profile_is_sidecar_on_creates_configuration_and_the_originals_rules() -> TestResult {
+    let mut env = profile(&["meemoo.env.example"], &[])?;
+    let runtime = RuntimeSettings::read(&mut env);
+    let config = sidecar_on_create::Config::read(&mut env);
+    env.finish()?;
+    let config = config.ok_or("no configuration")?;
+    assert!(
+        runtime.sources.is_some(),
+        "SOURCE_BUCKETS is needed against S3"
+    );
+    assert_eq!(runtime.concurrency, 1);
+
+    // is_collateral(): the one collateral bucket.
+    assert_eq!(
+        config.collateral_buckets.iter().collect::<Vec<_>>(),
+        ["mam-collaterals"]
+    );
+    // query_params_item_ingested(): VRT's essences are not matched by md5.
+    assert_eq!(config.md5_exempt_tenant.as_deref(), Some("VRT"));
+    // destination_config.yml in production: only VRT's essences go to tape.
+    let d = &config.destinations;
+    assert_eq!(d.environment, "production");
+    for (cp, kind, folder) in [
+        ("VRT", "essence", "TAPE-SHARE-EVENTS"),
+        ("VRT", "collateral", "DISK-SHARE-EVENTS"),
+        ("Testbeeld", "essence", "DISK-SHARE-EVENTS"),
+        ("meemoo", "essence", "DISK-SHARE-EVENTS"),
+    ] {
+        assert_eq!(d.folder(cp, "OR-rf5kf25", kind), folder, "{cp} {kind}");
+    }
+    // The file-transfer topology as the original declares it, and its routing by queue name.
+    assert_eq!(
+        config.amqp.declare,
+        Declare::Create {
+            queue_durable: true,
+            exchange_durable: false
+        }
+    );
+    assert_eq!(config.amqp.queue.as_deref(), Some("filetransfer"));
+    assert_eq!(config.amqp.routing_key, "filetransfer");
+    // One STOR under the final name, as the original uploads.
+    assert_eq!(config.ftp.upload, UploadMode::Direct);
+    Ok(())
+}
+
+#[test]
+fn in_qas_every_destination_is_disk() -> TestResult {
+    let config: sidecar_on_create::Config =
+        profile(&["meemoo.env.example"], &[("APP_ENVIRONMENT", "qas")])?.load()?;
+    for cp in ["VRT", "Testbeeld"] {
+        for kind in ["essence", "collateral"] {
+            let folder = config.destinations.folder(cp, "OR-rf5kf25", kind);
+            assert_eq!(folder, "DISK-SHARE-EVENTS", "{cp} {kind}");
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn cleanup_on_remove_reads_the_profile_with_a_queue_of_its_own() -> TestResult {
+    let files = ["meemoo.env.example", "cleanup-on-remove.env.example"];
+    let mut env = profile(&files, &[])?;
+    let runtime = RuntimeSettings::read(&mut env);
+    let config = cleanup_on_remove::Config::read(&mut env);
+    env.finish()?;
+    config.ok_or("no configuration")?;
+    assert!(runtime.sources.is_some());
+    // One queue per function: on a shared queue each would ack the other's events as skipped.
+    let common = env_file(files[0])?;
+    let cleanup = env_file(files[1])?;
+    assert_ne!(common.get("CONSUME_QUEUE"), cleanup.get("CONSUME_QUEUE"));
+    assert_eq!(
+        cleanup.get("CLEANUP_TARGETS").map(String::as_str),
+        Some("mediahaven")
+    );
+    Ok(())
+}
