@@ -136,6 +136,7 @@ topo_mismatch_refused() {
   grep -q 'AMQP exchange "filetransfer"' "$out" || { log "exchange not named: $(cat "$out")"; return 1; }
   grep -q "inequivalent arg 'durable'" "$out" || { log "difference not named: $(cat "$out")"; return 1; }
   grep -q 'AMQP_EXCHANGE_DURABLE' "$out" || { log "the variable is not named: $(cat "$out")"; return 1; }
+  log "refused: $(grep 'start-up failed' "$out")"
   [ "$(topo_ftp_files)" = "$before" ] || { log "a sidecar was uploaded"; return 1; }
   topo_queued "" && topo_broker non-durable
 }
@@ -152,6 +153,7 @@ topo_missing_refused() {
     grep -q 'AMQP exchange "nowhere": does not exist' "$out" &&
     grep -q 'AMQP_DECLARE=create' "$out" ||
     { log "no clear start-up error: $(cat "$out")"; return 1; }
+  log "refused: $(grep 'start-up failed' "$out")"
   topo_queued ""
 }
 check "passive, a missing exchange is a start-up error naming it" topo_missing_refused
