@@ -6,7 +6,9 @@
 # when it comes back; a message that keeps failing is dead-lettered after CONSUME_MAX_ATTEMPTS;
 # SIGTERM with messages in flight (their store stalls) hands them back unacked; a broker
 # restart mid-stream loses nothing and acks nothing early; a missing queue and a mismatched
-# exchange stop the start naming them; /healthz and /events/stats answer while consuming.
+# exchange stop the start naming them; /healthz and /events/stats answer while consuming. Last,
+# sidecar-on-create consumes an event from the same broker (AMQP_URL for both) and its
+# file-transfer request carries the message's correlation id.
 # Sourced by scripts/e2e.sh. Cold: rabbitmq-server from apt (about 25 s), pika from PyPI,
 # s3s-fs from crates.io (about 3 min, once, cached).
 
@@ -47,6 +49,8 @@ if command == "topology":
                           arguments={"x-dead-letter-exchange": "events.dlx"})
     # An exchange of a type consume's durable declaration would contradict.
     channel.exchange_declare("s3-fanout", exchange_type="fanout", durable=True)
+    # Where sidecar-on-create's file-transfer requests go (by the default exchange).
+    channel.queue_declare("filetransfer", durable=True)
 elif command == "publish":
     # publish FILE CORRELATION_ID...: persistent, as a gateway publishes, confirmed.
     channel.confirm_delivery()
@@ -360,4 +364,43 @@ con_restart_loses_nothing() {
 }
 check "consume: a broker restart mid-stream loses no message and acks none early" \
   con_restart_loses_nothing
+con_stop
+
+# --- sidecar-on-create: the correlation id of the message reaches its file-transfer request.
+con_api_port=$(free_port)
+con_ftp_port=$(free_port)
+mkdir -p "$con_dir/ftp/VRT/DISK-SHARE-EVENTS" "$con_dir/storage/media-uploads/photos/2024"
+"$BUCKETFN_BIN/archive-stubs" --http "127.0.0.1:$con_api_port" --ftp-port "$con_ftp_port" \
+  --ftp-root "$con_dir/ftp" --organisation OR-rf5kf25=VRT >"$con_dir/stubs.log" 2>&1 &
+on_exit "kill $!"
+wait_port "$con_api_port"
+wait_port "$con_ftp_port"
+con_api="http://127.0.0.1:$con_api_port"
+cp "$E2E_REPO/demo/photos/samples/lake at dawn.jpg" "$con_dir/storage/media-uploads/photos/2024/sidecar.jpg"
+con_event sidecar media-uploads photos/2024/sidecar.jpg
+env RUST_LOG=info MEDIAHAVEN_URL="$con_api" MEDIAHAVEN_CLIENT_ID=bucketfn-client \
+  MEDIAHAVEN_CLIENT_SECRET=client-secret-value MEDIAHAVEN_USERNAME=archivist \
+  MEDIAHAVEN_PASSWORD=archivist-password PID_SERVICE_URL="$con_api/pid" \
+  ORGANISATIONS_API_URL="$con_api/organisations" TENANT_BY_BUCKET=media-uploads=OR-rf5kf25 \
+  S3_DOMAIN=s3.archive.example FTP_HOST="127.0.0.1:$con_ftp_port" FTP_USER=tra \
+  FTP_PASSWORD=tra-password AMQP_URL="$con_amqp_url" AMQP_ROUTING_KEY=filetransfer \
+  CONSUME_QUEUE=events PORT="$con_http_port" LISTEN_ADDRESS=127.0.0.1 \
+  "$BUCKETFN_BIN/sidecar-on-create" consume --storage "$con_dir/storage" >"$con_dir/sidecar.log" 2>&1 &
+con_pid=$!
+on_exit "kill $con_pid"
+con_sidecar_carries_correlation_id() {
+  con_log_has "$con_dir/sidecar.log" 'Consuming.' || return 1
+  con_broker publish "$con_dir/sidecar.json" corr-sidecar-42 || return 1
+  con_wait_counts filetransfer "1 0" 30 || return 1
+  con_wait_counts events "0 0" || return 1
+  con_broker take filetransfer >"$con_dir/filetransfer.jsonl"
+  python3 - "$con_dir/filetransfer.jsonl" <<'PY'
+import json, sys
+[message] = map(json.loads, open(sys.argv[1]))
+assert message["correlation_id"] == "corr-sidecar-42", message
+assert json.loads(message["body"])["source"]["object"]["key"] == "photos/2024/sidecar.jpg", message
+PY
+}
+check "consume: sidecar-on-create's file-transfer request carries the message's correlation id" \
+  con_sidecar_carries_correlation_id
 con_stop
