@@ -1,15 +1,17 @@
 //! The meemoo profile (deploy/meemoo/*.env.example) loaded as the functions' configuration,
 //! as a container gets it from `--env-file`: it parses, names only variables bucketfn reads,
-//! and reproduces what the original s3-events-handler hard-codes.
+//! reproduces what the original s3-events-handler hard-codes, and `consume` starts on it.
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::time::Duration;
 
 use bucketfn::runtime::RuntimeSettings;
 use bucketfn::sink::amqp::Declare;
 use bucketfn::{Env, FromEnv};
 use sidecar_on_create::ftp::UploadMode;
 
+use crate::support::function::{CLEANUP_ON_REMOVE, FunctionProcess, free_port};
 use crate::support::{BoxError, TestResult, workspace_root};
 
 /// `KEY=VALUE` lines as Docker's `--env-file` reads them: `#` comments and blank lines
@@ -157,5 +159,52 @@ fn cleanup_on_remove_reads_the_profile_with_a_queue_of_its_own() -> TestResult {
         cleanup.get("CLEANUP_TARGETS").map(String::as_str),
         Some("mediahaven")
     );
+    Ok(())
+}
+
+#[tokio::test]
+async fn cleanup_on_remove_consume_starts_on_the_profile() -> TestResult {
+    // The profile as it is, but for where the broker and the buckets are: nothing listens on
+    // the broker's port, and the buckets are folders (`--storage`), so that start-up gets as
+    // far as consuming. A configuration problem (consume's own variables included) would end
+    // the process at once with `invalid configuration`.
+    let files = ["meemoo.env.example", "cleanup-on-remove.env.example"];
+    let mut vars = BTreeMap::new();
+    for file in files {
+        vars.extend(env_file(file)?);
+    }
+    let broker = free_port()?;
+    vars.insert(
+        "AMQP_URL".to_owned(),
+        format!("amqp://guest:guest@127.0.0.1:{broker}/%2f"),
+    );
+    vars.insert("PORT".to_owned(), free_port()?.to_string());
+    vars.insert("LISTEN_ADDRESS".to_owned(), "127.0.0.1".to_owned());
+    let storage = tempfile::tempdir()?;
+    for bucket in ["MAM_HighresVideo", "mam-collaterals"] {
+        std::fs::create_dir(storage.path().join(bucket))?;
+    }
+    let env: Vec<(&str, String)> = vars.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+    let dir = storage.path().to_string_lossy().into_owned();
+    let mut process =
+        FunctionProcess::spawn(CLEANUP_ON_REMOVE, &["consume", "--storage", &dir], &env)?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let logs = process.logs();
+        if logs.contains("Cannot reach the broker; trying again.") {
+            break;
+        }
+        // `wait` with no time to wait fails while the process runs.
+        if let Ok(code) = process.wait(Duration::ZERO).await {
+            return Err(format!("consume exited ({code:?}) on the profile:\n{logs}").into());
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(format!("consume did not get to the broker:\n{logs}").into());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!process.logs().contains("invalid configuration"));
+    process.terminate()?;
+    process.wait(Duration::from_secs(20)).await?;
     Ok(())
 }
