@@ -329,7 +329,7 @@ const RECONNECT_FIRST: Duration = Duration::from_secs(1);
 const RECONNECT_LONGEST: Duration = Duration::from_secs(30);
 
 /// Takes messages from `source` until `stop` turns true, each handled in its own task; then
-/// takes no more, lets those in flight finish for `settings.shutdown` and hands back the rest.
+/// takes no more, lets those in flight finish for `shutdown` and hands back the rest.
 async fn consume<H: Handler, S: Source>(
     mut source: S,
     context: Arc<Context<H>>,
@@ -340,7 +340,16 @@ async fn consume<H: Handler, S: Source>(
     let mut in_flight = JoinSet::new();
     let mut pause = RECONNECT_FIRST;
     let mut connected = false;
+    let mut lost = false;
     'run: loop {
+        if lost {
+            lost = false;
+            // A broker that ends every subscription at once must not make a busy loop.
+            tokio::select! {
+                () = tokio::time::sleep(RECONNECT_FIRST) => {}
+                () = abandoned(&mut stop) => break 'run,
+            }
+        }
         if !connected {
             tokio::select! {
                 result = source.connect() => match result {
@@ -383,10 +392,12 @@ async fn consume<H: Handler, S: Source>(
                         "Lost the broker; connecting again."
                     );
                     connected = false;
+                    lost = true;
                 }
                 None => {
                     warn!(source = %source.name(), "The subscription ended; connecting again.");
                     connected = false;
+                    lost = true;
                 }
             },
             Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}

@@ -204,3 +204,214 @@ fn header_names_that_are_not_http_are_left_out() {
     );
     assert!(header_name("bad name").is_none());
 }
+
+/// The runtime loop with a source in memory: what each message was settled as, by key.
+mod runtime_loop {
+    use super::*;
+    use crate::event::ObjectEvent;
+    use crate::ledger::{LedgerSettings, Recorder};
+    use crate::outcome::{Done, HandlerError, Outcome};
+    use crate::runtime::metrics::Metrics;
+    use crate::runtime::{Invocation, RuntimeSettings};
+    use std::collections::VecDeque;
+    use std::sync::Mutex;
+
+    type Settled = Arc<Mutex<Vec<(String, Settlement)>>>;
+
+    /// Done for most keys, retryable for `flaky`; `hold` never finishes.
+    struct Keys;
+
+    impl Handler for Keys {
+        async fn handle(&self, event: &ObjectEvent, _: &Invocation) -> Outcome {
+            match event.key.as_str() {
+                "hold" => std::future::pending().await,
+                "flaky" => Err(HandlerError::retryable("store down")),
+                _ => Ok(Done::Completed("done".into())),
+            }
+        }
+    }
+
+    /// A message of one S3 created record for `b/<key>`.
+    struct Message {
+        key: &'static str,
+        body: Vec<u8>,
+        attempt: u32,
+        settled: Settled,
+    }
+
+    impl Incoming for Message {
+        fn body(&self) -> &[u8] {
+            &self.body
+        }
+        fn headers(&self) -> HeaderMap {
+            HeaderMap::new()
+        }
+        fn correlation_id(&self) -> Option<String> {
+            None
+        }
+        fn attempt(&self) -> u32 {
+            self.attempt
+        }
+        fn label(&self) -> String {
+            self.key.to_owned()
+        }
+        async fn settle(self, settlement: &Settlement) -> Result<(), SettleError> {
+            let mut settled = self
+                .settled
+                .lock()
+                .map_err(|e| SettleError(e.to_string().into()))?;
+            settled.push((self.key.to_owned(), settlement.clone()));
+            Ok(())
+        }
+    }
+
+    /// What `next` hands out, in order; after the last step the subscription stays idle.
+    enum Step {
+        Message(&'static str, u32),
+        Lost,
+    }
+
+    struct Script {
+        steps: VecDeque<Step>,
+        settled: Settled,
+        connects: Arc<Mutex<u32>>,
+    }
+
+    impl Source for Script {
+        type Message = Message;
+        fn name(&self) -> String {
+            "script".into()
+        }
+        async fn connect(&mut self) -> Result<(), SourceError> {
+            if let Ok(mut n) = self.connects.lock() {
+                *n += 1;
+            }
+            Ok(())
+        }
+        async fn next(&mut self) -> Option<Result<Message, SourceError>> {
+            match self.steps.pop_front() {
+                Some(Step::Message(key, attempt)) => Some(Ok(Message {
+                    key,
+                    body: s3_records(&[key]),
+                    attempt,
+                    settled: Arc::clone(&self.settled),
+                })),
+                Some(Step::Lost) => Some(Err(SourceError::Lost("connection reset".into()))),
+                None => std::future::pending().await,
+            }
+        }
+        async fn stop_taking(&mut self) {}
+        async fn close(&mut self) {}
+    }
+
+    fn context() -> Result<Arc<Context<Keys>>, Box<dyn std::error::Error>> {
+        let mut env = Env::from_pairs([("BATCH_CONCURRENCY", "4")]);
+        let settings = RuntimeSettings::read(&mut env);
+        env.finish()?;
+        let ledger = LedgerSettings {
+            url: None,
+            capacity: 100,
+            prefix: None,
+            ca_file: None,
+        }
+        .open("keys")?;
+        Ok(Arc::new(Context {
+            handler: Arc::new(Keys),
+            governor: Governor::new(&settings),
+            observer: Observer {
+                metrics: Arc::new(Metrics::default()),
+                recorder: Recorder::start(ledger),
+                instance: "test/1".into(),
+            },
+            retry: RETRY,
+            timeout: Duration::from_secs(60),
+            max_bytes: 1 << 20,
+        }))
+    }
+
+    /// Runs the loop over `steps` until `settled` holds `count` settlements, then stops it
+    /// as SIGTERM would; returns the settlements, sorted by key, and the connects.
+    async fn run(
+        steps: Vec<Step>,
+        count: usize,
+    ) -> Result<(Vec<(String, Settlement)>, u32), Box<dyn std::error::Error>> {
+        let settled: Settled = Arc::default();
+        let connects = Arc::new(Mutex::new(0));
+        let source = Script {
+            steps: steps.into(),
+            settled: Arc::clone(&settled),
+            connects: Arc::clone(&connects),
+        };
+        let (stop_tx, stop) = watch::channel(false);
+        let running = tokio::spawn(consume(
+            source,
+            context()?,
+            Duration::from_millis(300),
+            stop,
+        ));
+        for _ in 0..500 {
+            if settled.lock().map_err(|e| e.to_string())?.len() >= count {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        stop_tx.send(true)?;
+        tokio::time::timeout(Duration::from_secs(10), running).await???;
+        let mut settled = settled.lock().map_err(|e| e.to_string())?.clone();
+        settled.sort_by(|a, b| a.0.cmp(&b.0));
+        let connects = *connects.lock().map_err(|e| e.to_string())?;
+        Ok((settled, connects))
+    }
+
+    #[tokio::test]
+    async fn each_message_is_settled_by_its_outcome_and_unfinished_ones_go_back_at_shutdown()
+    -> TestResult {
+        let (settled, _) = run(
+            vec![
+                Step::Message("ok", 1),
+                Step::Message("flaky", 1),
+                Step::Message("hold", 1),
+            ],
+            2,
+        )
+        .await?;
+        assert_eq!(
+            settled,
+            [
+                (
+                    "flaky".to_owned(),
+                    Settlement::RetryLater {
+                        next_attempt: 2,
+                        delay: RETRY.delay,
+                        reason: "store down".into()
+                    }
+                ),
+                ("hold".to_owned(), Settlement::Requeue),
+                ("ok".to_owned(), Settlement::Ack),
+            ]
+        );
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_lost_connection_is_rebuilt_and_consuming_goes_on() -> TestResult {
+        let (settled, connects) = run(
+            vec![
+                Step::Message("first", 1),
+                Step::Lost,
+                Step::Message("second", 1),
+            ],
+            2,
+        )
+        .await?;
+        assert_eq!(connects, 2);
+        assert_eq!(
+            settled,
+            [
+                ("first".to_owned(), Settlement::Ack),
+                ("second".to_owned(), Settlement::Ack),
+            ]
+        );
+        Ok(())
+    }
+}
