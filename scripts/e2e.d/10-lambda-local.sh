@@ -49,7 +49,7 @@ lam_s3_expect() {
 # Every bucket the samples name exists, as a deployment's do: a missing bucket is a permanent
 # failure, never "the object no longer exists".
 for bucket in media-uploads photos mam-highresvideo mam-ingest media-uploads-gcs cos-media \
-  media-uploads-versioned; do
+  media-uploads-versioned mam-collaterals; do
   lam_s3_expect 200 PUT "$bucket"
 done
 # The objects the samples name: the AWS S3 samples' image, the gateway samples' essence.
@@ -214,7 +214,13 @@ lam_expected() {
     # trusted).
     sidecar-on-create:ceph/created.json | sidecar-on-create:ceph/cloudevent-created.json | \
       sidecar-on-create:gcs/*finalize* | sidecar-on-create:demo/created.json | \
-      sidecar-on-create:ibm-cos/write.json) echo bucketfn.Permanent ;;
+      sidecar-on-create:ibm-cos/write.json | sidecar-on-create:viaa/created-collateral.json)
+      echo bucketfn.Permanent ;;
+    # meemoo's gateway names a bucket S3 does not allow (MAM_HighresVideo, upper case and _):
+    # the S3 server refuses it, as S3 would, and a refusal is never "the object is gone".
+    sidecar-on-create:viaa/created.json | sidecar-on-create:viaa/created-plus-key.json | \
+      cleanup-on-remove:viaa/removed.json | forward-to-stream:viaa/created.json | \
+      forward-to-stream:viaa/created-plus-key.json) echo bucketfn.Permanent ;;
     # OCI events and S3 Batch tasks name no principal, and a sidecar needs the object's owner.
     sidecar-on-create:oci/createobject.json | sidecar-on-create:oci/updateobject.json)
       echo bucketfn.Permanent ;;
