@@ -2,8 +2,11 @@
 //! FTP server of the integration tests as one process, for the end-to-end script.
 //!
 //! Usage: `archive-stubs --http ADDR --ftp-port PORT --ftp-root DIR [--organisation OR-ID=LABEL]...`;
-//! MediaHaven records are added with `POST /_stub/records` and what the stubs saw is at
-//! `GET /_stub/seen`. Prints `ready` when both listen; stops on SIGTERM or Ctrl-C.
+//! MediaHaven records are added with `POST /_stub/records` (a JSON list) or
+//! `POST /_stub/ingest/<fragment id>` (a sidecar, as MediaHaven ingests it), a route's next
+//! answers made errors or stalls with `POST /_stub/fail` (`{"route": "pid", "status": 503,
+//! "times": 2}`, `"stall_ms": 300`), and what the stubs saw is at `GET /_stub/seen`. Prints
+//! `ready` when both listen; stops on SIGTERM or Ctrl-C.
 
 // The tests use the inspection helpers of these modules; this binary only serves.
 #[allow(dead_code)]

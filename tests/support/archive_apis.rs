@@ -27,8 +27,9 @@ pub const CLIENT_SECRET: &str = "client-secret-value";
 pub const USERNAME: &str = "archivist";
 pub const PASSWORD: &str = "archivist-password";
 
-/// The routes failures can be queued for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+/// The routes failures can be queued for (by scripts as `"token"`, `"pid"`, ...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Route {
     Token,
     Search,
@@ -138,6 +139,47 @@ impl Shared {
         }
     }
 
+    /// See [`ArchiveApis::ingest_sidecar`].
+    fn ingest_sidecar(&self, fragment_id: &str, xml: &str) -> Result<(), String> {
+        let start = xml
+            .find("<MDProperties>")
+            .ok_or("the sidecar has no MDProperties")?;
+        let end = xml
+            .find("</MDProperties>")
+            .ok_or("the sidecar's MDProperties is not closed")?;
+        let mut fields = BTreeMap::new();
+        let mut depth = 0usize;
+        for line in xml[start + "<MDProperties>".len()..end].lines() {
+            let line = line.trim();
+            if line.is_empty() {
+                continue;
+            }
+            if let Some(rest) = line.strip_prefix('<')
+                && let Some((name, after)) = rest.split_once('>')
+                && let Some(value) = after.strip_suffix(&format!("</{name}>"))
+            {
+                if depth == 0 {
+                    fields.insert(name.to_owned(), unescape_xml(value));
+                }
+            } else if line.starts_with("</") {
+                depth = depth.saturating_sub(1);
+            } else if line.starts_with('<') && !line.ends_with("/>") {
+                depth += 1;
+            } else {
+                return Err(format!("unexpected sidecar line {line:?}"));
+            }
+        }
+        self.lock().records.insert(
+            0,
+            StubRecord {
+                fragment_id: fragment_id.to_owned(),
+                is_fragment: false,
+                fields,
+            },
+        );
+        Ok(())
+    }
+
     fn authorised(&self, headers: &HeaderMap) -> bool {
         let token = headers
             .get("authorization")
@@ -175,6 +217,8 @@ impl ArchiveApis {
             .route("/organisations", post(organisations))
             .route("/_stub/seen", get(seen))
             .route("/_stub/records", post(seed))
+            .route("/_stub/ingest/{id}", post(ingest))
+            .route("/_stub/fail", post(fail))
             .with_state(shared.clone());
         let listener = TcpListener::bind(address).await?;
         let url = format!("http://{}", listener.local_addr()?);
@@ -210,43 +254,7 @@ impl ArchiveApis {
     /// ranked by ingest date answers the newest record first: a collateral archived after its
     /// essence's fragments then comes before them.
     pub fn ingest_sidecar(&self, fragment_id: &str, xml: &str) -> Result<(), String> {
-        let start = xml
-            .find("<MDProperties>")
-            .ok_or("the sidecar has no MDProperties")?;
-        let end = xml
-            .find("</MDProperties>")
-            .ok_or("the sidecar's MDProperties is not closed")?;
-        let mut fields = BTreeMap::new();
-        let mut depth = 0usize;
-        for line in xml[start + "<MDProperties>".len()..end].lines() {
-            let line = line.trim();
-            if line.is_empty() {
-                continue;
-            }
-            if let Some(rest) = line.strip_prefix('<')
-                && let Some((name, after)) = rest.split_once('>')
-                && let Some(value) = after.strip_suffix(&format!("</{name}>"))
-            {
-                if depth == 0 {
-                    fields.insert(name.to_owned(), unescape_xml(value));
-                }
-            } else if line.starts_with("</") {
-                depth = depth.saturating_sub(1);
-            } else if line.starts_with('<') && !line.ends_with("/>") {
-                depth += 1;
-            } else {
-                return Err(format!("unexpected sidecar line {line:?}"));
-            }
-        }
-        self.shared.lock().records.insert(
-            0,
-            StubRecord {
-                fragment_id: fragment_id.to_owned(),
-                is_fragment: false,
-                fields,
-            },
-        );
-        Ok(())
+        self.shared.ingest_sidecar(fragment_id, xml)
     }
 
     /// How searches match from now on.
@@ -547,6 +555,51 @@ async fn seed(
     axum::Json(records): axum::Json<Vec<StubRecord>>,
 ) -> Response {
     shared.lock().records.extend(records);
+    StatusCode::NO_CONTENT.into_response()
+}
+
+/// `POST /_stub/ingest/{id}`: what MediaHaven holds once it ingested the sidecar in the body,
+/// as record `id` ranked first ([`ArchiveApis::ingest_sidecar`]), for scripts.
+async fn ingest(State(shared): State<Shared>, Path(id): Path<String>, body: String) -> Response {
+    match shared.ingest_sidecar(&id, &body) {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => (StatusCode::BAD_REQUEST, e).into_response(),
+    }
+}
+
+/// What `POST /_stub/fail` takes: `{"route": "pid", "status": 503, "times": 2}`, or
+/// `"stall_ms": 300` instead of a status (the route answers normally after the wait).
+#[derive(serde::Deserialize)]
+struct FailRequest {
+    route: Route,
+    status: Option<u16>,
+    stall_ms: Option<u64>,
+    #[serde(default = "one")]
+    times: u8,
+}
+
+fn one() -> u8 {
+    1
+}
+
+/// `POST /_stub/fail`: the route's next `times` answers are `status` (or wait `stall_ms`, at
+/// most a minute), for scripts (as [`ArchiveApis::fail_next`]); at most 255 at once.
+async fn fail(
+    State(shared): State<Shared>,
+    axum::Json(request): axum::Json<FailRequest>,
+) -> Response {
+    let failure = match (request.status, request.stall_ms) {
+        (Some(code), None) => Failure::Status(code),
+        (None, Some(ms)) => Failure::Stall(Duration::from_millis(ms.min(60_000))),
+        _ => return (StatusCode::BAD_REQUEST, "one of status and stall_ms").into_response(),
+    };
+    let failures = vec![failure; usize::from(request.times)];
+    shared
+        .lock()
+        .failures
+        .entry(request.route)
+        .or_default()
+        .extend(failures);
     StatusCode::NO_CONTENT.into_response()
 }
 
