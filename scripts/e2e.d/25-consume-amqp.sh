@@ -231,11 +231,11 @@ check "consume: a queue that does not exist stops the start, naming it" \
   con_refused "$con_dir/missing.log" 'queue "nowhere" (CONSUME_QUEUE)' CONSUME_QUEUE=nowhere
 check "consume: an exchange declared otherwise stops the start, naming it" \
   con_refused "$con_dir/mismatch.log" 'exchange "s3-fanout" (CONSUME_EXCHANGE)' \
-  CONSUME_DECLARE=durable CONSUME_DEAD_LETTER_EXCHANGE=events.dlx CONSUME_EXCHANGE=s3-fanout \
+  CONSUME_DECLARE=create CONSUME_DEAD_LETTER_EXCHANGE=events.dlx CONSUME_EXCHANGE=s3-fanout \
   CONSUME_BINDING_KEY='#' CONSUME_EXCHANGE_TYPE=topic
 check "consume: a durable declaration with another dead-letter exchange is refused, naming it" \
   con_refused "$con_dir/other-dlx.log" 'queue "events" (CONSUME_QUEUE)' \
-  CONSUME_DECLARE=durable CONSUME_DEAD_LETTER_EXCHANGE=s3-fanout
+  CONSUME_DECLARE=create CONSUME_DEAD_LETTER_EXCHANGE=s3-fanout
 
 # --- The store down at first: the event is retried until it is back, then done once.
 con_start "$con_dir/run1.log"

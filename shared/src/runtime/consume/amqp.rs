@@ -37,9 +37,10 @@ pub(crate) enum Declare {
     /// Check that they exist, never change them (the default): an existing topology is never
     /// contradicted, and a missing one is a start-up error.
     Passive,
-    /// Create them durable when missing; an existing one of other properties is a start-up
-    /// error (RabbitMQ refuses the declaration).
-    Durable,
+    /// Declare them on every connection, as the original s3-events-handler does: what a
+    /// broker restart took (a non-durable exchange) comes back. An existing one of other
+    /// properties is a start-up error (RabbitMQ refuses the declaration).
+    Create,
 }
 
 impl std::str::FromStr for Declare {
@@ -47,8 +48,8 @@ impl std::str::FromStr for Declare {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "passive" => Ok(Self::Passive),
-            "durable" => Ok(Self::Durable),
-            other => Err(format!("{other:?}: expected passive or durable")),
+            "create" => Ok(Self::Create),
+            other => Err(format!("{other:?}: expected passive or create")),
         }
     }
 }
@@ -67,13 +68,16 @@ pub(crate) struct AmqpSettings {
     pub queue: String,
     /// `CONSUME_EXCHANGE` and `CONSUME_BINDING_KEY`: an exchange to bind the queue to.
     pub binding: Option<(String, String)>,
-    /// `CONSUME_EXCHANGE_TYPE`: the type a durable declaration gives the exchange.
+    /// `CONSUME_EXCHANGE_TYPE`: the type `create` gives the exchange.
     pub exchange_type: String,
+    /// `CONSUME_EXCHANGE_DURABLE`: the durability `create` gives the exchange (the original's
+    /// events exchange is not durable).
+    pub exchange_durable: bool,
     /// `CONSUME_DECLARE`.
     pub declare: Declare,
     /// `CONSUME_RETRY_QUEUE`: where retryable messages wait (default `<queue>.retry`).
     pub retry_queue: String,
-    /// `CONSUME_DEAD_LETTER_EXCHANGE`: with `CONSUME_DECLARE=durable`, the dead-letter
+    /// `CONSUME_DEAD_LETTER_EXCHANGE`: with `CONSUME_DECLARE=create`, the dead-letter
     /// exchange the queue is declared with (it must exist).
     pub dead_letter_exchange: Option<String>,
 }
@@ -158,12 +162,23 @@ impl AmqpSettings {
         }
         let declare = env.or("CONSUME_DECLARE", Declare::Passive);
         let dead_letter_exchange: Option<String> = env.optional("CONSUME_DEAD_LETTER_EXCHANGE");
-        if dead_letter_exchange.is_some() && declare == Declare::Passive {
-            env.problem(
-                "CONSUME_DEAD_LETTER_EXCHANGE",
-                "is only used with CONSUME_DECLARE=durable: a queue declared passively keeps \
-                 the dead-letter exchange it has",
-            );
+        let exchange_durable: Option<bool> = env.optional("CONSUME_EXCHANGE_DURABLE");
+        if declare == Declare::Passive {
+            // A setting nothing declares would be a promise nobody keeps.
+            if dead_letter_exchange.is_some() {
+                env.problem(
+                    "CONSUME_DEAD_LETTER_EXCHANGE",
+                    "is only used with CONSUME_DECLARE=create: a queue declared passively \
+                     keeps the dead-letter exchange it has",
+                );
+            }
+            if exchange_durable.is_some() {
+                env.problem(
+                    "CONSUME_EXCHANGE_DURABLE",
+                    "is only used with CONSUME_DECLARE=create: an exchange checked passively \
+                     keeps the durability it has",
+                );
+            }
         }
         let retry_queue: Option<String> = env.optional("CONSUME_RETRY_QUEUE");
         let queue = queue?;
@@ -202,6 +217,7 @@ impl AmqpSettings {
             queue,
             binding,
             exchange_type,
+            exchange_durable: exchange_durable.unwrap_or(true),
             declare,
             retry_queue,
             dead_letter_exchange,
@@ -383,13 +399,13 @@ impl AmqpSource {
         let passive = s.declare == Declare::Passive;
         let advice = if passive {
             "create it as the deployment's topology says (with a dead-letter exchange), or set \
-             CONSUME_DECLARE=durable to have it created"
+             CONSUME_DECLARE=create to have it declared"
         } else {
             "an existing one of other properties is never redeclared; match \
-             CONSUME_EXCHANGE_TYPE and CONSUME_DEAD_LETTER_EXCHANGE to it, or use \
-             CONSUME_DECLARE=passive"
+             CONSUME_EXCHANGE_TYPE, CONSUME_EXCHANGE_DURABLE and CONSUME_DEAD_LETTER_EXCHANGE \
+             to it, or use CONSUME_DECLARE=passive"
         };
-        // RabbitMQ compares a declaration's arguments with the queue's: a durable declaration
+        // RabbitMQ compares a declaration's arguments with the queue's: a declaration
         // names the dead-letter exchange, so that the queue it finds or makes has that one.
         let mut queue_arguments = FieldTable::default();
         if let (false, Some(exchange)) = (passive, &s.dead_letter_exchange) {
@@ -442,7 +458,7 @@ impl AmqpSource {
                     kind,
                     ExchangeDeclareOptions {
                         passive,
-                        durable: true,
+                        durable: s.exchange_durable,
                         ..ExchangeDeclareOptions::default()
                     },
                     FieldTable::default(),
@@ -775,6 +791,7 @@ mod tests {
             ("CONSUME_DECLARE", "eager"),
             ("CONSUME_EXCHANGE_TYPE", "direkt"),
             ("CONSUME_DEAD_LETTER_EXCHANGE", "dlx"),
+            ("CONSUME_EXCHANGE_DURABLE", "false"),
         ]);
         for variable in [
             "CONSUME_AMQP_URL",
@@ -783,6 +800,7 @@ mod tests {
             "CONSUME_DECLARE",
             "CONSUME_EXCHANGE_TYPE",
             "CONSUME_DEAD_LETTER_EXCHANGE",
+            "CONSUME_EXCHANGE_DURABLE",
         ] {
             assert!(
                 found.iter().any(|p| p.starts_with(variable)),
