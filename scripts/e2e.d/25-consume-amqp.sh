@@ -20,17 +20,7 @@ con_dir=$(mktemp -d)
 on_exit "rm -rf '$con_dir'"
 
 # --- RabbitMQ: its own node, ports and state.
-con_amqp_port=$(free_port)
-con_dist_port=$(free_port)
-con_node="bucketfn-e2e-consume-$$@localhost"
-con_rabbit_dir=$(mktemp -d)
-on_exit "rm -rf '$con_rabbit_dir'"
-chown rabbitmq: "$con_rabbit_dir"
-log "starting RabbitMQ node $con_node on 127.0.0.1:$con_amqp_port"
-start_rabbitmq "$con_node" "$con_rabbit_dir" RABBITMQ_NODE_IP_ADDRESS=127.0.0.1 \
-  RABBITMQ_NODE_PORT="$con_amqp_port" RABBITMQ_DIST_PORT="$con_dist_port"
-wait_port "$con_amqp_port" 30
-con_amqp_url="amqp://guest:guest@127.0.0.1:$con_amqp_port/%2f"
+start_loopback_rabbitmq con consume
 
 # The broker's side, with pika: the topology an operator declares, publishing, what the queues
 # hold.

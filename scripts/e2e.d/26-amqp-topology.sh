@@ -15,17 +15,7 @@ topo_dir=$(mktemp -d)
 on_exit "rm -rf '$topo_dir'"
 
 # --- RabbitMQ: its own node, ports and state.
-topo_amqp_port=$(free_port)
-topo_dist_port=$(free_port)
-topo_node="bucketfn-e2e-topology-$$@localhost"
-topo_rabbit_dir=$(mktemp -d)
-on_exit "rm -rf '$topo_rabbit_dir'"
-chown rabbitmq: "$topo_rabbit_dir"
-log "starting RabbitMQ node $topo_node on 127.0.0.1:$topo_amqp_port"
-start_rabbitmq "$topo_node" "$topo_rabbit_dir" RABBITMQ_NODE_IP_ADDRESS=127.0.0.1 \
-  RABBITMQ_NODE_PORT="$topo_amqp_port" RABBITMQ_DIST_PORT="$topo_dist_port"
-wait_port "$topo_amqp_port" 30
-topo_amqp_url="amqp://guest:guest@127.0.0.1:$topo_amqp_port/%2f"
+start_loopback_rabbitmq topo topology
 
 # --- The archive API stubs and the FTP server; objects in a local-directory store.
 topo_api_port=$(free_port)

@@ -26,17 +26,7 @@ arc_dir=$(mktemp -d)
 on_exit "rm -rf '$arc_dir'"
 
 # --- RabbitMQ: its own node, ports and state.
-arc_amqp_port=$(free_port)
-arc_dist_port=$(free_port)
-arc_node="bucketfn-e2e-archive-$$@localhost"
-arc_rabbit_dir=$(mktemp -d)
-on_exit "rm -rf '$arc_rabbit_dir'"
-chown rabbitmq: "$arc_rabbit_dir"
-log "starting RabbitMQ node $arc_node on 127.0.0.1:$arc_amqp_port"
-start_rabbitmq "$arc_node" "$arc_rabbit_dir" RABBITMQ_NODE_IP_ADDRESS=127.0.0.1 \
-  RABBITMQ_NODE_PORT="$arc_amqp_port" RABBITMQ_DIST_PORT="$arc_dist_port"
-wait_port "$arc_amqp_port" 30
-arc_amqp_url="amqp://guest:guest@127.0.0.1:$arc_amqp_port/%2f"
+start_loopback_rabbitmq arc archive
 
 # The broker's side, with pika: the original's declarations (meemoo/events.py), the gateway's
 # publishing, what a queue holds.

@@ -109,6 +109,25 @@ start_rabbitmq() {
   [ -n "$up" ] || { log "RabbitMQ did not start: $(tail -5 "$dir"/log/*.log 2>&1)"; return 1; }
 }
 
+# start_loopback_rabbitmq PREFIX NAME: a RabbitMQ node of the part's own on loopback ports,
+# with its own state folder (Debian's wrapper runs the node as the rabbitmq user), stopped on
+# exit; sets PREFIX_node, PREFIX_amqp_port and PREFIX_amqp_url (guest, vhost /).
+start_loopback_rabbitmq() {
+  local prefix=$1 node="bucketfn-e2e-$2-$$@localhost" amqp_port dist_port dir
+  amqp_port=$(free_port)
+  dist_port=$(free_port)
+  dir=$(mktemp -d)
+  on_exit "rm -rf '$dir'"
+  chown rabbitmq: "$dir"
+  log "starting RabbitMQ node $node on 127.0.0.1:$amqp_port"
+  start_rabbitmq "$node" "$dir" RABBITMQ_NODE_IP_ADDRESS=127.0.0.1 \
+    RABBITMQ_NODE_PORT="$amqp_port" RABBITMQ_DIST_PORT="$dist_port" || return 1
+  wait_port "$amqp_port" 30
+  printf -v "${prefix}_node" '%s' "$node"
+  printf -v "${prefix}_amqp_port" '%s' "$amqp_port"
+  printf -v "${prefix}_amqp_url" '%s' "amqp://guest:guest@127.0.0.1:$amqp_port/%2f"
+}
+
 # check NAME COMMAND...: runs one end-to-end check and counts it.
 check() {
   local name=$1

@@ -283,6 +283,26 @@ impl Env {
     }
 }
 
+/// The problems `read` reports for the variables `pairs` alone, as `VARIABLE: message` lines,
+/// for the tests of each settings type.
+#[cfg(test)]
+pub(crate) fn problems_of<T>(
+    pairs: &[(&str, &str)],
+    read: impl FnOnce(&mut Env) -> Option<T>,
+) -> Vec<String> {
+    let mut env = Env::from_pairs(pairs.iter().copied());
+    let _ = read(&mut env);
+    env.finish()
+        .err()
+        .map(|e| {
+            e.problems
+                .iter()
+                .map(|p| format!("{}: {}", p.variable, p.message))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -771,17 +771,7 @@ mod tests {
     use super::*;
 
     fn problems(pairs: &[(&str, &str)]) -> Vec<String> {
-        let mut env = Env::from_pairs(pairs.iter().copied());
-        let _ = AmqpSettings::read(&mut env);
-        env.finish()
-            .err()
-            .map(|e| {
-                e.problems
-                    .iter()
-                    .map(|p| format!("{}: {}", p.variable, p.message))
-                    .collect()
-            })
-            .unwrap_or_default()
+        crate::config::problems_of(pairs, AmqpSettings::read)
     }
 
     #[test]
