@@ -283,16 +283,17 @@ impl Env {
     }
 }
 
-/// The problems `read` reports for the variables `pairs` alone, as `VARIABLE: message` lines,
-/// for the tests of each settings type.
-#[cfg(test)]
-pub(crate) fn problems_of<T>(
+/// What `read` makes of the variables `pairs` alone, and the problems it reports, as
+/// `VARIABLE: message` lines: for the tests of each settings type.
+#[cfg(any(test, feature = "testing"))]
+pub fn read_from_pairs<T>(
     pairs: &[(&str, &str)],
     read: impl FnOnce(&mut Env) -> Option<T>,
-) -> Vec<String> {
+) -> (Option<T>, Vec<String>) {
     let mut env = Env::from_pairs(pairs.iter().copied());
-    let _ = read(&mut env);
-    env.finish()
+    let read = read(&mut env);
+    let problems = env
+        .finish()
         .err()
         .map(|e| {
             e.problems
@@ -300,7 +301,8 @@ pub(crate) fn problems_of<T>(
                 .map(|p| format!("{}: {}", p.variable, p.message))
                 .collect()
         })
-        .unwrap_or_default()
+        .unwrap_or_default();
+    (read, problems)
 }
 
 #[cfg(test)]

@@ -313,19 +313,8 @@ mod tests {
     fn upload_mode(value: Option<&str>) -> (UploadMode, Vec<String>) {
         let mut pairs = vec![("FTP_HOST", "h"), ("FTP_USER", "u"), ("FTP_PASSWORD", "p")];
         pairs.extend(value.map(|v| ("FTP_UPLOAD", v)));
-        let mut env = Env::from_pairs(pairs);
-        let mode = FtpSettings::read(&mut env).map(|s| s.upload);
-        let problems = env
-            .finish()
-            .err()
-            .map(|e| {
-                e.problems
-                    .iter()
-                    .map(|p| format!("{}: {}", p.variable, p.message))
-                    .collect()
-            })
-            .unwrap_or_default();
-        (mode.unwrap_or(UploadMode::Rename), problems)
+        let (settings, problems) = bucketfn::config::read_from_pairs(&pairs, FtpSettings::read);
+        (settings.map_or(UploadMode::Rename, |s| s.upload), problems)
     }
 
     #[test]

@@ -512,7 +512,7 @@ mod tests {
     use super::*;
 
     fn problems(pairs: &[(&str, &str)]) -> Vec<String> {
-        crate::config::problems_of(pairs, AmqpSettings::read)
+        crate::config::read_from_pairs(pairs, AmqpSettings::read).1
     }
 
     #[test]
@@ -541,18 +541,7 @@ mod tests {
     fn declare(pairs: &[(&str, &str)]) -> (Option<Declare>, Vec<String>) {
         let mut all = vec![("AMQP_URL", "amqp://h/%2f"), ("AMQP_ROUTING_KEY", "q")];
         all.extend_from_slice(pairs);
-        let mut env = Env::from_pairs(all);
-        let settings = AmqpSettings::read(&mut env);
-        let problems = env
-            .finish()
-            .err()
-            .map(|e| {
-                e.problems
-                    .iter()
-                    .map(|p| format!("{}: {}", p.variable, p.message))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let (settings, problems) = crate::config::read_from_pairs(&all, AmqpSettings::read);
         (settings.map(|s| s.declare), problems)
     }
 

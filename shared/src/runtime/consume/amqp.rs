@@ -771,7 +771,7 @@ mod tests {
     use super::*;
 
     fn problems(pairs: &[(&str, &str)]) -> Vec<String> {
-        crate::config::problems_of(pairs, AmqpSettings::read)
+        crate::config::read_from_pairs(pairs, AmqpSettings::read).1
     }
 
     #[test]
