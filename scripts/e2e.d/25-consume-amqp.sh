@@ -6,7 +6,7 @@
 # when it comes back; a message that keeps failing is dead-lettered after CONSUME_MAX_ATTEMPTS;
 # SIGTERM with messages in flight (their store stalls) hands them back unacked; a broker
 # restart mid-stream loses nothing and acks nothing early; a missing queue and a mismatched
-# exchange stop the start naming them; /healthz and /events/stats answer while consuming. Last,
+# exchange stop the start naming them; /healthz, /events/stats and /metrics answer while consuming. Last,
 # sidecar-on-create consumes an event from the same broker (AMQP_URL for both) and its
 # file-transfer request carries the message's correlation id.
 # Sourced by scripts/e2e.sh. Cold: rabbitmq-server from apt (about 25 s), pika from PyPI,
@@ -285,9 +285,11 @@ stats = json.dumps(json.loads(sys.argv[1]))
 assert "completed" in stats and "retryable" in stats, stats
 PY
   curl -s -H "Authorization: Bearer $con_ops_token" \
-    "http://127.0.0.1:$con_http_port/events/history" | grep -qF 'good.txt'
+    "http://127.0.0.1:$con_http_port/events/history" | grep -qF 'good.txt' || return 1
+  curl -s -H "Authorization: Bearer $con_ops_token" \
+    "http://127.0.0.1:$con_http_port/metrics" | grep -qF 'bucketfn_messages_total{settlement="ack"}'
 }
-check "consume: /healthz, /events/stats and /events/history answer while consuming" con_ops
+check "consume: /healthz, /events/stats, /events/history and /metrics answer while consuming" con_ops
 con_stop
 check "consume: SIGTERM with nothing in flight ends cleanly" test "$con_status" = 0
 

@@ -1,5 +1,6 @@
 //! This instance's metrics in the Prometheus text format: events by class, outcome and
-//! source, a processing-duration histogram, events in flight, and ledger errors.
+//! source, a processing-duration histogram, events in flight, queue messages by how they were
+//! settled (`consume`), and ledger errors.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -19,6 +20,9 @@ pub struct Metrics {
     count: AtomicU64,
     sum_micros: AtomicU64,
     in_flight: AtomicU64,
+    /// Queue messages by settlement (`ack`, `dead_letter`, `retry_later`, `requeue`, or
+    /// `unsettled` when the broker did not take the settlement).
+    messages: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 /// Counts an event in flight until dropped.
@@ -55,6 +59,16 @@ impl Metrics {
             u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
             Ordering::Relaxed,
         );
+    }
+
+    /// Counts a queue message settled `how`.
+    pub fn settled(&self, how: &'static str) {
+        *self
+            .messages
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(how)
+            .or_default() += 1;
     }
 
     /// The text exposition format, version 0.0.4.
@@ -109,6 +123,22 @@ impl Metrics {
             "bucketfn_events_in_flight {}",
             self.in_flight.load(Ordering::Relaxed)
         );
+        let messages = self.messages.lock().unwrap_or_else(PoisonError::into_inner);
+        // Only a runtime that takes messages from a queue has any.
+        if !messages.is_empty() {
+            let _ = writeln!(
+                out,
+                "# HELP bucketfn_messages_total Queue messages, by how they were settled."
+            );
+            let _ = writeln!(out, "# TYPE bucketfn_messages_total counter");
+            for (how, count) in messages.iter() {
+                let _ = writeln!(
+                    out,
+                    "bucketfn_messages_total{{settlement=\"{how}\"}} {count}"
+                );
+            }
+        }
+        drop(messages);
         let _ = writeln!(
             out,
             "# HELP bucketfn_ledger_errors_total Ledger writes and reads that failed."
@@ -160,7 +190,20 @@ mod tests {
         );
         assert!(text.contains("bucketfn_events_in_flight 1"), "{text}");
         assert!(text.contains("bucketfn_ledger_errors_total 2"), "{text}");
+        assert!(!text.contains("bucketfn_messages_total"), "{text}");
         drop(flying);
         assert!(metrics.render(0).contains("bucketfn_events_in_flight 0"));
+        metrics.settled("ack");
+        metrics.settled("ack");
+        metrics.settled("dead_letter");
+        let text = metrics.render(0);
+        assert!(
+            text.contains("bucketfn_messages_total{settlement=\"ack\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("bucketfn_messages_total{settlement=\"dead_letter\"} 1"),
+            "{text}"
+        );
     }
 }

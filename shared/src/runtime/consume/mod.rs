@@ -96,6 +96,18 @@ pub(crate) enum Settlement {
     Requeue,
 }
 
+impl Settlement {
+    /// Its name in the metrics.
+    fn label(&self) -> &'static str {
+        match self {
+            Self::Ack => "ack",
+            Self::DeadLetter { .. } => "dead_letter",
+            Self::RetryLater { .. } => "retry_later",
+            Self::Requeue => "requeue",
+        }
+    }
+}
+
 /// The settlement of a message whose records ended as `status` on delivery `attempt` (from 1).
 pub(crate) fn settlement(status: &RecordStatus, attempt: u32, retry: &RetryPolicy) -> Settlement {
     match status {
@@ -306,12 +318,17 @@ async fn handle<H: Handler, M: Incoming>(
                 warn!("Message not finished at shutdown; handed back to the queue.");
             }
         }
-        if let Err(e) = message.settle(&settlement).await {
-            warn!(
-                error = %crate::outcome::chain(&e),
-                "Message could not be settled; the broker delivers it again."
-            );
-        }
+        let settled = match message.settle(&settlement).await {
+            Ok(()) => settlement.label(),
+            Err(e) => {
+                warn!(
+                    error = %crate::outcome::chain(&e),
+                    "Message could not be settled; the broker delivers it again."
+                );
+                "unsettled"
+            }
+        };
+        context.observer.metrics.settled(settled);
     }
     .instrument(span)
     .await;

@@ -330,11 +330,11 @@ mod runtime_loop {
     }
 
     /// Runs the loop over `steps` until `settled` holds `count` settlements, then stops it
-    /// as SIGTERM would; returns the settlements, sorted by key, and the connects.
+    /// as SIGTERM would; returns the settlements, sorted by key, the connects and the metrics.
     async fn run(
         steps: Vec<Step>,
         count: usize,
-    ) -> Result<(Vec<(String, Settlement)>, u32), Box<dyn std::error::Error>> {
+    ) -> Result<(Vec<(String, Settlement)>, u32, String), Box<dyn std::error::Error>> {
         let settled: Settled = Arc::default();
         let connects = Arc::new(Mutex::new(0));
         let source = Script {
@@ -343,12 +343,9 @@ mod runtime_loop {
             connects: Arc::clone(&connects),
         };
         let (stop_tx, stop) = watch::channel(false);
-        let running = tokio::spawn(consume(
-            source,
-            context()?,
-            Duration::from_millis(300),
-            stop,
-        ));
+        let context = context()?;
+        let metrics = Arc::clone(&context.observer.metrics);
+        let running = tokio::spawn(consume(source, context, Duration::from_millis(300), stop));
         for _ in 0..500 {
             if settled.lock().map_err(|e| e.to_string())?.len() >= count {
                 break;
@@ -360,13 +357,13 @@ mod runtime_loop {
         let mut settled = settled.lock().map_err(|e| e.to_string())?.clone();
         settled.sort_by(|a, b| a.0.cmp(&b.0));
         let connects = *connects.lock().map_err(|e| e.to_string())?;
-        Ok((settled, connects))
+        Ok((settled, connects, metrics.render(0)))
     }
 
     #[tokio::test]
     async fn each_message_is_settled_by_its_outcome_and_unfinished_ones_go_back_at_shutdown()
     -> TestResult {
-        let (settled, _) = run(
+        let (settled, _, metrics) = run(
             vec![
                 Step::Message("ok", 1),
                 Step::Message("flaky", 1),
@@ -390,12 +387,16 @@ mod runtime_loop {
                 ("ok".to_owned(), Settlement::Ack),
             ]
         );
+        for settlement in ["ack", "retry_later", "requeue"] {
+            let line = format!("bucketfn_messages_total{{settlement=\"{settlement}\"}} 1");
+            assert!(metrics.contains(&line), "{line} in {metrics}");
+        }
         Ok(())
     }
 
     #[tokio::test]
     async fn a_lost_connection_is_rebuilt_and_consuming_goes_on() -> TestResult {
-        let (settled, connects) = run(
+        let (settled, connects, _) = run(
             vec![
                 Step::Message("first", 1),
                 Step::Lost,
