@@ -82,13 +82,7 @@ async fn start<H: Handler>(handler: H, env: &[(&str, &str)]) -> Result<String, B
     let mut env = Env::from_pairs(no_auth.chain(env.iter().copied()));
     let settings = RuntimeSettings::read(&mut env);
     env.finish()?;
-    let ledger = LedgerSettings {
-        url: None,
-        capacity: 100,
-        prefix: None,
-        ca_file: None,
-    }
-    .open("governed")?;
+    let ledger = LedgerSettings::in_memory(100).open("governed")?;
     let service = Service {
         name: "governed",
         handler: Arc::new(handler),

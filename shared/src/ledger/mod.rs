@@ -149,6 +149,18 @@ impl std::fmt::Debug for LedgerSettings {
 }
 
 impl LedgerSettings {
+    /// This instance's own history of `capacity` events, as `LEDGER_URL` unset gives: for the
+    /// tests of what records into it.
+    #[cfg(any(test, feature = "testing"))]
+    pub fn in_memory(capacity: u64) -> Self {
+        Self {
+            url: None,
+            capacity,
+            prefix: None,
+            ca_file: None,
+        }
+    }
+
     pub fn read(env: &mut Env) -> Self {
         let url: Option<String> = env.optional("LEDGER_URL");
         if let Some(url) = &url

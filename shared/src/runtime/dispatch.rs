@@ -511,13 +511,7 @@ mod tests {
     }
 
     fn observer() -> Result<Observer, Box<dyn std::error::Error>> {
-        let ledger = LedgerSettings {
-            url: None,
-            capacity: 100,
-            prefix: None,
-            ca_file: None,
-        }
-        .open("probe")?;
+        let ledger = LedgerSettings::in_memory(100).open("probe")?;
         Ok(Observer {
             metrics: Arc::new(Metrics::default()),
             recorder: Recorder::start(ledger),

@@ -877,13 +877,7 @@ mod tests {
         let mut env = Env::from_pairs(defaults.into_iter().chain(env.iter().copied()));
         let settings = RuntimeSettings::read(&mut env);
         env.finish()?;
-        let ledger = LedgerSettings {
-            url: None,
-            capacity: 100,
-            prefix: None,
-            ca_file: None,
-        }
-        .open("copier")?;
+        let ledger = LedgerSettings::in_memory(100).open("copier")?;
         let service = Service {
             name: "copier",
             handler: Arc::new(Copier(recording)),

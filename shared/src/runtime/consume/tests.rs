@@ -308,13 +308,7 @@ mod runtime_loop {
         let mut env = Env::from_pairs([("BATCH_CONCURRENCY", "4")]);
         let settings = RuntimeSettings::read(&mut env);
         env.finish()?;
-        let ledger = LedgerSettings {
-            url: None,
-            capacity: 100,
-            prefix: None,
-            ca_file: None,
-        }
-        .open("keys")?;
+        let ledger = LedgerSettings::in_memory(100).open("keys")?;
         Ok(Arc::new(Context {
             handler: Arc::new(Keys),
             governor: Governor::new(&settings),
