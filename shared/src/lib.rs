@@ -7,6 +7,8 @@ pub mod budget;
 pub mod config;
 pub mod derivatives;
 pub mod event;
+#[cfg(any(feature = "kafka", feature = "consume-kafka"))]
+pub mod kafka_cluster;
 pub mod ledger;
 #[cfg(feature = "mediahaven")]
 pub mod mediahaven;

@@ -19,7 +19,8 @@ use rskafka::{BackoffConfig, BackoffError, ConnectionError, SaslError};
 use tokio::sync::Mutex;
 
 use super::{Message, PublishError, Publisher};
-use crate::config::{Env, FromEnv, redact_url};
+use crate::config::{Env, FromEnv};
+pub use crate::kafka_cluster::{KafkaCluster, Sasl};
 use crate::outcome::BoxError;
 
 /// How records are compressed on the wire (`KAFKA_COMPRESSION`).
@@ -43,39 +44,14 @@ impl std::str::FromStr for KafkaCompression {
     }
 }
 
-/// SASL mechanism and credentials.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Sasl {
-    /// `PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512`.
-    pub mechanism: String,
-    pub username: String,
-    pub password: String,
-}
-
-impl std::fmt::Debug for Sasl {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // The password never reaches a log line.
-        f.debug_struct("Sasl")
-            .field("mechanism", &self.mechanism)
-            .field("username", &self.username)
-            .finish_non_exhaustive()
-    }
-}
-
 /// Where and how to publish, from `KAFKA_*` variables. `Debug` hides the SASL password and
 /// credentials in broker addresses.
-#[derive(Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct KafkaSettings {
-    /// `KAFKA_BROKERS`: bootstrap brokers, `host:port` separated by commas.
-    pub brokers: Vec<String>,
+    /// The cluster (`KAFKA_BROKERS`, security protocol, SASL, TLS).
+    pub cluster: KafkaCluster,
     /// `KAFKA_TOPIC`.
     pub topic: String,
-    /// From `KAFKA_SECURITY_PROTOCOL` (`PLAINTEXT`, `SSL`, `SASL_PLAINTEXT`, `SASL_SSL`).
-    pub tls: bool,
-    /// `KAFKA_SASL_MECHANISM`, `KAFKA_SASL_USERNAME`, `KAFKA_SASL_PASSWORD`.
-    pub sasl: Option<Sasl>,
-    /// `KAFKA_TLS_CA_FILE`: PEM certificates trusted besides the system's.
-    pub tls_ca_file: Option<PathBuf>,
     /// `KAFKA_COMPRESSION`.
     pub compression: KafkaCompression,
     /// `KAFKA_TIMEOUT_SECS`: how long one publish may take, connection included, before it
@@ -86,59 +62,10 @@ pub struct KafkaSettings {
     pub max_request_bytes: usize,
 }
 
-impl std::fmt::Debug for KafkaSettings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let brokers: Vec<String> = self.brokers.iter().map(|b| redact_url(b)).collect();
-        f.debug_struct("KafkaSettings")
-            .field("brokers", &brokers)
-            .field("topic", &self.topic)
-            .field("tls", &self.tls)
-            .field("sasl", &self.sasl)
-            .field("tls_ca_file", &self.tls_ca_file)
-            .field("compression", &self.compression)
-            .field("timeout", &self.timeout)
-            .field("max_request_bytes", &self.max_request_bytes)
-            .finish()
-    }
-}
-
 impl FromEnv for KafkaSettings {
     fn read(env: &mut Env) -> Option<Self> {
-        let brokers: Option<String> = env.required("KAFKA_BROKERS");
+        let cluster = KafkaCluster::read(env);
         let topic: Option<String> = env.required("KAFKA_TOPIC");
-        let protocol: String = env.or("KAFKA_SECURITY_PROTOCOL", "PLAINTEXT".to_owned());
-        let (tls, sasl_on) = match protocol.to_ascii_uppercase().as_str() {
-            "PLAINTEXT" => (false, false),
-            "SSL" => (true, false),
-            "SASL_PLAINTEXT" => (false, true),
-            "SASL_SSL" => (true, true),
-            other => {
-                env.problem(
-                    "KAFKA_SECURITY_PROTOCOL",
-                    format!("{other:?} is not PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL"),
-                );
-                (false, false)
-            }
-        };
-        let sasl = if sasl_on {
-            let mechanism: String = env.or("KAFKA_SASL_MECHANISM", "PLAIN".to_owned());
-            let mechanism = mechanism.to_ascii_uppercase();
-            if !["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"].contains(&mechanism.as_str()) {
-                env.problem(
-                    "KAFKA_SASL_MECHANISM",
-                    format!("{mechanism:?} is not PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512"),
-                );
-            }
-            let username = env.required("KAFKA_SASL_USERNAME");
-            let password = env.required("KAFKA_SASL_PASSWORD");
-            Some(Sasl {
-                mechanism,
-                username: username?,
-                password: password?,
-            })
-        } else {
-            None
-        };
         let compression = env.or("KAFKA_COMPRESSION", KafkaCompression::None);
         let timeout = env.or("KAFKA_TIMEOUT_SECS", 30u64);
         let max_request_bytes = env.or("KAFKA_MAX_REQUEST_BYTES", 1_000_000usize);
@@ -148,21 +75,9 @@ impl FromEnv for KafkaSettings {
         if max_request_bytes < 1024 {
             env.problem("KAFKA_MAX_REQUEST_BYTES", "must be at least 1024");
         }
-        let brokers: Vec<String> = brokers?
-            .split(',')
-            .map(str::trim)
-            .filter(|b| !b.is_empty())
-            .map(str::to_owned)
-            .collect();
-        if brokers.is_empty() {
-            env.problem("KAFKA_BROKERS", "names no broker");
-        }
         Some(Self {
-            brokers,
+            cluster: cluster?,
             topic: topic?,
-            tls,
-            sasl,
-            tls_ca_file: env.optional("KAFKA_TLS_CA_FILE"),
             compression,
             timeout: Duration::from_secs(timeout),
             max_request_bytes,
@@ -200,10 +115,10 @@ impl KafkaPublisher {
     /// Prepares the publisher (TLS trust is read now, so a bad CA file stops the start-up);
     /// nothing connects until the first publish.
     pub fn new(settings: KafkaSettings) -> Result<Self, BoxError> {
-        let tls = if settings.tls {
+        let tls = if settings.cluster.tls {
             Some(crate::tls::client_config(
                 "KAFKA_TLS_CA_FILE",
-                settings.tls_ca_file.as_deref(),
+                settings.cluster.tls_ca_file.as_deref(),
             )?)
         } else {
             None
@@ -223,14 +138,14 @@ impl KafkaPublisher {
         if let Some(connected) = slot.as_ref() {
             return Ok(Arc::clone(connected));
         }
-        let mut builder = ClientBuilder::new(self.settings.brokers.clone())
+        let mut builder = ClientBuilder::new(self.settings.cluster.brokers.clone())
             .client_id("bucketfn")
             .max_message_size(self.settings.max_request_bytes.max(1 << 20) * 2)
             .backoff_config(retries_within(self.settings.timeout));
         if let Some(tls) = &self.tls {
             builder = builder.tls_config(Arc::clone(tls));
         }
-        if let Some(sasl) = &self.settings.sasl {
+        if let Some(sasl) = &self.settings.cluster.sasl {
             let credentials = Credentials::new(sasl.username.clone(), sasl.password.clone());
             builder = builder.sasl_config(match sasl.mechanism.as_str() {
                 "SCRAM-SHA-256" => SaslConfig::ScramSha256(credentials),
@@ -320,14 +235,14 @@ impl KafkaPublisher {
         let sink = self.sink.clone();
         // A refused login or an untrusted certificate is retryable: an operator fixes the
         // secret or the CA file, and the event should still be there when they have.
-        let refused = match (connect_cause(&error), &self.settings.sasl) {
+        let refused = match (connect_cause(&error), &self.settings.cluster.sasl) {
             (Some(Cause::Login), Some(sasl)) => ConnectError::Login {
                 mechanism: sasl.mechanism.clone(),
                 username: sasl.username.clone(),
                 source: error,
             },
             (Some(Cause::Trust), _) => ConnectError::Trust {
-                ca_file: self.settings.tls_ca_file.clone(),
+                ca_file: self.settings.cluster.tls_ca_file.clone(),
                 source: error,
             },
             _ => {
@@ -648,10 +563,10 @@ mod tests {
             vars,
             [
                 "KAFKA_BROKERS",
-                "KAFKA_TOPIC",
                 "KAFKA_SASL_MECHANISM",
                 "KAFKA_SASL_USERNAME",
-                "KAFKA_SASL_PASSWORD"
+                "KAFKA_SASL_PASSWORD",
+                "KAFKA_TOPIC"
             ]
         );
         let settings: KafkaSettings = Env::from_pairs([
@@ -663,9 +578,10 @@ mod tests {
             ("KAFKA_SASL_PASSWORD", "secret"),
         ])
         .load()?;
-        assert_eq!(settings.brokers, ["a:9092", "b:9092"]);
-        assert!(settings.tls);
-        let sasl = settings.sasl.ok_or("no sasl")?;
+        assert_eq!(settings.cluster.brokers, ["a:9092", "b:9092"]);
+        assert!(settings.cluster.tls);
+        assert_eq!(settings.cluster.security_protocol(), "SASL_SSL");
+        let sasl = settings.cluster.sasl.ok_or("no sasl")?;
         assert_eq!(sasl.mechanism, "SCRAM-SHA-512");
         assert!(!format!("{sasl:?}").contains("secret"));
         Ok(())
@@ -673,15 +589,15 @@ mod tests {
 
     fn sasl_publisher() -> Result<KafkaPublisher, BoxError> {
         KafkaPublisher::new(KafkaSettings {
-            brokers: vec!["127.0.0.1:9".into()],
+            cluster: KafkaCluster {
+                sasl: Some(Sasl {
+                    mechanism: "SCRAM-SHA-256".into(),
+                    username: "alice".into(),
+                    password: "hunter2".into(),
+                }),
+                ..KafkaCluster::plaintext(vec!["127.0.0.1:9".into()])
+            },
             topic: "t".into(),
-            tls: false,
-            sasl: Some(Sasl {
-                mechanism: "SCRAM-SHA-256".into(),
-                username: "alice".into(),
-                password: "hunter2".into(),
-            }),
-            tls_ca_file: None,
             compression: KafkaCompression::None,
             timeout: Duration::from_secs(1),
             max_request_bytes: 1 << 20,
@@ -778,11 +694,8 @@ mod tests {
             .local_addr()?
             .port();
         let publisher = KafkaPublisher::new(KafkaSettings {
-            brokers: vec![format!("127.0.0.1:{port}")],
+            cluster: KafkaCluster::plaintext(vec![format!("127.0.0.1:{port}")]),
             topic: "t".into(),
-            tls: false,
-            sasl: None,
-            tls_ca_file: None,
             compression: KafkaCompression::None,
             timeout: Duration::from_secs(1),
             max_request_bytes: 1 << 20,
