@@ -32,8 +32,10 @@ for function in "${wanted[@]}"; do
   packages+=(--package "$function")
 done
 
-log "cargo lambda build --release --arm64 ${packages[*]}"
-cargo lambda build --release --arm64 "${packages[@]}"
+# Without the default kafka-consume feature: it would cross-compile librdkafka (C) for arm64 as
+# well, and on Lambda the Kafka event source mapping consumes instead of `consume`.
+log "cargo lambda build --release --arm64 --no-default-features ${packages[*]}"
+cargo lambda build --release --arm64 --no-default-features "${packages[@]}"
 
 for function in "${wanted[@]}"; do
   bootstrap="target/lambda/$function/bootstrap"

@@ -5,3 +5,5 @@
 set -euo pipefail
 source "$(dirname "$0")/lib/e2e.sh"
 need_apt nasm
+# librdkafka (the Kafka consumer of `consume`) builds from source with make, and links OpenSSL.
+need_apt make pkg-config libssl-dev

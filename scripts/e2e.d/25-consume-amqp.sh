@@ -171,17 +171,6 @@ con_start() {
   con_pid=$!
   on_exit "kill $con_pid"
 }
-# con_log_has LOG TEXT [SECONDS]: waits until LOG holds TEXT.
-con_log_has() {
-  local deadline=$((SECONDS + ${3:-30}))
-  until grep -qF -- "$2" "$1"; do
-    if [ "$SECONDS" -ge "$deadline" ]; then
-      log "$1 never said: $2 (last lines: $(tail -3 "$1"))"
-      return 1
-    fi
-    sleep 0.3
-  done
-}
 # con_claimed KEY: how many claims name media/KEY.
 con_claimed() {
   [ -f "$con_claims" ] || { echo 0; return; }
@@ -229,10 +218,10 @@ check "consume: a durable declaration with another dead-letter exchange is refus
 
 # --- The store down at first: the event is retried until it is back, then done once.
 con_start "$con_dir/run1.log"
-con_log_has "$con_dir/run1.log" 'Consuming.'
+wait_log "$con_dir/run1.log" 'Consuming.'
 con_send early media early.txt
 con_retried_then_done() {
-  con_log_has "$con_dir/run1.log" 'it will be delivered again' || return 1
+  wait_log "$con_dir/run1.log" 'it will be delivered again' || return 1
   [ "$(con_claimed early.txt)" = 0 ] || { log "claimed while the store was down"; return 1; }
   con_start_s3
   con_put early.txt || return 1
@@ -296,7 +285,7 @@ check "consume: SIGTERM with nothing in flight ends cleanly" test "$con_status" 
 # --- Exhausted retries: the store stalls past the attempt timeout for every delivery.
 con_start "$con_dir/run2.log" AWS_ENDPOINT_URL_S3="http://127.0.0.1:$con_stall_port" \
   S3_ATTEMPT_TIMEOUT_SECS=1 CONSUME_RETRY_DELAY_SECS=1 CONSUME_MAX_ATTEMPTS=2
-con_log_has "$con_dir/run2.log" 'Consuming.'
+wait_log "$con_dir/run2.log" 'Consuming.'
 con_put doomed.txt
 con_send doomed media doomed.txt
 con_exhausted() {
@@ -311,7 +300,7 @@ con_stop
 # --- SIGTERM with messages in flight: the store stalls; they go back to the queue unacked.
 con_start "$con_dir/run3.log" AWS_ENDPOINT_URL_S3="http://127.0.0.1:$con_stall_port" \
   S3_ATTEMPT_TIMEOUT_SECS=120
-con_log_has "$con_dir/run3.log" 'Consuming.'
+wait_log "$con_dir/run3.log" 'Consuming.'
 for n in 1 2 3; do
   con_put "inflight-$n.txt"
   con_send "inflight-$n" media "inflight-$n.txt"
@@ -347,8 +336,8 @@ con_restart_loses_nothing() {
   sleep 1
   rabbitmqctl -n "$con_node" -q start_app >/dev/null
   rabbitmqctl -n "$con_node" -q await_startup >/dev/null
-  con_log_has "$con_dir/run4.log" 'Lost the broker' 5 ||
-    con_log_has "$con_dir/run4.log" 'subscription ended' 5 || return 1
+  wait_log "$con_dir/run4.log" 'Lost the broker' 5 ||
+    wait_log "$con_dir/run4.log" 'subscription ended' 5 || return 1
   for n in 1 2 3; do con_wait_claimed "inflight-$n.txt" 1 5 || return 1; done
   for n in $(seq 1 30); do con_wait_claimed "burst-$n.txt" 1 60 || return 1; done
   con_wait_counts events "0 0" 30 || return 1
@@ -381,7 +370,7 @@ env RUST_LOG=info MEDIAHAVEN_URL="$con_api" MEDIAHAVEN_CLIENT_ID=bucketfn-client
 con_pid=$!
 on_exit "kill $con_pid"
 con_sidecar_carries_correlation_id() {
-  con_log_has "$con_dir/sidecar.log" 'Consuming.' || return 1
+  wait_log "$con_dir/sidecar.log" 'Consuming.' || return 1
   con_broker publish "$con_dir/sidecar.json" corr-sidecar-42 || return 1
   con_wait_counts filetransfer "1 0" 30 || return 1
   con_wait_counts events "0 0" || return 1

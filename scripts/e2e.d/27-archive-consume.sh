@@ -240,22 +240,12 @@ arc_start() {
   on_exit "kill $!"
   printf -v "arc_pid_${function//-/_}" %s "$!"
 }
-arc_log_has() {
-  local deadline=$((SECONDS + ${3:-30}))
-  until grep -qsF -- "$2" "$1"; do
-    if [ "$SECONDS" -ge "$deadline" ]; then
-      log "$1 never said: $2 (last lines: $(tail -3 "$1"))"
-      return 1
-    fi
-    sleep 0.3
-  done
-}
 arc_sidecar_log="$arc_dir/sidecar.log"
 arc_cleanup_log="$arc_dir/cleanup.log"
 arc_consumers_up() {
   arc_start sidecar-on-create "$arc_sidecar_log"
   arc_start cleanup-on-remove "$arc_cleanup_log"
-  arc_log_has "$arc_sidecar_log" 'Consuming.' && arc_log_has "$arc_cleanup_log" 'Consuming.'
+  wait_log "$arc_sidecar_log" 'Consuming.' && wait_log "$arc_cleanup_log" 'Consuming.'
 }
 check "archive: both functions consume with the meemoo profile from the original's queues" \
   arc_consumers_up
@@ -523,8 +513,8 @@ arc_restart_node() {
 # were (CONSUME_EXCHANGE_DURABLE=false, AMQP_EXCHANGE_DURABLE=false), on reconnecting.
 arc_consumers_survive() {
   arc_restart_node || return 1
-  arc_log_has "$arc_sidecar_log" 'Lost the broker' 10 ||
-    arc_log_has "$arc_sidecar_log" 'subscription ended' 5 || return 1
+  wait_log "$arc_sidecar_log" 'Lost the broker' 10 ||
+    wait_log "$arc_sidecar_log" 'subscription ended' 5 || return 1
   sleep 8
   local failed=0
   kill -0 "$arc_pid_sidecar_on_create" 2>/dev/null ||

@@ -13,43 +13,12 @@ on_exit "rm -rf '$kafka_dir'"
 kafka_port=$(free_port)
 export KAFKA_BROKERS="127.0.0.1:$kafka_port"
 
-start_broker() {
-  tansu broker --listener-url "tcp://127.0.0.1:$kafka_port" \
-    --advertised-listener-url "tcp://127.0.0.1:$kafka_port" \
-    --storage-engine memory://tansu/ >>"$kafka_dir/tansu.log" 2>&1 &
-  tansu_pid=$!
-  wait_port "$kafka_port" 30
-}
+start_broker() { start_tansu "$kafka_port" "$kafka_dir/tansu.log"; }
 start_broker
 # Single quotes: the clean-up stops whichever broker runs at the end.
 on_exit 'kill "$tansu_pid"'
-
-# A small client: create topics, and read a topic back as JSON lines.
-cat >"$kafka_dir/kafka_tool.py" <<'PY'
-import json, sys, time
-from kafka import KafkaConsumer
-from kafka.admin import KafkaAdminClient, NewTopic
-
-brokers = sys.argv[1]
-if sys.argv[2] == "create":
-    admin = KafkaAdminClient(bootstrap_servers=brokers)
-    admin.create_topics([NewTopic(name, 3, 1) for name in sys.argv[3:]])
-elif sys.argv[2] == "consume":
-    topic, expected = sys.argv[3], int(sys.argv[4])
-    consumer = KafkaConsumer(topic, bootstrap_servers=brokers, auto_offset_reset="earliest",
-                             enable_auto_commit=False, consumer_timeout_ms=2000)
-    seen, deadline = [], time.time() + 30
-    while len(seen) < expected and time.time() < deadline:
-        for record in consumer:
-            seen.append({"partition": record.partition, "offset": record.offset,
-                         "key": record.key.decode() if record.key else None,
-                         "headers": {k: v.decode() for k, v in record.headers},
-                         "value": record.value.decode()})
-    for message in sorted(seen, key=lambda m: (m["partition"], m["offset"])):
-        print(json.dumps(message))
-PY
-kafka_tool() { python "$kafka_dir/kafka_tool.py" "$KAFKA_BROKERS" "$@"; }
-kafka_tool create objects records
+kafka() { kafka_tool "$KAFKA_BROKERS" "$@"; }
+kafka create objects records
 
 # The bucket: a text flow log, and an IBM-style JSON flow log, gzipped.
 storage="$kafka_dir/storage"
@@ -74,7 +43,7 @@ notification "vpc/a.log" >"$kafka_dir/created.json"
 check "claim check published from the command line" \
   forward KAFKA_TOPIC=objects "$BUCKETFN_BIN/forward-to-stream" invoke "$kafka_dir/created.json" --storage "$storage"
 claim_matches() {
-  kafka_tool consume objects 1 >"$kafka_dir/objects.jsonl"
+  kafka consume objects 1 >"$kafka_dir/objects.jsonl"
   python - "$kafka_dir/objects.jsonl" "$(stat -c %s "$storage/logs/vpc/a.log")" <<'PY'
 import json, sys
 [message] = [json.loads(line) for line in open(sys.argv[1])]
@@ -111,7 +80,7 @@ expect_status() { [ "$(post "$2")" = "$1" ]; }
 check "the service forwards the 200 lines of a text log" expect_status 202 vpc/a.log
 records_match() {
   # $1: how many records, $2: the object key, $3: a file of the expected record bodies.
-  kafka_tool consume records "$1" >"$kafka_dir/records.jsonl"
+  kafka consume records "$1" >"$kafka_dir/records.jsonl"
   python - "$kafka_dir/records.jsonl" "$1" "$2" "$3" <<'PY'
 import json, sys
 records = [json.loads(line) for line in open(sys.argv[1])]
@@ -134,7 +103,7 @@ wait "$tansu_pid" 2>/dev/null || true
 check "an event while the broker is down is answered 503 (retryable)" expect_status 503 flows/b.json.gz
 start_broker
 # In-memory storage starts empty: the topics come back, the records published before do not.
-kafka_tool create objects records
+kafka create objects records
 check "the redelivered event is published after the broker restart" expect_status 202 flows/b.json.gz
 python - "$storage/logs/flows/b.json.gz" >"$kafka_dir/flows.expected" <<'PY'
 import gzip, json, sys

@@ -71,6 +71,23 @@ free_port() {
   python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
+# steady_port: an unused loopback port below the ephemeral range, for a server that (re)starts
+# on its port while clients keep reconnecting: a reconnect to an ephemeral port with nothing
+# listening can connect to itself (TCP simultaneous open) and hold the port.
+steady_port() {
+  python3 -c '
+import random, socket
+low = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+while True:
+    port = random.randrange(10000, low)
+    try:
+        socket.socket().bind(("127.0.0.1", port))
+    except OSError:
+        continue
+    print(port)
+    break'
+}
+
 # wait_port PORT [SECONDS]: waits until something listens on 127.0.0.1:PORT.
 wait_port() {
   local port=$1 deadline=$((SECONDS + ${2:-30}))
@@ -126,6 +143,30 @@ start_loopback_rabbitmq() {
   printf -v "${prefix}_node" '%s' "$node"
   printf -v "${prefix}_amqp_port" '%s' "$amqp_port"
   printf -v "${prefix}_amqp_url" '%s' "amqp://guest:guest@127.0.0.1:$amqp_port/%2f"
+}
+
+# start_tansu PORT LOG: a Kafka-compatible broker (tansu, in-memory storage, so every start is
+# empty) on 127.0.0.1:PORT, logging to LOG; sets tansu_pid. Needs `need_cargo_bin tansu`.
+start_tansu() {
+  tansu broker --listener-url "tcp://127.0.0.1:$1" --advertised-listener-url "tcp://127.0.0.1:$1" \
+    --storage-engine memory://tansu/ >>"$2" 2>&1 &
+  tansu_pid=$!
+  wait_port "$1" 30
+}
+
+# kafka_tool BROKERS COMMAND ARGS...: scripts/lib/kafka_tool.py (kafka-python, from need_venv).
+kafka_tool() { python "$E2E_REPO/scripts/lib/kafka_tool.py" "$@"; }
+
+# wait_log LOG TEXT [SECONDS]: waits until LOG holds TEXT.
+wait_log() {
+  local deadline=$((SECONDS + ${3:-30}))
+  until grep -qsF -- "$2" "$1"; do
+    if [ "$SECONDS" -ge "$deadline" ]; then
+      log "$1 never said: $2 (last lines: $(tail -3 "$1" 2>&1))"
+      return 1
+    fi
+    sleep 0.3
+  done
 }
 
 # check NAME COMMAND...: runs one end-to-end check and counts it.

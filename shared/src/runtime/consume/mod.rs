@@ -1,9 +1,11 @@
-//! The `consume` runtime: bucket events from a broker (a RabbitMQ queue), each message handled by
-//! the same dispatcher as `serve` and acknowledged only after its outcome; the operations pages
-//! and `/healthz` on `PORT` meanwhile. A source of messages is a [`Source`], so that a Kafka
-//! topic can stand beside the AMQP queue without a second runtime loop.
+//! The `consume` runtime: bucket events from a broker (a RabbitMQ queue or a Kafka topic), each
+//! message handled by the same dispatcher as `serve` and settled only after its outcome; the
+//! operations pages and `/healthz` on `PORT` meanwhile. Each broker is a [`Source`] of messages
+//! for the one runtime loop.
 
 mod amqp;
+#[cfg(feature = "consume-kafka")]
+mod kafka;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -22,6 +24,45 @@ use crate::event::{DecodeError, Delivery, Envelope, Record, decode};
 use crate::outcome::{BoxError, RecordStatus};
 
 pub(crate) use amqp::{AmqpSettings, AmqpSource};
+#[cfg(feature = "consume-kafka")]
+pub(crate) use kafka::{KafkaSource, KafkaSourceSettings};
+
+/// Which broker `consume` reads: a Kafka topic when `CONSUME_TOPIC` is set, else a queue.
+#[derive(Debug, Clone)]
+pub(crate) enum SourceSettings {
+    Amqp(AmqpSettings),
+    #[cfg(feature = "consume-kafka")]
+    Kafka(KafkaSourceSettings),
+}
+
+impl SourceSettings {
+    fn read(env: &mut Env) -> Option<Self> {
+        let set = |env: &Env, name| env.raw(name).is_some_and(|v| !v.trim().is_empty());
+        if !set(env, "CONSUME_TOPIC") {
+            return AmqpSettings::read(env).map(Self::Amqp);
+        }
+        if set(env, "CONSUME_QUEUE") {
+            env.problem(
+                "CONSUME_TOPIC",
+                "and CONSUME_QUEUE are both set: consume reads one source, a Kafka topic or a \
+                 RabbitMQ queue",
+            );
+        }
+        #[cfg(feature = "consume-kafka")]
+        {
+            KafkaSourceSettings::read(env).map(Self::Kafka)
+        }
+        #[cfg(not(feature = "consume-kafka"))]
+        {
+            env.problem(
+                "CONSUME_TOPIC",
+                "is set, but this build consumes no Kafka (built without the kafka-consume \
+                 feature, as the Lambda builds are)",
+            );
+            None
+        }
+    }
+}
 
 /// How retryable messages come back, and how often at most.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,7 +78,7 @@ pub(crate) struct RetryPolicy {
 /// What the runtime reads besides the function's configuration.
 #[derive(Debug, Clone)]
 pub(crate) struct ConsumeSettings {
-    pub amqp: AmqpSettings,
+    pub source: SourceSettings,
     pub retry: RetryPolicy,
     /// `CONSUME_TIMEOUT_SECS`: how long one message's events may work; events still running
     /// then are stopped and the message is retried (RabbitMQ closes the channel of a consumer
@@ -50,7 +91,7 @@ pub(crate) struct ConsumeSettings {
 
 impl FromEnv for ConsumeSettings {
     fn read(env: &mut Env) -> Option<Self> {
-        let amqp = AmqpSettings::read(env);
+        let source = SourceSettings::read(env);
         let delay = positive(env, "CONSUME_RETRY_DELAY_SECS", 30u64);
         let max_attempts = positive(env, "CONSUME_MAX_ATTEMPTS", 5u32);
         let timeout = positive(env, "CONSUME_TIMEOUT_SECS", 300u64);
@@ -65,7 +106,7 @@ impl FromEnv for ConsumeSettings {
         }
         let shutdown = positive(env, "CONSUME_SHUTDOWN_SECS", 20u64);
         Some(Self {
-            amqp: amqp?,
+            source: source?,
             retry: RetryPolicy {
                 delay: Duration::from_secs(delay),
                 max_attempts,
@@ -497,7 +538,7 @@ pub(crate) async fn run<F: Function>(storage: Option<PathBuf>) -> ExitCode {
         }
         result
     });
-    let prefetch = u16::try_from(started.settings.concurrency).unwrap_or(u16::MAX);
+    let capacity = started.settings.concurrency;
     let context = Arc::new(Context {
         handler: started.function,
         governor: started.governor,
@@ -506,8 +547,18 @@ pub(crate) async fn run<F: Function>(storage: Option<PathBuf>) -> ExitCode {
         timeout: settings.timeout,
         max_bytes: started.settings.http.max_body_bytes,
     });
-    let source = AmqpSource::new(settings.amqp, prefetch);
-    let consumed = consume(source, context, settings.shutdown, stop).await;
+    let consumed = match settings.source {
+        SourceSettings::Amqp(amqp) => {
+            let prefetch = u16::try_from(capacity).unwrap_or(u16::MAX);
+            let source = AmqpSource::new(amqp, prefetch);
+            consume(source, context, settings.shutdown, stop).await
+        }
+        #[cfg(feature = "consume-kafka")]
+        SourceSettings::Kafka(kafka) => {
+            let source = KafkaSource::new(kafka, capacity, settings.retry, settings.timeout);
+            consume(source, context, settings.shutdown, stop).await
+        }
+    };
     if let Err(e) = consumed {
         error!(error = %crate::outcome::chain(&e), "Cannot consume.");
         ops.abort();

@@ -410,3 +410,22 @@ mod runtime_loop {
         Ok(())
     }
 }
+
+#[test]
+fn one_source_is_read_a_topic_or_a_queue() {
+    let (_, problems) = crate::config::read_from_pairs(
+        &[
+            ("KAFKA_BROKERS", "k:9092"),
+            ("CONSUME_TOPIC", "events"),
+            ("CONSUME_GROUP", "g"),
+            ("CONSUME_QUEUE", "events"),
+        ],
+        SourceSettings::read,
+    );
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.starts_with("CONSUME_TOPIC: and CONSUME_QUEUE are both set")),
+        "{problems:?}"
+    );
+}
