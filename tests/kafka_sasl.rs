@@ -19,8 +19,11 @@ const WRONG: &str = "not-the-pa55word";
 const TOPIC: &str = "objects";
 const KEY: &str = "vpc/a.log";
 const MECHANISMS: [&str; 3] = ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"];
-/// KAFKA_TIMEOUT_SECS: a failure must say why well within it.
-const TIMEOUT_SECS: u64 = 10;
+/// KAFKA_TIMEOUT_SECS: a failure must say why well within it. rskafka retries a refused login
+/// for half of it before giving the cause; 20 s leaves the other half for the TLS and SCRAM
+/// handshakes of a debug build on a machine busy with the whole test suite (at 10 s one run
+/// was cut off there, reporting no cause).
+const TIMEOUT_SECS: u64 = 20;
 
 /// forward-to-stream's variables for `peer`, logging in with `mechanism` and `password` and
 /// trusting `ca_file`.
