@@ -7,9 +7,10 @@
 # once each; a message that does not decode and one for a foreign bucket are copied to the
 # dead-letter topic with their reason; the group's committed offsets cover every message once
 # all settled; after SIGTERM and a restart only what came meanwhile is handled; a message
-# still failing after CONSUME_MAX_ATTEMPTS goes to the dead-letter topic. Not here: the events
-# broker restarting under the consumer (tansu's memory storage restarts empty, and on a
-# restarted tansu no consumer group, ours or a fresh one, was handed messages).
+# still failing after CONSUME_MAX_ATTEMPTS goes to the dead-letter topic; a crash (SIGKILL)
+# with messages in retry has committed nothing for them, and the restart handles them all.
+# Not here: the events broker restarting under the consumer (tansu's memory storage restarts
+# empty, and on a restarted tansu no consumer group, ours or a fresh one, was handed messages).
 # Sourced by scripts/e2e.sh. Cold: tansu from crates.io (see 30-kafka.sh), kafka-python.
 
 need_cargo_bin tansu tansu 0.6.0 --features dynostore
@@ -205,4 +206,30 @@ kc_exhausted() {
 }
 check "consume (Kafka): a message still retryable after CONSUME_MAX_ATTEMPTS goes to the dead-letter topic" \
   kc_exhausted
+kc_stop
+
+# --- A crash with messages unsettled: nothing was committed for them, so after the restart
+# they are all handled. The sink is still down, so the three stay in retry until the kill.
+kc_start "$kc_dir/run4.log"
+wait_log "$kc_dir/run4.log" 'Consuming.'
+crashed=(crash-1.txt crash-2.txt crash-3.txt)
+for key in "${crashed[@]}"; do kc_object "$key"; done
+kc_notify media "${crashed[@]}"
+kc_crash_then_done() {
+  wait_log "$kc_dir/run4.log" 'it will be delivered again' || return 1
+  # One retry round has passed: the offsets must still stop before the three.
+  sleep 2
+  kc_committed 41 || return 1
+  kill -KILL "$kc_pid"
+  wait "$kc_pid" 2>/dev/null
+  # A new, empty sink broker: the claims it holds are the ones sent after the restart.
+  start_tansu "$kc_sink_port" "$kc_dir/sink-broker-2.log" || return 1
+  kc_sink_pid=$tansu_pid
+  on_exit "kill $kc_sink_pid"
+  kafka_tool "$kc_sink" create objects:3 || return 1
+  kc_start "$kc_dir/run5.log"
+  kc_claims 3 && kc_claimed_once "${crashed[@]}" && kc_committed 44
+}
+check "consume (Kafka): after a crash (SIGKILL) with messages in retry, nothing was committed early and the restart handles them all" \
+  kc_crash_then_done
 kc_stop
