@@ -1,7 +1,8 @@
 //! bucketfn's S3 store against a real S3 protocol server: metadata with any Unicode, listing
 //! in pages after a key (with `+`, `%`, control characters and non-ASCII keys, from stores that
 //! encode listings and stores that do not), idempotent and conditional deletes, conditional
-//! copies, a missing key told apart from a missing bucket, streaming reads.
+//! copies, a missing key told apart from a missing bucket, streaming reads and reads of an
+//! object's first bytes.
 
 use std::collections::BTreeMap;
 
@@ -95,6 +96,30 @@ async fn open_streams_the_body() -> TestResult {
     let mut read = Vec::new();
     reader.read_to_end(&mut read).await?;
     assert_eq!(read, body);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_start_of_an_object_is_read_alone_even_when_it_is_empty_or_short() -> TestResult {
+    let server = S3Server::start().await?;
+    server.create_bucket("bucket-b").await?;
+    let store = S3Store::new(server.client(1));
+    let body: Vec<u8> = (0..200_000u32).flat_map(|n| n.to_le_bytes()).collect();
+    server.put("bucket-b", "big.bin", body.clone()).await?;
+    server.put("bucket-b", "empty", Vec::new()).await?;
+    server.put("bucket-b", "short", b"abc".to_vec()).await?;
+    let start = store.read_start("bucket-b", "big.bin", 64).await?;
+    assert_eq!(start.as_ref(), &body[..64]);
+    assert!(store.read_start("bucket-b", "empty", 64).await?.is_empty());
+    assert_eq!(
+        store.read_start("bucket-b", "short", 64).await?.as_ref(),
+        b"abc"
+    );
+    let missing = store.read_start("bucket-b", "nothing", 64).await;
+    assert!(
+        matches!(missing, Err(StoreError::NotFound { .. })),
+        "{missing:?}"
+    );
     Ok(())
 }
 

@@ -17,7 +17,7 @@ use std::pin::Pin;
 use async_trait::async_trait;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use tokio::io::AsyncRead;
+use tokio::io::{AsyncRead, AsyncReadExt};
 
 use crate::event::Source;
 use crate::outcome::{BoxError, HandlerError};
@@ -107,6 +107,14 @@ pub trait ObjectStore: Send + Sync + 'static {
     async fn open(&self, bucket: &str, key: &str)
     -> Result<(ObjectInfo, ObjectReader), StoreError>;
 
+    /// The first `len` bytes of an object (all of it when it is shorter), to tell what it is
+    /// without reading it. S3 asks for that byte range only; this default reads the start of
+    /// [`ObjectStore::open`]'s stream and drops the rest.
+    async fn read_start(&self, bucket: &str, key: &str, len: usize) -> Result<Bytes, StoreError> {
+        let (_, reader) = self.open(bucket, key).await?;
+        read_at_most(reader, len, bucket, key).await
+    }
+
     /// Size, etag and metadata of an object; [`StoreError::NotFound`] when it does not exist.
     async fn head(&self, bucket: &str, key: &str) -> Result<ObjectInfo, StoreError>;
 
@@ -158,6 +166,25 @@ pub trait ObjectStore: Send + Sync + 'static {
         start_after: Option<&str>,
         limit: usize,
     ) -> Result<ListPage, StoreError>;
+}
+
+/// At most `len` bytes from the start of `reader`, the body of `bucket/key`.
+pub(crate) async fn read_at_most(
+    reader: impl AsyncRead + Unpin,
+    len: usize,
+    bucket: &str,
+    key: &str,
+) -> Result<Bytes, StoreError> {
+    let mut start = Vec::with_capacity(len);
+    match reader.take(len as u64).read_to_end(&mut start).await {
+        Ok(_) => Ok(Bytes::from(start)),
+        Err(e) => Err(StoreError::Unavailable {
+            op: Op::Get,
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+            source: Box::new(e),
+        }),
+    }
 }
 
 /// When a conditional write, delete or copy may happen.

@@ -3,6 +3,7 @@
 //! delete): implement [`PassThrough::inner`] and override only the calls that differ.
 
 use async_trait::async_trait;
+use bytes::Bytes;
 
 use super::{
     Condition, CopyRequest, ListPage, NewObject, ObjectInfo, ObjectReader, ObjectStore, StoreError,
@@ -29,6 +30,10 @@ pub trait PassThrough: Send + Sync + 'static {
         key: &str,
     ) -> Result<(ObjectInfo, ObjectReader), StoreError> {
         self.inner().open(bucket, key).await
+    }
+
+    async fn read_start(&self, bucket: &str, key: &str, len: usize) -> Result<Bytes, StoreError> {
+        self.inner().read_start(bucket, key, len).await
     }
 
     async fn head(&self, bucket: &str, key: &str) -> Result<ObjectInfo, StoreError> {
@@ -98,6 +103,10 @@ impl<T: PassThrough> ObjectStore for T {
         key: &str,
     ) -> Result<(ObjectInfo, ObjectReader), StoreError> {
         PassThrough::open(self, bucket, key).await
+    }
+
+    async fn read_start(&self, bucket: &str, key: &str, len: usize) -> Result<Bytes, StoreError> {
+        PassThrough::read_start(self, bucket, key, len).await
     }
 
     async fn head(&self, bucket: &str, key: &str) -> Result<ObjectInfo, StoreError> {

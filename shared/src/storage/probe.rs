@@ -158,6 +158,10 @@ impl ObjectStore for CheckedStore {
         self.inner.open(bucket, key).await
     }
 
+    async fn read_start(&self, bucket: &str, key: &str, len: usize) -> Result<Bytes, StoreError> {
+        self.inner.read_start(bucket, key, len).await
+    }
+
     async fn head(&self, bucket: &str, key: &str) -> Result<ObjectInfo, StoreError> {
         self.inner.head(bucket, key).await
     }

@@ -15,7 +15,7 @@ use aws_sdk_s3::config::timeout::TimeoutConfig;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{EncodingType, MetadataDirective};
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use chrono::{DateTime, Utc};
 use percent_encoding::{
     AsciiSet, CONTROLS, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode,
@@ -23,7 +23,7 @@ use percent_encoding::{
 
 use super::{
     Condition, CopyRequest, ListPage, ListedObject, MAX_COPY_BYTES, NewObject, ObjectInfo,
-    ObjectReader, ObjectStore, Op, StoreError, StoredObject,
+    ObjectReader, ObjectStore, Op, StoreError, StoredObject, read_at_most,
 };
 use crate::config::Env;
 
@@ -120,16 +120,30 @@ impl S3Store {
             .body(ByteStream::from(object.body))
     }
 
-    async fn fetch(&self, bucket: &str, key: &str) -> Result<(ObjectInfo, ByteStream), StoreError> {
+    /// GetObject, of `range` (an HTTP `Range`) when given. The info of a ranged read holds
+    /// the range's length as its size.
+    async fn fetch(
+        &self,
+        bucket: &str,
+        key: &str,
+        range: Option<String>,
+    ) -> Result<(ObjectInfo, ByteStream), StoreError> {
+        let ranged = range.is_some();
         let response = match self
             .client
             .get_object()
             .bucket(bucket)
             .key(key)
+            .set_range(range)
             .send()
             .await
         {
             Ok(response) => response,
+            // An empty object has no byte in any range: S3 answers 416.
+            Err(e) if ranged && status_of(&e) == Some(416) => {
+                self.remember_bucket(bucket);
+                return Ok((ObjectInfo::default(), ByteStream::from_static(b"")));
+            }
             Err(e) => {
                 return Err(self
                     .confirm_missing(classify(Op::Get, bucket, key, e))
@@ -267,7 +281,7 @@ impl ObjectStore for S3Store {
             key: key.to_owned(),
             limit: max_bytes,
         };
-        let (info, mut body) = self.fetch(bucket, key).await?;
+        let (info, mut body) = self.fetch(bucket, key, None).await?;
         if info.size > max_bytes {
             return Err(too_large());
         }
@@ -296,8 +310,19 @@ impl ObjectStore for S3Store {
         bucket: &str,
         key: &str,
     ) -> Result<(ObjectInfo, ObjectReader), StoreError> {
-        let (info, body) = self.fetch(bucket, key).await?;
+        let (info, body) = self.fetch(bucket, key, None).await?;
         Ok((info, Box::pin(body.into_async_read())))
+    }
+
+    async fn read_start(&self, bucket: &str, key: &str, len: usize) -> Result<Bytes, StoreError> {
+        let Some(last) = len.checked_sub(1) else {
+            return Ok(Bytes::new());
+        };
+        let (_, body) = self
+            .fetch(bucket, key, Some(format!("bytes=0-{last}")))
+            .await?;
+        // A store that ignores Range sends the whole object; only `len` bytes are read.
+        read_at_most(body.into_async_read(), len, bucket, key).await
     }
 
     async fn head(&self, bucket: &str, key: &str) -> Result<ObjectInfo, StoreError> {
