@@ -1,5 +1,6 @@
 //! thumbnail-on-create through aws-sdk-s3 against a real S3 protocol server: hostile keys,
-//! missing objects, corrupt images, and a store answering 503.
+//! missing objects, corrupt images, images known by their first bytes, and a store answering
+//! 503.
 
 use std::sync::Arc;
 
@@ -45,6 +46,43 @@ async fn writes_thumbnails_for_hostile_keys() -> TestResult {
         assert_eq!(content_type, "image/jpeg");
         assert_eq!(dimensions(&body)?, (256, 192));
     }
+    Ok(())
+}
+
+/// The IBM Cloud tutorial's upload, `ibmcloud cos object-put --key dog$RANDOM`, has no
+/// extension: its first bytes make it an image. A large log without one is skipped.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_image_without_an_extension_is_thumbnailed_and_other_objects_are_skipped() -> TestResult
+{
+    let server = S3Server::start().await?;
+    server.create_bucket("photos").await?;
+    let handler = thumbnailer(&server, 1);
+    server
+        .put("photos", "dog12345", gradient(800, 600, ImageFormat::Jpeg)?)
+        .await?;
+    server
+        .put(
+            "photos",
+            "app-log",
+            "GET /index.html 200\n".repeat(50_000).into_bytes(),
+        )
+        .await?;
+    let outcome = handler
+        .handle(&s3_created("photos", "dog12345")?, &Invocation::default())
+        .await?;
+    assert!(matches!(outcome, Done::Completed(_)), "{outcome}");
+    let (body, _) = server
+        .get("photos", "thumbnails/dog12345/256.jpg")
+        .await?
+        .ok_or("no thumbnail of dog12345")?;
+    assert_eq!(dimensions(&body)?, (256, 192));
+    let outcome = handler
+        .handle(&s3_created("photos", "app-log")?, &Invocation::default())
+        .await?;
+    assert!(
+        matches!(&outcome, Done::Skipped(why) if why.contains("not an image")),
+        "{outcome}"
+    );
     Ok(())
 }
 

@@ -159,14 +159,34 @@ impl Thumbnailer {
                 layout.prefix
             )));
         }
-        let image = keys::is_image_key(key);
-        match (self.config.delete_source, image) {
-            (true, _) => self.move_source(bucket, key, image, invocation).await,
-            (false, true) => self.thumbnail(bucket, key, etag, invocation).await,
-            (false, false) => Ok(Done::Skipped(format!(
-                "{} is not an image (by its extension)",
+        if self.config.delete_source {
+            return self.move_source(bucket, key, invocation).await;
+        }
+        match self.is_image(bucket, key).await? {
+            Some(true) => self.thumbnail(bucket, key, etag, invocation).await,
+            Some(false) => Ok(Done::Skipped(format!(
+                "{} is not an image (neither its extension nor its first bytes)",
                 ObjectPath(bucket, key)
             ))),
+            None => Ok(gone(bucket, key)),
+        }
+    }
+
+    /// An image extension says so; without one (`dog12345`, a `.dat` that is a JPEG) the
+    /// object's first bytes do, read alone, so a non-image costs one small ranged read.
+    /// `None` when the object is gone.
+    async fn is_image(&self, bucket: &str, key: &str) -> Result<Option<bool>, HandlerError> {
+        if keys::is_image_key(key) {
+            return Ok(Some(true));
+        }
+        match self
+            .store
+            .read_start(bucket, key, pipeline::SIGNATURE_BYTES)
+            .await
+        {
+            Ok(start) => Ok(Some(pipeline::starts_like_an_image(&start))),
+            Err(StoreError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -226,13 +246,7 @@ impl Thumbnailer {
     /// still the version read), writes its thumbnails when it is an image, verifies every
     /// output, and only then deletes it, conditional on that version. A redelivery after a
     /// crash finds the outputs made and only deletes.
-    async fn move_source(
-        &self,
-        bucket: &str,
-        key: &str,
-        image: bool,
-        invocation: &Invocation,
-    ) -> Outcome {
+    async fn move_source(&self, bucket: &str, key: &str, invocation: &Invocation) -> Outcome {
         let layout = &self.config.layout;
         let destination = layout.destination(bucket);
         let info = match self.store.head(bucket, key).await {
@@ -251,6 +265,9 @@ impl Thumbnailer {
         let original = layout
             .original_key(bucket, key)
             .map_err(HandlerError::permanent)?;
+        let Some(image) = self.is_image(bucket, key).await? else {
+            return Ok(gone(bucket, key));
+        };
         let thumbnails = match image {
             true => self.thumbnail_keys(bucket, key)?,
             false => Vec::new(),
@@ -599,9 +616,6 @@ impl Handler for Thumbnailer {
         let Some(bucket) = self.config.source_bucket.as_deref() else {
             return Vec::new();
         };
-        if !keys::is_image_key(key) {
-            return Vec::new();
-        }
         let destination = self.config.layout.destination(bucket);
         self.thumbnail_keys(bucket, key)
             .map(|outputs| {
@@ -1177,6 +1191,43 @@ mod tests {
             Done::Skipped(_)
         ));
         assert!(store.keys().is_empty());
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn an_image_without_an_image_extension_is_known_by_its_first_bytes() -> TestResult {
+        let (store, handler) = thumbnailer(Config::default());
+        let inv = Invocation::default();
+        store.insert("b", "dog12345", png(300, 200)?, "application/octet-stream");
+        store.insert("b", "scan.dat", png(300, 200)?, "application/octet-stream");
+        // Text that begins as BMP's and PNM's signatures do, and an MP4 (an ISO-BMFF box like
+        // HEIC's, of another brand).
+        store.insert(
+            "b",
+            "BMW-report",
+            &b"BM sales up 4%, costs flat\n"[..],
+            "text/plain",
+        );
+        store.insert("b", "P3-notes", &b"P3 plan: ship it\n"[..], "text/plain");
+        store.insert(
+            "b",
+            "clip",
+            &b"\0\0\0\x18ftypisom\0\0\x02\0isomiso2"[..],
+            "video/mp4",
+        );
+        for key in ["dog12345", "scan.dat"] {
+            let outcome = handler.handle(&created("b", key, None)?, &inv).await?;
+            assert!(matches!(outcome, Done::Completed(_)), "{key}: {outcome}");
+            let thumbnail = format!("thumbnails/{key}/256.jpg");
+            assert!(store.head("b", &thumbnail).await.is_ok(), "{thumbnail}");
+        }
+        for key in ["BMW-report", "P3-notes", "clip"] {
+            let outcome = handler.handle(&created("b", key, None)?, &inv).await?;
+            assert!(
+                matches!(&outcome, Done::Skipped(why) if why.contains("not an image")),
+                "{key}: {outcome}"
+            );
+        }
         Ok(())
     }
 
