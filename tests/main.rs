@@ -3,6 +3,7 @@
 
 mod cleanup;
 mod cli;
+mod deploy_env;
 mod content_tools;
 mod events;
 mod forward_once;

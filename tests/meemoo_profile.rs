@@ -3,7 +3,6 @@
 //! reproduces what the original s3-events-handler hard-codes, and `consume` starts on it.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::time::Duration;
 
 use bucketfn::runtime::RuntimeSettings;
@@ -11,74 +10,26 @@ use bucketfn::sink::amqp::Declare;
 use bucketfn::{Env, FromEnv};
 use sidecar_on_create::ftp::UploadMode;
 
+use crate::support::env_files;
 use crate::support::function::{CLEANUP_ON_REMOVE, FunctionProcess, free_port};
-use crate::support::{BoxError, TestResult, workspace_root};
+use crate::support::{BoxError, TestResult};
 
-/// `KEY=VALUE` lines as Docker's `--env-file` reads them: `#` comments and blank lines
-/// skipped, the value everything after the first `=`, quotes included. A key given twice in
-/// one file is refused: one of the two would be silently lost.
+/// One file of the profile.
 fn env_file(name: &str) -> Result<BTreeMap<String, String>, BoxError> {
-    let path = workspace_root().join("deploy/meemoo").join(name);
-    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let mut vars = BTreeMap::new();
-    for (n, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let (key, value) = line
-            .split_once('=')
-            .ok_or_else(|| format!("{name}:{}: not KEY=VALUE: {line:?}", n + 1))?;
-        if value.starts_with('"') || value.starts_with('\'') {
-            return Err(format!("{name}:{}: Docker would keep the quotes of {key}", n + 1).into());
-        }
-        if vars.insert(key.to_owned(), value.to_owned()).is_some() {
-            return Err(format!("{name}:{}: {key} is set twice", n + 1).into());
-        }
-    }
-    Ok(vars)
+    env_files::read(&format!("deploy/meemoo/{name}"))
 }
 
 /// Later files win, as with several `--env-file`s.
 fn profile(files: &[&str], overrides: &[(&str, &str)]) -> Result<Env, BoxError> {
-    let mut vars = BTreeMap::new();
-    for file in files {
-        vars.extend(env_file(file)?);
-    }
-    vars.extend(
-        overrides
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
-    );
-    Ok(Env::from_pairs(vars))
-}
-
-/// Every `.rs` file under `dir`, as text.
-fn sources(dir: &Path, into: &mut String) -> Result<(), BoxError> {
-    for entry in std::fs::read_dir(dir)? {
-        let path = entry?.path();
-        if path.is_dir() {
-            sources(&path, into)?;
-        } else if path.extension().is_some_and(|e| e == "rs") {
-            into.push_str(&std::fs::read_to_string(&path)?);
-        }
-    }
-    Ok(())
+    let paths: Vec<String> = files.iter().map(|f| format!("deploy/meemoo/{f}")).collect();
+    let paths: Vec<&str> = paths.iter().map(String::as_str).collect();
+    env_files::merged(&paths, overrides)
 }
 
 #[test]
 fn every_variable_of_the_profile_is_one_bucketfn_reads() -> TestResult {
-    let root = workspace_root();
-    let mut code = String::new();
-    for dir in ["shared/src", "functions"] {
-        sources(&root.join(dir), &mut code)?;
-    }
     for file in ["meemoo.env.example", "cleanup-on-remove.env.example"] {
-        for key in env_file(file)?.keys() {
-            // Read by bucketfn (`env.or("NAME", ..)`, ...) or by the AWS SDK's own chain.
-            let read = code.contains(&format!("\"{key}\"")) || key.starts_with("AWS_");
-            assert!(read, "{file}: {key} is read by nothing (a typo?)");
-        }
+        env_files::only_variables_bucketfn_reads(&format!("deploy/meemoo/{file}"))?;
     }
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! Servers and helpers the integration tests share.
 
 pub mod archive_apis;
+pub mod env_files;
 pub mod forwarder;
 pub mod ftp_server;
 pub mod function;
