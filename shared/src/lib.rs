@@ -16,6 +16,7 @@ pub mod outcome;
 pub mod progress;
 pub mod runtime;
 pub mod sink;
+pub mod sniff;
 pub mod sources;
 pub mod storage;
 pub mod sweep;

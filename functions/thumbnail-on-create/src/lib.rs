@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use bucketfn::budget::{Stop, Stopped};
 use bucketfn::derivatives::{self, metadata};
 use bucketfn::runtime::{Derived, Location};
+use bucketfn::sniff;
 use bucketfn::storage::{
     Condition, CopyRequest, MAX_COPY_BYTES, ObjectPath, StoredObject, ensure_readable,
 };
@@ -181,10 +182,10 @@ impl Thumbnailer {
         }
         match self
             .store
-            .read_start(bucket, key, pipeline::SIGNATURE_BYTES)
+            .read_start(bucket, key, sniff::SIGNATURE_BYTES)
             .await
         {
-            Ok(start) => Ok(Some(pipeline::starts_like_an_image(&start))),
+            Ok(start) => Ok(Some(sniff::image_kind(&start).is_some())),
             Err(StoreError::NotFound { .. }) => Ok(None),
             Err(e) => Err(e.into()),
         }

@@ -34,6 +34,7 @@ use super::{Governor, Handler, Observer, RuntimeSettings, positive, process};
 use crate::config::{Env, Secret};
 use crate::event::decode;
 use crate::outcome::RecordStatus;
+use crate::sniff::{ImageKind, image_kind};
 use crate::storage::{ObjectStore, StoreError};
 
 /// Events to a page of `/events/history`.
@@ -760,7 +761,10 @@ async fn derived_object<H: Handler>(
     {
         Ok(object) => {
             let stored = object.info.content_type.as_deref().unwrap_or("");
-            match image_type(&object.body) {
+            match image_kind(&object.body)
+                .filter(|kind| kind.is_written())
+                .map(ImageKind::content_type)
+            {
                 Some(sniffed) if sniffed == stored => (
                     [
                         (header::CONTENT_TYPE, sniffed),
@@ -783,19 +787,6 @@ async fn derived_object<H: Handler>(
             let reason = crate::outcome::incident("the object store cannot serve the object", &e);
             (StatusCode::BAD_GATEWAY, reason).into_response()
         }
-    }
-}
-
-/// The type of the image formats the functions write, from the bytes' signature.
-fn image_type(bytes: &[u8]) -> Option<&'static str> {
-    if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
-        Some("image/jpeg")
-    } else if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
-        Some("image/png")
-    } else if bytes.len() >= 12 && bytes.starts_with(b"RIFF") && &bytes[8..12] == b"WEBP" {
-        Some("image/webp")
-    } else {
-        None
     }
 }
 
