@@ -17,6 +17,7 @@ mod kafka_sasl;
 mod lambda;
 mod latest;
 mod live_data;
+mod local_events;
 mod log_secrets;
 mod meemoo_profile;
 mod runtime_limits;

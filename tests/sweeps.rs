@@ -10,12 +10,10 @@ use std::time::{Duration, Instant};
 use image::ImageFormat;
 use serde_json::Value;
 
-use crate::support::function::{
-    FORWARD_TO_STREAM, FunctionProcess, HttpReply, THUMBNAIL_ON_CREATE, free_port, request,
-    wait_ready,
-};
+use crate::support::function::{FORWARD_TO_STREAM, HttpReply, THUMBNAIL_ON_CREATE, request};
 use crate::support::images::gradient;
 use crate::support::lambda_api::{Answer, ThumbnailLambda};
+use crate::support::served::Served;
 use crate::support::summary::{continues_after, counts, lambda_outcome, run_cli, streams};
 use crate::support::{BoxError, TestResult, workspace_root};
 
@@ -25,7 +23,6 @@ const PHOTOS: usize = 80;
 const ONE_AT_A_TIME: (&str, &str) = ("SWEEP_CONCURRENCY", "1");
 /// Runs allowed to finish a pass: far more than a loaded machine needs.
 const MOST_RUNS: usize = 40;
-const OPS_TOKEN: &str = "ops-token-for-the-sweep-tests";
 /// The cursor thumbnail-on-create keeps for a sweep of all of `photos`.
 const CURSOR_KEY: &str = "thumbnails/.sweep/photos/cursor.json";
 
@@ -191,30 +188,11 @@ fn a_cli_sweep_out_of_budget_exits_0_and_the_next_runs_continue_to_the_end() -> 
     Ok(())
 }
 
-/// `thumbnail-on-create serve --storage DIR` with `OPS_TOKEN`, `SOURCE_BUCKET=photos` and
-/// `extra_env`.
-struct Served {
-    url: String,
-    process: FunctionProcess,
-}
-
+/// `thumbnail-on-create serve --storage DIR` with `SOURCE_BUCKET=photos` and `extra_env`.
 async fn serve(storage: &Path, extra_env: &[(&'static str, &str)]) -> Result<Served, BoxError> {
-    let port = free_port()?;
-    let mut env = vec![
-        ("PORT", port.to_string()),
-        ("LISTEN_ADDRESS", "127.0.0.1".to_owned()),
-        ("OPS_TOKEN", OPS_TOKEN.to_owned()),
-        ("SOURCE_BUCKET", "photos".to_owned()),
-    ];
+    let mut env = vec![("SOURCE_BUCKET", "photos".to_owned())];
     env.extend(extra_env.iter().map(|(k, v)| (*k, (*v).to_owned())));
-    let process = FunctionProcess::spawn(
-        THUMBNAIL_ON_CREATE,
-        &["serve", "--storage", &path_arg(storage)],
-        &env,
-    )?;
-    let url = format!("http://127.0.0.1:{port}");
-    wait_ready(&format!("{url}/healthz"), &process, Duration::from_secs(20)).await?;
-    Ok(Served { url, process })
+    Served::start(THUMBNAIL_ON_CREATE, storage, &env).await
 }
 
 impl Served {
@@ -230,14 +208,6 @@ impl Served {
             .collect();
         let body = std::fs::read(events.join("ping.txt"))?;
         request("POST", &self.url, &headers, body).await
-    }
-
-    async fn ops(&self, path: &str) -> Result<String, BoxError> {
-        let bearer = format!("Bearer {OPS_TOKEN}");
-        let url = format!("{}{path}", self.url);
-        let reply = request("GET", &url, &[("authorization", &bearer)], "").await?;
-        assert_eq!(reply.status, 200, "{path}");
-        Ok(String::from_utf8_lossy(&reply.body).into_owned())
     }
 
     /// `/events/stats` once the ledger holds `sweeps` sweep events (it is written behind).
@@ -257,17 +227,6 @@ impl Served {
             self.process.logs()
         )
         .into())
-    }
-
-    /// The rows of `/events/history`, newest first, with `&quot;` read back as `"`.
-    async fn history(&self) -> Result<Vec<String>, BoxError> {
-        let page = self.ops("/events/history").await?;
-        Ok(page
-            .split("<tr>")
-            .skip(1)
-            .filter(|row| row.starts_with("<td>"))
-            .map(|row| row.replace("&quot;", "\""))
-            .collect())
     }
 }
 

@@ -12,6 +12,7 @@ pub mod lambda_api;
 pub mod log_ingest;
 pub mod notifications;
 pub mod s3_server;
+pub mod served;
 pub mod summary;
 
 pub type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;

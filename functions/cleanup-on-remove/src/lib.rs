@@ -107,6 +107,10 @@ impl CleanupOnRemove {
 }
 
 impl Handler for CleanupOnRemove {
+    fn handles(&self, kind: EventKind) -> bool {
+        kind == EventKind::Removed
+    }
+
     /// `THUMBNAIL_BUCKET`, when the derivatives are not in the source's bucket.
     fn buckets(&self) -> Vec<String> {
         match self.config.derivatives {

@@ -295,6 +295,11 @@ fn gone(bucket: &str, key: &str) -> Done {
 }
 
 impl Handler for Forwarder {
+    /// `FORWARD_KINDS`.
+    fn handles(&self, kind: EventKind) -> bool {
+        self.config.kinds.contains(&kind)
+    }
+
     /// The swept bucket, which holds the checkpoint.
     fn buckets(&self) -> Vec<String> {
         self.config.sweep.bucket.iter().cloned().collect()

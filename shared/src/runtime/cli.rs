@@ -7,12 +7,14 @@ mod job;
 use std::io::Read;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 use std::time::{Duration, Instant};
 
+use super::local_events::{Dispatch, LocalEvents};
 use super::{Function, Invocation, Report, http as http_runtime, process, start};
 use crate::config::Env;
 use crate::event::{Delivery, EventKind, ObjectEvent, SweepRequest, decode};
@@ -325,10 +327,25 @@ async fn job<F: Function>(budget: Option<u64>, storage: Option<PathBuf>) -> Exit
 }
 
 async fn serve<F: Function>(storage: Option<PathBuf>) -> ExitCode {
-    let started = match start::<F>(storage).await {
+    let started = match start::<F>(storage.clone()).await {
         Ok(started) => started,
         Err(e) => return fail(e),
     };
+    let settings = &started.settings;
+    // A directory as the bucket sends the events a bucket's notifications would.
+    let local_events = storage
+        .filter(|_| settings.local_events.enabled)
+        .map(|dir| {
+            let dispatch = Dispatch {
+                handler: Arc::clone(&started.function),
+                store: Arc::clone(&started.store),
+                governor: started.governor.clone(),
+                observer: started.observer.clone(),
+                timeout: settings.http.request_timeout,
+            };
+            let sources = settings.sources.as_ref();
+            LocalEvents::start(dir, sources, settings.local_events.clone(), dispatch)
+        });
     let service = http_runtime::Service {
         name: F::NAME,
         handler: started.function,
@@ -336,7 +353,11 @@ async fn serve<F: Function>(storage: Option<PathBuf>) -> ExitCode {
         observer: started.observer,
         governor: started.governor,
     };
-    match http_runtime::serve(service, &started.settings).await {
+    let served = http_runtime::serve(service, settings).await;
+    if let Some(watcher) = local_events {
+        watcher.stop().await;
+    }
+    match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(http_runtime::ServeError::Io(e)) => {
             tracing::error!(error = %e, "HTTP service stopped.");

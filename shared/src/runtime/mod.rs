@@ -9,6 +9,7 @@ mod consume;
 mod dispatch;
 pub mod http;
 mod lambda;
+mod local_events;
 pub mod metrics;
 mod pages;
 
@@ -20,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use crate::budget::{MemoryBudget, Stop};
 use crate::config::{ConfigError, Env, FromEnv};
-use crate::event::ObjectEvent;
+use crate::event::{EventKind, ObjectEvent};
 use crate::ledger::{LedgerSettings, Recorder, instance_name};
 use crate::outcome::{BoxError, Outcome};
 use crate::progress::Progress;
@@ -34,6 +35,7 @@ use metrics::Metrics;
 pub use cli::parse_headers;
 pub use dispatch::{EventReport, Governor, RecordReport, Report, TooManyRecords, process};
 pub use http::HttpSettings;
+pub use local_events::LocalEventSettings;
 
 /// What the runtime knows about the invocation an event arrived in.
 #[derive(Debug, Clone, Default)]
@@ -111,6 +113,13 @@ pub trait Handler: Send + Sync + 'static {
     fn buckets(&self) -> Vec<String> {
         Vec::new()
     }
+
+    /// Whether the function acts on events of `kind` (others are skipped as not handled), so
+    /// that a runtime that makes events itself (`serve --storage DIR`) sends only these, as a
+    /// bucket's notification configuration would.
+    fn handles(&self, kind: EventKind) -> bool {
+        kind == EventKind::Created
+    }
 }
 
 /// A part of a bucket.
@@ -181,6 +190,8 @@ pub struct RuntimeSettings {
     pub http: HttpSettings,
     pub s3: S3Settings,
     pub ledger: LedgerSettings,
+    /// The events `serve --storage DIR` makes of the directory's changes.
+    pub local_events: LocalEventSettings,
     /// `SOURCE_BUCKETS` (else `SOURCE_BUCKET`): the buckets whose events the function acts
     /// on; `None` when neither is set, which only `--storage DIR` accepts (as any bucket).
     pub sources: Option<Sources>,
@@ -201,6 +212,7 @@ impl RuntimeSettings {
             http: HttpSettings::read(env),
             s3: S3Settings::read(env),
             ledger: LedgerSettings::read(env),
+            local_events: LocalEventSettings::read(env),
             sources: Sources::read(env),
         }
     }
