@@ -9,6 +9,7 @@ mod events;
 mod forward_once;
 mod forward_to_k_sink;
 mod forward_to_stream;
+mod gallery;
 mod ftp_upload;
 mod governor;
 mod http_service;

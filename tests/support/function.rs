@@ -109,6 +109,7 @@ pub fn free_port() -> Result<u16, BoxError> {
 #[derive(Debug)]
 pub struct HttpReply {
     pub status: u16,
+    pub headers: http::HeaderMap,
     pub body: Bytes,
 }
 
@@ -128,8 +129,13 @@ pub async fn request(
         .request(builder.body(Full::new(body.into()))?)
         .await?;
     let status = response.status().as_u16();
+    let headers = response.headers().clone();
     let body = response.into_body().collect().await?.to_bytes();
-    Ok(HttpReply { status, body })
+    Ok(HttpReply {
+        status,
+        headers,
+        body,
+    })
 }
 
 /// Waits until `GET url` answers 200, or fails after `timeout` with the process logs.

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use bucketfn::budget::{Stop, Stopped};
 use bucketfn::derivatives::{self, metadata};
-use bucketfn::runtime::{Derived, Location};
+use bucketfn::runtime::{Derived, Location, Preview};
 use bucketfn::sniff;
 use bucketfn::storage::{
     Condition, CopyRequest, MAX_COPY_BYTES, ObjectPath, StoredObject, ensure_readable,
@@ -587,6 +587,9 @@ fn read_version(
     }
 }
 
+/// What messages about an image tried in the gallery call its bucket: it is in none.
+const UPLOAD: &str = "(upload)";
+
 fn gone(bucket: &str, key: &str) -> Done {
     Done::Skipped(format!("{} no longer exists", ObjectPath(bucket, key)))
 }
@@ -631,6 +634,37 @@ impl Handler for Thumbnailer {
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    fn gallery(&self) -> bool {
+        true
+    }
+
+    /// The first of `THUMBNAIL_SIZES`, made as an event's would be (same limits, same memory
+    /// budget, same deadline).
+    async fn preview(
+        &self,
+        name: &str,
+        body: Bytes,
+        invocation: &Invocation,
+    ) -> Option<Result<Preview, HandlerError>> {
+        let limit = self.config.max_source_bytes;
+        if body.len() as u64 > limit {
+            return Some(Err(HandlerError::permanent(format!(
+                "{name:?} is over {limit} bytes (MAX_SOURCE_BYTES)"
+            ))));
+        }
+        let made = self.make(UPLOAD, name, body, invocation).await;
+        Some(made.and_then(|thumbnails| {
+            let first = thumbnails
+                .into_iter()
+                .next()
+                .ok_or_else(|| HandlerError::permanent("no thumbnail size is configured"))?;
+            Ok(Preview {
+                content_type: self.config.format.content_type(),
+                bytes: Bytes::from(first.bytes),
+            })
+        }))
     }
 
     async fn handle(&self, event: &ObjectEvent, invocation: &Invocation) -> Outcome {

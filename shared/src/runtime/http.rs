@@ -29,8 +29,9 @@ use tokio::net::TcpListener;
 
 use super::auth::{AuthError, EventAuthSettings, EventGate, OpsGate};
 use super::dispatch::STOP_GRACE;
-use super::pages::{self, FileRow};
-use super::{Governor, Handler, Observer, RuntimeSettings, positive, process};
+use super::gallery::{self, GallerySettings};
+use super::pages::{self, FileRow, Site};
+use super::{Governor, Handler, Location, Observer, RuntimeSettings, positive, process};
 use crate::config::{Env, Secret};
 use crate::event::decode;
 use crate::outcome::RecordStatus;
@@ -77,6 +78,8 @@ pub struct HttpSettings {
     pub ops_port: Option<u16>,
     /// `OPS_PAGES`: `false` turns the operations pages and `/metrics` off.
     pub ops_pages: bool,
+    /// What the gallery offers, for a function that has one.
+    pub gallery: GallerySettings,
 }
 
 /// A notification is a few KiB (an S3 record with the most user metadata S3 allows is under
@@ -99,18 +102,29 @@ impl HttpSettings {
             ops_token: env.optional("OPS_TOKEN"),
             ops_port: env.optional("OPS_PORT"),
             ops_pages: env.or("OPS_PAGES", true),
+            gallery: GallerySettings::read(env),
         }
     }
 }
 
-struct AppState<H> {
-    name: &'static str,
-    handler: Arc<H>,
-    store: Arc<dyn ObjectStore>,
-    observer: Observer,
-    governor: Governor,
-    settings: Arc<HttpSettings>,
+pub(crate) struct AppState<H> {
+    pub(crate) name: &'static str,
+    pub(crate) handler: Arc<H>,
+    pub(crate) store: Arc<dyn ObjectStore>,
+    pub(crate) observer: Observer,
+    pub(crate) governor: Governor,
+    pub(crate) settings: Arc<HttpSettings>,
     events: EventGate,
+    pub(crate) gallery_sweep: gallery::Running,
+}
+
+impl<H: Handler> AppState<H> {
+    fn site(&self) -> Site<'static> {
+        Site {
+            function: self.name,
+            gallery: self.handler.gallery(),
+        }
+    }
 }
 
 impl<H> Clone for AppState<H> {
@@ -123,6 +137,7 @@ impl<H> Clone for AppState<H> {
             governor: self.governor.clone(),
             settings: Arc::clone(&self.settings),
             events: self.events.clone(),
+            gallery_sweep: self.gallery_sweep.clone(),
         }
     }
 }
@@ -229,13 +244,18 @@ fn routes<H: Handler>(
         governor: service.governor,
         settings: Arc::new(http.clone()),
         events,
+        gallery_sweep: gallery::Running::default(),
     };
-    let ops = Router::new()
+    let mut ops = Router::new()
         .route("/metrics", get(metrics::<H>))
         .route("/events/stats", get(stats::<H>))
         .route("/events/history", get(history::<H>))
         .route("/files", get(files::<H>))
-        .route("/files/object", get(derived_object::<H>))
+        .route("/files/object", get(derived_object::<H>));
+    if state.handler.gallery() {
+        ops = ops.merge(gallery::routes(state.clone()));
+    }
+    let ops = ops
         .route_layer(axum::middleware::from_fn_with_state(
             OpsGate::new(http.ops_token.clone()),
             ops_guard,
@@ -286,13 +306,13 @@ async fn protect(mut response: Response) -> Response {
         header::X_CONTENT_TYPE_OPTIONS,
         header::HeaderValue::from_static("nosniff"),
     );
-    headers.insert(
-        header::CONTENT_SECURITY_POLICY,
-        header::HeaderValue::from_static(
+    // The gallery's pages set a policy of their own (its script, its forms).
+    headers
+        .entry(header::CONTENT_SECURITY_POLICY)
+        .or_insert(header::HeaderValue::from_static(
             "default-src 'none'; img-src 'self'; style-src 'unsafe-inline'; \
              base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
-        ),
-    );
+        ));
     headers.insert(
         header::REFERRER_POLICY,
         header::HeaderValue::from_static("no-referrer"),
@@ -641,7 +661,7 @@ async fn history<H: Handler>(
     let stats = read_ledger(&state.observer, ledger.stats()).await.ok();
     match page {
         Ok(page) => Html(pages::history(
-            state.name,
+            &state.site(),
             stats.as_ref(),
             &page,
             query.page,
@@ -662,16 +682,39 @@ async fn files<H: Handler>(
     Query(query): Query<FilesQuery>,
 ) -> Response {
     let Some(location) = state.handler.inputs() else {
-        return Html(pages::files(state.name, None, &[], None)).into_response();
+        return Html(pages::files(&state.site(), None, &[], None)).into_response();
     };
+    match input_page(&state, &location, query.after.as_deref(), FILES_PAGE).await {
+        Ok(page) => Html(pages::files(
+            &state.site(),
+            Some(&location),
+            &page.rows,
+            page.next_after.as_deref(),
+        ))
+        .into_response(),
+        Err(response) => response,
+    }
+}
+
+/// A page of a function's inputs, each beside its outputs and whether they exist.
+pub(crate) struct InputPage {
+    pub(crate) rows: Vec<FileRow>,
+    /// Where the next page starts, when there is one.
+    pub(crate) next_after: Option<String>,
+}
+
+/// Lists up to `limit` objects of `location` after `after` (leaving out the function's own
+/// prefix) and HEADs each one's outputs, a few at a time, keeping the listing's order. A store
+/// that fails is the answer: 503 when it is unavailable, else 502.
+pub(crate) async fn input_page<H: Handler>(
+    state: &AppState<H>,
+    location: &Location,
+    after: Option<&str>,
+    limit: usize,
+) -> Result<InputPage, Response> {
     let listed = state
         .store
-        .list(
-            &location.bucket,
-            &location.prefix,
-            query.after.as_deref(),
-            FILES_PAGE,
-        )
+        .list(&location.bucket, &location.prefix, after, limit)
         .await;
     let page = match listed {
         Ok(page) => page,
@@ -681,7 +724,7 @@ async fn files<H: Handler>(
                 _ => StatusCode::BAD_GATEWAY,
             };
             let reason = crate::outcome::incident("the object store cannot list the files", &e);
-            return (status, reason).into_response();
+            return Err((status, reason).into_response());
         }
     };
     let next_after = page
@@ -698,7 +741,6 @@ async fn files<H: Handler>(
                 .is_none_or(|p| !o.key.starts_with(p))
         })
         .collect();
-    // HEAD each derived object, a few at a time, keeping the rows in listing order.
     let rows: Vec<FileRow> = futures_util::stream::iter(inputs)
         .map(|object| {
             let (store, handler) = (Arc::clone(&state.store), Arc::clone(&state.handler));
@@ -723,13 +765,7 @@ async fn files<H: Handler>(
         .buffered(8)
         .collect()
         .await;
-    Html(pages::files(
-        state.name,
-        Some(&location),
-        &rows,
-        next_after.as_deref(),
-    ))
-    .into_response()
+    Ok(InputPage { rows, next_after })
 }
 
 #[derive(Deserialize)]

@@ -7,6 +7,7 @@ mod cli;
 #[cfg(feature = "consume")]
 mod consume;
 mod dispatch;
+mod gallery;
 pub mod http;
 mod lambda;
 mod local_events;
@@ -19,11 +20,13 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+
 use crate::budget::{MemoryBudget, Stop};
 use crate::config::{ConfigError, Env, FromEnv};
 use crate::event::{EventKind, ObjectEvent};
 use crate::ledger::{LedgerSettings, Recorder, instance_name};
-use crate::outcome::{BoxError, Outcome};
+use crate::outcome::{BoxError, HandlerError, Outcome};
 use crate::progress::Progress;
 use crate::sources::Sources;
 use crate::storage::{
@@ -34,6 +37,7 @@ use metrics::Metrics;
 
 pub use cli::parse_headers;
 pub use dispatch::{EventReport, Governor, RecordReport, Report, TooManyRecords, process};
+pub use gallery::GallerySettings;
 pub use http::HttpSettings;
 pub use local_events::LocalEventSettings;
 
@@ -120,6 +124,31 @@ pub trait Handler: Send + Sync + 'static {
     fn handles(&self, kind: EventKind) -> bool {
         kind == EventKind::Created
     }
+
+    /// Whether `serve` offers the gallery: upload images into [`Handler::inputs`], see them
+    /// beside their [`Handler::outputs_of`], run a sweep, try [`Handler::preview`].
+    fn gallery(&self) -> bool {
+        false
+    }
+
+    /// What the function would make of the image `body` (the gallery's "try one"), made
+    /// without reading or writing the store; `name` is what messages call it. `None` for a
+    /// function that makes no images.
+    fn preview(
+        &self,
+        _name: &str,
+        _body: Bytes,
+        _invocation: &Invocation,
+    ) -> impl Future<Output = Option<Result<Preview, HandlerError>>> + Send {
+        async { None }
+    }
+}
+
+/// An image a function made for [`Handler::preview`].
+#[derive(Debug, Clone)]
+pub struct Preview {
+    pub content_type: &'static str,
+    pub bytes: Bytes,
 }
 
 /// A part of a bucket.

@@ -40,7 +40,7 @@ fn time(at: &DateTime<Utc>) -> String {
 
 const STYLE: &str = "
 body{font:15px/1.45 system-ui,-apple-system,'Segoe UI',sans-serif;margin:0;color:#1d2430;background:#f6f7f9}
-header{background:#1d2430;color:#fff;padding:14px 28px;display:flex;gap:28px;align-items:baseline}
+header{background:#1d2430;color:#fff;padding:14px 28px;display:flex;flex-wrap:wrap;gap:8px 28px;align-items:baseline}
 header h1{font-size:18px;margin:0;font-weight:600}
 header a{color:#c9d3e3;text-decoration:none}header a.here{color:#fff;border-bottom:2px solid #6fa8ff}
 main{padding:20px 28px;max-width:1400px}
@@ -59,22 +59,34 @@ ul.files{margin:0;padding-left:18px;font-size:13px}ul.files li{margin:2px 0}
 .card b{display:block;font-size:22px}
 nav.pages{margin:14px 0;display:flex;gap:16px}
 img.thumb{max-width:160px;max-height:160px;display:block;background:#eee}
+@media (max-width:600px){header{padding:12px 14px;gap:6px 18px}main{padding:14px}table{display:block;overflow-x:auto}}
 ";
 
-fn layout(function: &str, here: &str, title: &str, body: &str) -> String {
+/// Which pages a function has, for the header's links.
+pub struct Site<'a> {
+    pub function: &'a str,
+    /// Whether it offers the gallery ([`crate::runtime::Handler::gallery`]).
+    pub gallery: bool,
+}
+
+pub(crate) fn layout(site: &Site<'_>, here: &str, title: &str, body: &str) -> String {
     let link = |href: &str, text: &str| {
         let class = if href == here { " class=\"here\"" } else { "" };
         format!("<a href=\"{href}\"{class}>{text}</a>")
+    };
+    let gallery = match site.gallery {
+        true => link("/gallery", "Gallery"),
+        false => String::new(),
     };
     format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
          <title>{title} · {function}</title><style>{STYLE}</style></head><body>\
-         <header><h1>{function}</h1>{}{}{}</header><main>{body}</main></body></html>",
+         <header><h1>{function}</h1>{gallery}{}{}{}</header><main>{body}</main></body></html>",
         link("/events/history", "Events"),
         link("/files", "Files"),
         link("/metrics", "Metrics"),
-        function = escape(function),
+        function = escape(site.function),
         title = escape(title),
     )
 }
@@ -132,7 +144,7 @@ fn entry_row(entry: &EventEntry) -> String {
 
 /// `/events/history`: events newest first, `per_page` to a page.
 pub fn history(
-    function: &str,
+    site: &Site<'_>,
     stats: Option<&Stats>,
     page: &HistoryPage,
     number: u64,
@@ -190,7 +202,7 @@ pub fn history(
         );
     }
     body.push_str("</nav>");
-    layout(function, "/events/history", "Events", &body)
+    layout(site, "/events/history", "Events", &body)
 }
 
 /// One input object and what the function made of it.
@@ -204,7 +216,7 @@ pub struct FileRow {
 
 /// `/files`: input objects beside their outputs, a page at a time.
 pub fn files(
-    function: &str,
+    site: &Site<'_>,
     location: Option<&Location>,
     rows: &[FileRow],
     next_after: Option<&str>,
@@ -212,7 +224,7 @@ pub fn files(
     let Some(location) = location else {
         let body = "<p class=\"muted\">This function keeps no files of its own, or its input bucket is \
                     not configured.</p>";
-        return layout(function, "/files", "Files", body);
+        return layout(site, "/files", "Files", body);
     };
     let mut body = format!(
         "<h2>Objects under {}</h2>",
@@ -275,7 +287,7 @@ pub fn files(
         );
     }
     body.push_str("</nav>");
-    layout(function, "/files", "Files", &body)
+    layout(site, "/files", "Files", &body)
 }
 
 #[cfg(test)]
