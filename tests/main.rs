@@ -6,6 +6,7 @@ mod cli;
 mod deploy_env;
 mod content_tools;
 mod events;
+mod files_page;
 mod forward_once;
 mod forward_to_k_sink;
 mod forward_to_stream;

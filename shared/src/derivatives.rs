@@ -61,6 +61,14 @@ impl DerivativesLayout {
         self.bucket.as_deref().is_none_or(|own| own == bucket) && key.starts_with(&self.prefix)
     }
 
+    /// `<prefix>[<source bucket>/]`: where the folders of `source_bucket`'s objects are.
+    pub fn root(&self, source_bucket: &str) -> String {
+        match &self.bucket {
+            Some(own) if own != source_bucket => format!("{}{source_bucket}/", self.prefix),
+            _ => self.prefix.clone(),
+        }
+    }
+
     /// `<prefix>[<source bucket>/]<key>/`.
     pub fn folder(&self, source_bucket: &str, key: &str) -> Result<String, LayoutError> {
         if key
@@ -69,11 +77,22 @@ impl DerivativesLayout {
         {
             return Err(LayoutError::DotSegment(key.to_owned()));
         }
-        let folder = match &self.bucket {
-            Some(own) if own != source_bucket => format!("{}{source_bucket}/{key}/", self.prefix),
-            _ => format!("{}{key}/", self.prefix),
-        };
-        Ok(folder)
+        Ok(format!("{}{key}/", self.root(source_bucket)))
+    }
+
+    /// The source key whose moved copy `key` (in the destination) is: the inverse of
+    /// [`DerivativesLayout::original_key`]. `None` for thumbnails and anything else.
+    pub fn moved_source(&self, source_bucket: &str, key: &str) -> Option<String> {
+        let (source, name) = key
+            .strip_prefix(&self.root(source_bucket))?
+            .rsplit_once('/')?;
+        let original = name == ORIGINAL
+            || name
+                .split_once('.')
+                .is_some_and(|(stem, extension)| stem == ORIGINAL && is_plain_extension(extension));
+        let source = (original && !source.is_empty()).then(|| source.to_owned())?;
+        // Only what original_key would have made: the extension is the source's own.
+        (self.original_key(source_bucket, &source).ok()? == key).then_some(source)
     }
 
     /// The thumbnail of `size` pixels in format `extension`.
@@ -198,6 +217,48 @@ mod tests {
         assert_eq!(
             l.original_key("b", "a.tar.gz?x")?,
             "thumbnails/a.tar.gz?x/original"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn a_moved_copy_names_its_source() -> TestResult {
+        for (l, bucket) in [(layout(None), "photos"), (layout(Some("thumbs")), "photos")] {
+            for source in [
+                "dog123",
+                "a/cat.JPG",
+                "docs/report.pdf",
+                "x.jpg/y.png",
+                ".env",
+            ] {
+                let copy = l.original_key(bucket, source)?;
+                assert_eq!(
+                    l.moved_source(bucket, &copy).as_deref(),
+                    Some(source),
+                    "{copy}"
+                );
+                let thumbnail = l.thumbnail_key(bucket, source, 256, "jpg")?;
+                assert_eq!(l.moved_source(bucket, &thumbnail), None, "{thumbnail}");
+            }
+        }
+        let shared = layout(Some("thumbs"));
+        // Another source bucket's folder, a copy whose extension is not its source's, and
+        // objects outside the layout are no one's copy.
+        assert_eq!(
+            shared.moved_source("photos", "thumbnails/scans/a.jpg/original.jpg"),
+            None
+        );
+        assert_eq!(
+            shared.moved_source("photos", "thumbnails/photos/a.jpg/original.png"),
+            None
+        );
+        assert_eq!(
+            shared.moved_source("photos", "thumbnails/photos/original"),
+            None
+        );
+        assert_eq!(
+            shared.moved_source("photos", "elsewhere/a.jpg/original.jpg"),
+            None
         );
         Ok(())
     }

@@ -589,6 +589,8 @@ fn read_version(
 
 /// What messages about an image tried in the gallery call its bucket: it is in none.
 const UPLOAD: &str = "(upload)";
+/// The `/files` column of a moved source's copy.
+const MOVED_COPY: &str = "moved copy";
 
 fn gone(bucket: &str, key: &str) -> Done {
     Done::Skipped(format!("{} no longer exists", ObjectPath(bucket, key)))
@@ -620,20 +622,50 @@ impl Handler for Thumbnailer {
         let Some(bucket) = self.config.source_bucket.as_deref() else {
             return Vec::new();
         };
-        let destination = self.config.layout.destination(bucket);
-        self.thumbnail_keys(bucket, key)
-            .map(|outputs| {
-                outputs
-                    .into_iter()
-                    .map(|(size, key)| Derived {
-                        label: format!("{size} px"),
-                        bucket: destination.to_owned(),
-                        key,
-                        image: true,
-                    })
-                    .collect()
+        let layout = &self.config.layout;
+        let destination = layout.destination(bucket);
+        let Ok(thumbnails) = self.thumbnail_keys(bucket, key) else {
+            return Vec::new();
+        };
+        let mut outputs: Vec<Derived> = thumbnails
+            .into_iter()
+            .map(|(size, key)| Derived {
+                label: format!("{size} px"),
+                bucket: destination.to_owned(),
+                key,
+                image: true,
             })
-            .unwrap_or_default()
+            .collect();
+        let copy = self
+            .config
+            .delete_source
+            .then(|| layout.original_key(bucket, key));
+        if let Some(Ok(copy)) = copy {
+            outputs.push(Derived {
+                label: MOVED_COPY.to_owned(),
+                bucket: destination.to_owned(),
+                key: copy,
+                image: false,
+            });
+        }
+        outputs
+    }
+
+    /// With `DELETE_SOURCE`, the sources' folders in the destination, where each moved
+    /// source's copy sits beside its thumbnails.
+    fn moved_inputs(&self) -> Option<Location> {
+        let bucket = self.config.source_bucket.as_deref()?;
+        let layout = &self.config.layout;
+        self.config.delete_source.then(|| Location {
+            bucket: layout.destination(bucket).to_owned(),
+            prefix: layout.root(bucket),
+            exclude_prefix: None,
+        })
+    }
+
+    fn moved_input(&self, key: &str) -> Option<String> {
+        let bucket = self.config.source_bucket.as_deref()?;
+        self.config.layout.moved_source(bucket, key)
     }
 
     fn gallery(&self) -> bool {

@@ -29,9 +29,10 @@ use tokio::net::TcpListener;
 
 use super::auth::{AuthError, EventAuthSettings, EventGate, OpsGate};
 use super::dispatch::STOP_GRACE;
+use super::files::{PageCursor, input_page};
 use super::gallery::{self, GallerySettings};
-use super::pages::{self, FileRow, Site};
-use super::{Governor, Handler, Location, Observer, RuntimeSettings, positive, process};
+use super::pages::{self, Site};
+use super::{Governor, Handler, Observer, RuntimeSettings, positive, process};
 use crate::config::{Env, Secret};
 use crate::event::decode;
 use crate::outcome::RecordStatus;
@@ -672,100 +673,23 @@ async fn history<H: Handler>(
     }
 }
 
-#[derive(Deserialize)]
-struct FilesQuery {
-    after: Option<String>,
-}
-
 async fn files<H: Handler>(
     State(state): State<AppState<H>>,
-    Query(query): Query<FilesQuery>,
+    Query(cursor): Query<PageCursor>,
 ) -> Response {
     let Some(location) = state.handler.inputs() else {
         return Html(pages::files(&state.site(), None, &[], None)).into_response();
     };
-    match input_page(&state, &location, query.after.as_deref(), FILES_PAGE).await {
+    match input_page(&state, &location, &cursor, FILES_PAGE).await {
         Ok(page) => Html(pages::files(
             &state.site(),
             Some(&location),
             &page.rows,
-            page.next_after.as_deref(),
+            page.next.as_ref().map(PageCursor::query).as_deref(),
         ))
         .into_response(),
         Err(response) => response,
     }
-}
-
-/// A page of a function's inputs, each beside its outputs and whether they exist.
-pub(crate) struct InputPage {
-    pub(crate) rows: Vec<FileRow>,
-    /// Where the next page starts, when there is one.
-    pub(crate) next_after: Option<String>,
-}
-
-/// Lists up to `limit` objects of `location` after `after` (leaving out the function's own
-/// prefix) and HEADs each one's outputs, a few at a time, keeping the listing's order. A store
-/// that fails is the answer: 503 when it is unavailable, else 502.
-pub(crate) async fn input_page<H: Handler>(
-    state: &AppState<H>,
-    location: &Location,
-    after: Option<&str>,
-    limit: usize,
-) -> Result<InputPage, Response> {
-    let listed = state
-        .store
-        .list(&location.bucket, &location.prefix, after, limit)
-        .await;
-    let page = match listed {
-        Ok(page) => page,
-        Err(e) => {
-            let status = match e {
-                StoreError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
-                _ => StatusCode::BAD_GATEWAY,
-            };
-            let reason = crate::outcome::incident("the object store cannot list the files", &e);
-            return Err((status, reason).into_response());
-        }
-    };
-    let next_after = page
-        .more
-        .then(|| page.objects.last().map(|o| o.key.clone()))
-        .flatten();
-    let inputs: Vec<_> = page
-        .objects
-        .into_iter()
-        .filter(|o| {
-            location
-                .exclude_prefix
-                .as_deref()
-                .is_none_or(|p| !o.key.starts_with(p))
-        })
-        .collect();
-    let rows: Vec<FileRow> = futures_util::stream::iter(inputs)
-        .map(|object| {
-            let (store, handler) = (Arc::clone(&state.store), Arc::clone(&state.handler));
-            async move {
-                let mut outputs = Vec::new();
-                for derived in handler.outputs_of(&object.key) {
-                    let size = store
-                        .head(&derived.bucket, &derived.key)
-                        .await
-                        .ok()
-                        .map(|i| i.size);
-                    outputs.push((derived, size));
-                }
-                FileRow {
-                    key: object.key,
-                    size: object.size,
-                    modified: object.last_modified,
-                    outputs,
-                }
-            }
-        })
-        .buffered(8)
-        .collect()
-        .await;
-    Ok(InputPage { rows, next_after })
 }
 
 #[derive(Deserialize)]

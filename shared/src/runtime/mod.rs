@@ -7,6 +7,7 @@ mod cli;
 #[cfg(feature = "consume")]
 mod consume;
 mod dispatch;
+mod files;
 mod gallery;
 pub mod http;
 mod lambda;
@@ -110,6 +111,19 @@ pub trait Handler: Send + Sync + 'static {
     /// What the function makes of the input object `key`, labelled, for the `/files` page.
     fn outputs_of(&self, _key: &str) -> Vec<Derived> {
         Vec::new()
+    }
+
+    /// Where a function that moves its inputs keeps them beside what it made of them, listed
+    /// by the `/files` page and the gallery so that a moved input stays on them; `None` for a
+    /// function that leaves its inputs where they are.
+    fn moved_inputs(&self) -> Option<Location> {
+        None
+    }
+
+    /// The input whose moved copy is `key` under [`Handler::moved_inputs`]; `None` for any
+    /// other object kept there.
+    fn moved_input(&self, _key: &str) -> Option<String> {
+        None
     }
 
     /// Buckets the configuration names, checked at start-up (as `SOURCE_BUCKETS` is): one

@@ -205,36 +205,77 @@ pub fn history(
     layout(site, "/events/history", "Events", &body)
 }
 
-/// One input object and what the function made of it.
+/// One object a function knows and what it made of it.
 pub struct FileRow {
     pub key: String,
-    pub size: u64,
-    pub modified: Option<DateTime<Utc>>,
+    /// The object where its inputs are, as listed; `None` when it is not there (moved away).
+    pub listed: Option<Listed>,
     /// Per output: the derived object and its size, when present.
     pub outputs: Vec<(Derived, Option<u64>)>,
 }
 
-/// `/files`: input objects beside their outputs, a page at a time.
+/// An input as its bucket lists it.
+pub struct Listed {
+    pub size: u64,
+    pub modified: Option<DateTime<Utc>>,
+}
+
+/// The output columns of a page: every label any row has, in the order rows name them (a
+/// row without outputs, an object no output can be derived from, must not take the page's
+/// columns away).
+fn output_labels(rows: &[FileRow]) -> Vec<&str> {
+    let mut labels: Vec<&str> = Vec::new();
+    for (derived, _) in rows.iter().flat_map(|row| &row.outputs) {
+        if !labels.contains(&derived.label.as_str()) {
+            labels.push(&derived.label);
+        }
+    }
+    labels
+}
+
+fn output_cell(body: &mut String, row: &FileRow, derived: &Derived, present: Option<u64>) {
+    match present {
+        Some(size) if derived.image => {
+            let _ = write!(
+                body,
+                "<td><img class=\"thumb\" alt=\"{} of {}\" src=\"/files/object?input={}&amp;label={}\">\
+                 <span class=\"badge ok\">present</span> <span class=\"muted\">{size} bytes</span></td>",
+                escape(&derived.label),
+                escape(&row.key),
+                query(&row.key),
+                query(&derived.label),
+            );
+        }
+        Some(size) => {
+            let _ = write!(
+                body,
+                "<td><span class=\"badge ok\">present</span> <span class=\"muted\">{size} bytes</span></td>"
+            );
+        }
+        None => body.push_str("<td><span class=\"badge missing\">missing</span></td>"),
+    }
+}
+
+/// `/files`: the objects a function knows, each with its presence where its inputs are and
+/// beside what was made of it, a page at a time; `next` is the next page's query.
 pub fn files(
     site: &Site<'_>,
     location: Option<&Location>,
     rows: &[FileRow],
-    next_after: Option<&str>,
+    next: Option<&str>,
 ) -> String {
     let Some(location) = location else {
         let body = "<p class=\"muted\">This function keeps no files of its own, or its input bucket is \
                     not configured.</p>";
         return layout(site, "/files", "Files", body);
     };
-    let mut body = format!(
-        "<h2>Objects under {}</h2>",
-        escape(&format!("{}/{}", location.bucket, location.prefix))
+    let place = escape(&format!("{}/{}", location.bucket, location.prefix));
+    let mut body = format!("<h2>Objects under {place}</h2>");
+    let labels = output_labels(rows);
+    let _ = write!(
+        body,
+        "<table><thead><tr><th>Object</th><th>In {place}</th><th>Modified</th>"
     );
-    let labels: Vec<String> = rows
-        .first()
-        .map(|row| row.outputs.iter().map(|(d, _)| d.label.clone()).collect())
-        .unwrap_or_default();
-    body.push_str("<table><thead><tr><th>Source object</th><th>Size</th><th>Modified</th>");
     for label in &labels {
         let _ = write!(body, "<th>{}</th>", escape(label));
     }
@@ -247,44 +288,31 @@ pub fn files(
         );
     }
     for row in rows {
-        let _ = write!(
-            body,
-            "<tr><td class=\"key\">{}</td><td>{}</td><td>{}</td>",
-            escape(&row.key),
-            row.size,
-            row.modified.as_ref().map(time).unwrap_or_default(),
-        );
-        for (derived, present) in &row.outputs {
-            match present {
-                Some(size) if derived.image => {
-                    let _ = write!(
-                        body,
-                        "<td><img class=\"thumb\" alt=\"{} of {}\" src=\"/files/object?input={}&amp;label={}\">\
-                         <span class=\"badge ok\">present</span> <span class=\"muted\">{size} bytes</span></td>",
-                        escape(&derived.label),
-                        escape(&row.key),
-                        query(&row.key),
-                        query(&derived.label),
-                    );
-                }
-                Some(size) => {
-                    let _ = write!(
-                        body,
-                        "<td><span class=\"badge ok\">present</span> <span class=\"muted\">{size} bytes</span></td>"
-                    );
-                }
-                None => body.push_str("<td><span class=\"badge missing\">missing</span></td>"),
+        let _ = write!(body, "<tr><td class=\"key\">{}</td>", escape(&row.key));
+        match &row.listed {
+            Some(listed) => {
+                let _ = write!(
+                    body,
+                    "<td><span class=\"badge ok\">present</span> <span class=\"muted\">{} bytes</span></td><td>{}</td>",
+                    listed.size,
+                    listed.modified.as_ref().map(time).unwrap_or_default(),
+                );
+            }
+            None => {
+                body.push_str("<td><span class=\"badge missing\">moved away</span></td><td></td>")
+            }
+        }
+        for label in &labels {
+            match row.outputs.iter().find(|(d, _)| d.label == *label) {
+                Some((derived, present)) => output_cell(&mut body, row, derived, *present),
+                None => body.push_str("<td class=\"muted\">none</td>"),
             }
         }
         body.push_str("</tr>");
     }
     body.push_str("</tbody></table><nav class=\"pages\"><a href=\"/files\">first page</a>");
-    if let Some(after) = next_after {
-        let _ = write!(
-            body,
-            "<a href=\"/files?after={}\">next page →</a>",
-            query(after)
-        );
+    if let Some(next) = next {
+        let _ = write!(body, "<a href=\"/files?{}\">next page →</a>", escape(next));
     }
     body.push_str("</nav>");
     layout(site, "/files", "Files", &body)

@@ -20,7 +20,8 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 
-use super::http::{AppState, input_page};
+use super::files::{PageCursor, input_page};
+use super::http::AppState;
 use super::{Handler, Location};
 use crate::config::Env;
 use crate::event::{Delivery, EventKind, ObjectEvent};
@@ -180,7 +181,8 @@ impl IntoResponse for NoInputs {
 
 #[derive(Deserialize, Default)]
 struct ShowQuery {
-    after: Option<String>,
+    #[serde(flatten)]
+    cursor: PageCursor,
     /// What the last action did, for the notice at the top.
     done: Option<String>,
 }
@@ -193,7 +195,7 @@ async fn show<H: Handler>(
         Ok(location) => location,
         Err(none) => return none.into_response(),
     };
-    let listed = match input_page(&state, &location, query.after.as_deref(), PAGE).await {
+    let listed = match input_page(&state, &location, &query.cursor, PAGE).await {
         Ok(listed) => listed,
         Err(response) => return response,
     };
@@ -225,7 +227,7 @@ async fn progress<H: Handler>(
         Ok(location) => location,
         Err(none) => return none.into_response(),
     };
-    match input_page(&state, &location, query.after.as_deref(), PAGE).await {
+    match input_page(&state, &location, &query.cursor, PAGE).await {
         Ok(listed) => axum::Json(page::progress(&listed)).into_response(),
         Err(response) => response,
     }

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use super::GallerySettings;
 use crate::runtime::Location;
-use crate::runtime::http::InputPage;
+use crate::runtime::files::InputPage;
 use crate::runtime::pages::{FileRow, Site, escape, layout, query};
 
 pub(super) struct View<'a> {
@@ -43,11 +43,11 @@ input[type=text]{font:inherit;padding:5px 8px}
 pub(super) fn render(view: &View<'_>) -> String {
     let location = view.location;
     let place = escape(&format!("{}/{}", location.bucket, location.prefix));
-    let pending = view
-        .listed
-        .rows
-        .iter()
-        .any(|row| row.outputs.iter().any(|(_, made)| made.is_none()));
+    let pending = view.listed.rows.iter().any(|row| {
+        row.outputs
+            .iter()
+            .any(|(d, made)| d.image && made.is_none())
+    });
     let mut body = format!("<style>{STYLE}</style>");
     if let Some(notice) = view.notice {
         let _ = write!(
@@ -100,11 +100,11 @@ pub(super) fn render(view: &View<'_>) -> String {
         tile(&mut body, row);
     }
     body.push_str("</div><nav class=\"pages\">");
-    if let Some(after) = &view.listed.next_after {
+    if let Some(next) = &view.listed.next {
         let _ = write!(
             body,
-            "<a href=\"/gallery?after={}\" id=\"next\">Next page</a>",
-            query(after)
+            "<a href=\"/gallery?{}\" id=\"next\">Next page</a>",
+            escape(&next.query())
         );
     }
     body.push_str("<a href=\"/gallery\">Refresh</a></nav>");
@@ -126,14 +126,25 @@ pub(super) fn render(view: &View<'_>) -> String {
 }
 
 fn tile(body: &mut String, row: &FileRow) {
-    let _ = write!(
-        body,
-        "<div class=\"tile\" data-key=\"{key_attr}\"><a class=\"name\" href=\"/gallery/image?key={key_query}\">{key}</a>",
-        key_attr = escape(&row.key),
-        key_query = query(&row.key),
-        key = escape(&row.key),
-    );
-    for (derived, made) in &row.outputs {
+    let (key_attr, key) = (escape(&row.key), escape(&row.key));
+    match row.listed {
+        Some(_) => {
+            let _ = write!(
+                body,
+                "<div class=\"tile\" data-key=\"{key_attr}\"><a class=\"name\" href=\"/gallery/image?key={}\">{key}</a>",
+                query(&row.key),
+            );
+        }
+        // Moved away: the thumbnails are what the gallery still shows of it.
+        None => {
+            let _ = write!(
+                body,
+                "<div class=\"tile\" data-key=\"{key_attr}\"><span class=\"name\">{key} <span class=\"muted\">(moved)</span></span>"
+            );
+        }
+    }
+    // An output that is not an image (a moved input's copy) has no place among the pictures.
+    for (derived, made) in row.outputs.iter().filter(|(d, _)| d.image) {
         let label = escape(&derived.label);
         let src = format!(
             "/files/object?input={}&amp;label={}",
