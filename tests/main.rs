@@ -3,15 +3,15 @@
 
 mod cleanup;
 mod cli;
-mod deploy_env;
 mod content_tools;
+mod deploy_env;
 mod events;
 mod files_page;
 mod forward_once;
 mod forward_to_k_sink;
 mod forward_to_stream;
-mod gallery;
 mod ftp_upload;
+mod gallery;
 mod governor;
 mod http_service;
 mod jobs;
