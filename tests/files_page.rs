@@ -4,15 +4,14 @@
 //! column per configured size whatever the first row is; every object on exactly one page.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::time::Duration;
 
 use image::ImageFormat;
 
+use crate::support::TestResult;
 use crate::support::function::THUMBNAIL_ON_CREATE;
 use crate::support::images::gradient;
 use crate::support::served::Served;
-use crate::support::{BoxError, TestResult};
 
 /// One row of `/files`: the key and its cells' text, markup removed.
 #[derive(Debug)]
@@ -68,18 +67,6 @@ fn read_page(page: &str) -> (Vec<String>, Vec<Row>, Option<String>) {
     (headings, rows, next)
 }
 
-/// Waits until `path` exists.
-async fn appears(path: &Path, served: &Served) -> Result<(), BoxError> {
-    for _ in 0..600 {
-        if path.is_file() {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    let logs = served.process.logs();
-    Err(format!("{} never appeared; logs:\n{logs}", path.display()).into())
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn in_move_mode_a_moved_image_stays_on_the_files_page_with_its_thumbnails() -> TestResult {
     let scratch = tempfile::tempdir()?;
@@ -120,7 +107,7 @@ async fn in_move_mode_a_moved_image_stays_on_the_files_page_with_its_thumbnails(
         gradient(300, 200, ImageFormat::Jpeg)?,
     )?;
     let folder = storage.join("thumbs/thumbnails/photos/lake.jpg");
-    appears(&folder.join("original.jpg"), &served).await?;
+    served.file_appears(&folder.join("original.jpg")).await?;
     for _ in 0..200 {
         if !storage.join("photos/lake.jpg").exists() {
             break;

@@ -65,18 +65,6 @@ fn text(reply: &HttpReply) -> String {
     String::from_utf8_lossy(&reply.body).into_owned()
 }
 
-/// Waits until `path` exists.
-async fn appears(path: &Path, served: &Served) -> Result<(), BoxError> {
-    for _ in 0..400 {
-        if path.is_file() {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    let logs = served.process.logs();
-    Err(format!("{} never appeared; logs:\n{logs}", path.display()).into())
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn uploads_are_stored_under_safe_keys_and_get_their_thumbnails_by_the_folders_events()
 -> TestResult {
@@ -97,7 +85,9 @@ async fn uploads_are_stored_under_safe_keys_and_get_their_thumbnails_by_the_fold
     assert_eq!(std::fs::read(photos.join("Lake-at-Dawn.jpg"))?, jpeg);
     assert_eq!(std::fs::read(photos.join("dog12345"))?, png);
     for key in ["Lake-at-Dawn.jpg", "dog12345"] {
-        appears(&photos.join(format!("thumbnails/{key}/256.jpg")), &served).await?;
+        served
+            .file_appears(&photos.join(format!("thumbnails/{key}/256.jpg")))
+            .await?;
     }
     let state = served.ops("/gallery/state").await?;
     let state: serde_json::Value = serde_json::from_str(&state)?;
@@ -220,7 +210,9 @@ async fn the_job_button_runs_a_sweep_that_the_history_shows_and_hide_button_hide
     );
     let reply = served.call("POST", "/gallery/sweep", &[], "").await?;
     assert_eq!(reply.status, 303, "{}", text(&reply));
-    appears(&photos.join("thumbnails/old.jpg/256.jpg"), &served).await?;
+    served
+        .file_appears(&photos.join("thumbnails/old.jpg/256.jpg"))
+        .await?;
     let mut swept = false;
     for _ in 0..100 {
         swept = served

@@ -5,31 +5,14 @@
 //! event; `LOCAL_EVENTS=false` turns it off.
 
 use std::io::Write;
-use std::path::Path;
 use std::time::Duration;
 
 use image::ImageFormat;
 
+use crate::support::TestResult;
 use crate::support::function::{CLEANUP_ON_REMOVE, THUMBNAIL_ON_CREATE};
 use crate::support::images::{dimensions, gradient};
 use crate::support::served::Served;
-use crate::support::{BoxError, TestResult};
-
-/// Waits until `path` exists, or fails with the service's logs.
-async fn appears(path: &Path, served: &Served) -> Result<(), BoxError> {
-    for _ in 0..400 {
-        if path.is_file() {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    Err(format!(
-        "{} never appeared; logs:\n{}",
-        path.display(),
-        served.process.logs()
-    )
-    .into())
-}
 
 fn env(extra: &[(&'static str, &str)]) -> Vec<(&'static str, String)> {
     let mut env = vec![
@@ -59,7 +42,7 @@ async fn a_file_written_while_serving_is_one_event_and_its_thumbnail() -> TestRe
     }
     drop(file);
     let thumbnail = photos.join("thumbnails/dog12345/256.jpg");
-    appears(&thumbnail, &served).await?;
+    served.file_appears(&thumbnail).await?;
     assert_eq!(dimensions(&std::fs::read(&thumbnail)?)?, (256, 171));
 
     // The history is written behind; give it and a few more looks time.

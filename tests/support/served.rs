@@ -51,6 +51,19 @@ impl Served {
         request(method, &format!("{}{path}", self.url), &all, body.into()).await
     }
 
+    /// Waits (up to 15 s) until the function has made the file `path` in its storage, or
+    /// fails with its logs.
+    pub async fn file_appears(&self, path: &Path) -> Result<(), BoxError> {
+        for _ in 0..600 {
+            if path.is_file() {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        let logs = self.process.logs();
+        Err(format!("{} never appeared; logs:\n{logs}", path.display()).into())
+    }
+
     /// An operations page, which must answer 200.
     pub async fn ops(&self, path: &str) -> Result<String, BoxError> {
         let reply = self.call("GET", path, &[], Vec::new()).await?;

@@ -20,7 +20,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 
-use super::files::{PageCursor, input_page};
+use super::files::{InputPage, PageCursor, input_page};
 use super::http::AppState;
 use super::{Handler, Location};
 use crate::config::Env;
@@ -191,11 +191,7 @@ async fn show<H: Handler>(
     State(state): State<AppState<H>>,
     Query(query): Query<ShowQuery>,
 ) -> Response {
-    let location = match location(&state) {
-        Ok(location) => location,
-        Err(none) => return none.into_response(),
-    };
-    let listed = match input_page(&state, &location, &query.cursor, PAGE).await {
+    let (location, listed) = match listed(&state, &query.cursor).await {
         Ok(listed) => listed,
         Err(response) => return response,
     };
@@ -223,14 +219,20 @@ async fn progress<H: Handler>(
     State(state): State<AppState<H>>,
     Query(query): Query<ShowQuery>,
 ) -> Response {
-    let location = match location(&state) {
-        Ok(location) => location,
-        Err(none) => return none.into_response(),
-    };
-    match input_page(&state, &location, &query.cursor, PAGE).await {
-        Ok(listed) => axum::Json(page::progress(&listed)).into_response(),
+    match listed(&state, &query.cursor).await {
+        Ok((_, listed)) => axum::Json(page::progress(&listed)).into_response(),
         Err(response) => response,
     }
+}
+
+/// The gallery's images from `cursor` on, with where they are.
+async fn listed<H: Handler>(
+    state: &AppState<H>,
+    cursor: &PageCursor,
+) -> Result<(Location, InputPage), Response> {
+    let location = location(state).map_err(IntoResponse::into_response)?;
+    let listed = input_page(state, &location, cursor, PAGE).await?;
+    Ok((location, listed))
 }
 
 #[derive(Deserialize)]
