@@ -95,6 +95,7 @@ async fn in_move_mode_a_moved_image_stays_on_the_files_page_with_its_thumbnails(
             ("THUMBNAIL_BUCKET", "thumbs".to_owned()),
             ("THUMBNAIL_SIZES", "64,128".to_owned()),
             ("DELETE_SOURCE", "true".to_owned()),
+            ("GALLERY_CLEAR", "true".to_owned()),
             ("LOCAL_EVENTS_INTERVAL_MS", "100".to_owned()),
             ("LOCAL_EVENTS_SETTLE_MS", "200".to_owned()),
         ],
@@ -159,10 +160,27 @@ async fn in_move_mode_a_moved_image_stays_on_the_files_page_with_its_thumbnails(
         .await?;
     assert_eq!(thumbnail.status, 200);
 
-    // The gallery shows the moved image with its thumbnails too.
+    // The gallery shows the moved image with its thumbnails too, and clearing the bucket
+    // takes the moved image's folder with the rest.
     let gallery = served.ops("/gallery").await?;
     assert!(gallery.contains("data-key=\"lake.jpg\""), "{gallery}");
     assert!(gallery.contains("(moved)"), "{gallery}");
+    let form = ("content-type", "application/x-www-form-urlencoded");
+    let cleared = served
+        .call("POST", "/gallery/clear", &[form], "confirm=photos")
+        .await?;
+    assert_eq!(
+        cleared.status,
+        303,
+        "{}",
+        String::from_utf8_lossy(&cleared.body)
+    );
+    assert!(
+        !folder.exists() || std::fs::read_dir(&folder)?.next().is_none(),
+        "{folder:?}"
+    );
+    let (_, rows, _) = read_page(&served.ops("/files").await?);
+    assert!(rows.is_empty(), "{rows:?}");
     Ok(())
 }
 

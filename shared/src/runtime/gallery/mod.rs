@@ -389,7 +389,8 @@ struct ClearForm {
 }
 
 /// "Clear bucket": deletes every object under the inputs' prefix (the images, and the
-/// thumbnails and cursor kept there) and each image's outputs elsewhere. Only with
+/// thumbnails and cursor kept there), each image's outputs elsewhere, and the folders of
+/// images that were moved. Only with
 /// `GALLERY_CLEAR=true` and the bucket's name typed as confirmation.
 async fn clear<H: Handler>(
     State(state): State<AppState<H>>,
@@ -411,7 +412,7 @@ async fn clear<H: Handler>(
             "type the bucket's name to confirm; nothing was deleted",
         );
     }
-    match clear_location(&state, &location).await {
+    match clear_all(&state, &location).await {
         Ok((deleted, more)) => {
             let path = ObjectPath(&location.bucket, &location.prefix);
             tracing::warn!(bucket = %location.bucket, prefix = %location.prefix, deleted, "Bucket cleared from the gallery.");
@@ -430,10 +431,37 @@ async fn clear<H: Handler>(
     }
 }
 
-/// Deletes up to [`CLEAR_MAX`] objects; says how many, and whether more remain.
+/// Clears the inputs with their outputs and, for a function that moves its inputs, the
+/// folders the moved ones live in (under the inputs' prefix), up to [`CLEAR_MAX`] objects in
+/// all; says how many, and whether more remain.
+async fn clear_all<H: Handler>(
+    state: &AppState<H>,
+    location: &Location,
+) -> Result<(usize, bool), StoreError> {
+    let (mut deleted, more) = clear_location(state, location, true, CLEAR_MAX).await?;
+    if more {
+        return Ok((deleted, true));
+    }
+    let Some(moved) = state.handler.moved_inputs() else {
+        return Ok((deleted, false));
+    };
+    let folders = Location {
+        prefix: format!("{}{}", moved.prefix, location.prefix),
+        ..moved
+    };
+    let (more_deleted, more) =
+        clear_location(state, &folders, false, CLEAR_MAX.saturating_sub(deleted)).await?;
+    deleted += more_deleted;
+    Ok((deleted, more))
+}
+
+/// Deletes up to `most` objects of `location` (rounded up to a listing page), with each
+/// input's outputs when `with_outputs`; says how many, and whether more remain.
 async fn clear_location<H: Handler>(
     state: &AppState<H>,
     location: &Location,
+    with_outputs: bool,
+    most: usize,
 ) -> Result<(usize, bool), StoreError> {
     use futures_util::{StreamExt, TryStreamExt};
     let mut deleted = 0;
@@ -449,10 +477,11 @@ async fn clear_location<H: Handler>(
         after = Some(last.key.clone());
         let mut targets = Vec::new();
         for object in &page.objects {
-            let input = location
-                .exclude_prefix
-                .as_deref()
-                .is_none_or(|p| !object.key.starts_with(p));
+            let input = with_outputs
+                && location
+                    .exclude_prefix
+                    .as_deref()
+                    .is_none_or(|p| !object.key.starts_with(p));
             if input {
                 for derived in state.handler.outputs_of(&object.key) {
                     targets.push((derived.bucket, derived.key));
@@ -470,7 +499,7 @@ async fn clear_location<H: Handler>(
         if !page.more {
             return Ok((deleted, false));
         }
-        if deleted >= CLEAR_MAX {
+        if deleted >= most {
             return Ok((deleted, true));
         }
     }
