@@ -1455,9 +1455,12 @@ mod tests {
 
     #[tokio::test]
     async fn an_image_over_the_memory_budget_is_permanent_and_names_it() -> TestResult {
-        let (store, handler) = thumbnailer(Config::default());
+        let (store, handler) = thumbnailer(Config {
+            sizes: vec![1024],
+            ..Config::default()
+        });
         // A progressive CMYK JPEG under the template's pixel cap, whose coefficients alone
-        // take 459 MiB.
+        // take 459 MiB for a thumbnail of more than an eighth of its size (521 MiB in all).
         let bomb = pipeline::hostile::progressive_jpeg(7745, 7745, 4, 469_481, 0);
         store.insert("b", "big.jpg", bomb, "image/jpeg");
         let invocation = Invocation {
@@ -1472,7 +1475,7 @@ mod tests {
         assert!(!err.is_retryable(), "{err}");
         let message = err.to_string();
         assert!(
-            message.starts_with("b/big.jpg, the progressive CMYK JPEG 7745x7745, needs 4"),
+            message.starts_with("b/big.jpg, the progressive CMYK JPEG 7745x7745, needs 5"),
             "{message}"
         );
         assert!(

@@ -289,11 +289,17 @@ fn fails(source: &[u8]) -> Result<PipelineError, Box<dyn std::error::Error>> {
     Ok(err)
 }
 
+/// What decoding `source` for a thumbnail of `size` needs, when it is over `budget`.
 fn over_budget(
     source: &[u8],
+    size: u32,
     budget: u64,
 ) -> Result<(String, u64, String), Box<dyn std::error::Error>> {
-    let need = decode_need(source, &spec()).map_err(|e| e.to_string())?;
+    let spec = Spec {
+        sizes: vec![size],
+        ..spec()
+    };
+    let need = decode_need(source, &spec).map_err(|e| e.to_string())?;
     let Err(err) = MemoryBudget::new(budget).try_reserve(&need.what, need.bytes) else {
         return Err(format!("{} fits {budget} bytes", need.bytes).into());
     };
@@ -319,10 +325,11 @@ fn a_header_only_progressive_cmyk_jpeg_is_truncated() -> TestResult {
 
 #[test]
 fn a_progressive_cmyk_jpeg_whose_coefficients_exceed_the_budget_is_refused() -> TestResult {
-    // With enough scan data to pass for whole, the coefficients libjpeg would buffer (four
-    // components of 1250x1250 blocks of 128 bytes: 800 MB) are what refuses it.
+    // With enough scan data to pass for whole, the coefficients libjpeg would buffer for a
+    // thumbnail of more than an eighth of the size (four components of 1250x1250 blocks of 128
+    // bytes: 800 MB) are what refuses it.
     let source = progressive_jpeg(10000, 10000, 4, 781_250, 0);
-    let (what, need, message) = over_budget(&source, MemoryBudget::DEFAULT_BYTES)?;
+    let (what, need, message) = over_budget(&source, 1024, MemoryBudget::DEFAULT_BYTES)?;
     assert_eq!(what, "the progressive CMYK JPEG 10000x10000");
     assert!(
         need > 800_000_000 && need < 800_000_000 + 64 * MIB,
@@ -338,8 +345,28 @@ fn a_progressive_cmyk_jpeg_whose_coefficients_exceed_the_budget_is_refused() -> 
     );
     // Under the template's 60-megapixel cap: 969x969 blocks per component.
     let source = progressive_jpeg(7745, 7745, 4, 469_481, 0);
-    let (_, need, _) = over_budget(&source, MemoryBudget::DEFAULT_BYTES)?;
+    let (_, need, _) = over_budget(&source, 1024, MemoryBudget::DEFAULT_BYTES)?;
     assert!(need > 4 * 969 * 969 * 128, "{need}");
+    Ok(())
+}
+
+#[test]
+fn an_eighth_of_a_progressive_jpeg_needs_its_dc_coefficients_only() -> TestResult {
+    // The same 100-megapixel CMYK file for a 256 px thumbnail: a value and a sample per block
+    // of each component (4 x 1250 x 1250 x 5 bytes) and the output, not 800 MB.
+    let source = progressive_jpeg(10000, 10000, 4, 781_250, 0);
+    let need = decode_need(&source, &spec()).map_err(|e| e.to_string())?;
+    assert_eq!(
+        need.what,
+        "the progressive (DC scans) CMYK JPEG 10000x10000"
+    );
+    let dc = 4 * 1250 * 1250 * 5;
+    let output = 1250 * 1250 * 4;
+    assert!(
+        need.bytes >= dc + output && need.bytes < dc + output + 64 * MIB,
+        "{}",
+        need.bytes
+    );
     Ok(())
 }
 
@@ -386,7 +413,7 @@ fn scan_data_that_ends_early_is_truncated_even_before_an_end_marker() -> TestRes
 fn an_interlaced_png_counts_its_whole_frame_and_is_refused_over_the_budget() -> TestResult {
     // mkbombs.py's Adam7 RGBA 7745x7745; the header is what counts, so the rows are left out.
     let source = png_file(7745, 7745, 6, true, &zlib_stored(&[0; 1000]));
-    let (what, need, message) = over_budget(&source, 128 * MIB)?;
+    let (what, need, message) = over_budget(&source, 256, 128 * MIB)?;
     assert_eq!(what, "the interlaced RGBA PNG 7745x7745");
     assert!(need > 7745 * 7745 * 4, "{need}");
     assert!(
@@ -492,7 +519,7 @@ fn whole_image_formats_count_their_real_bit_depth() -> TestResult {
     // A 16-bit RGBA TIFF at the template's pixel cap: 8 bytes per pixel decoded, and as much
     // again in the tiff crate's own buffer.
     let tiff = tiff_header(7745, 7745, 16, 4);
-    let (what, need, message) = over_budget(&tiff, MemoryBudget::DEFAULT_BYTES)?;
+    let (what, need, message) = over_budget(&tiff, 256, MemoryBudget::DEFAULT_BYTES)?;
     assert_eq!(what, "the 16-bit RGBA TIFF 7745x7745");
     assert!(need > 2 * 7745 * 7745 * 8, "{need}");
     assert!(

@@ -1,7 +1,9 @@
 //! JPEG through libjpeg (mozjpeg): decoded already shrunk by DCT scaling, so a 24-megapixel
 //! photo never exists at full size in memory; EXIF orientation and the ICC profile come from
 //! the APP1 / APP2 markers, and Adobe's inverted CMYK is turned the right way up. The marker
-//! walk decides first whether the stream is whole and what libjpeg will allocate for it.
+//! walk decides first whether the stream is whole and what libjpeg will allocate for it. A
+//! progressive JPEG whose thumbnail needs at most an eighth of its size skips libjpeg: its DC
+//! scans alone give that eighth ([`super::jpeg_dc`]).
 
 use std::cell::Cell;
 use std::io::{self, BufRead, Read};
@@ -10,7 +12,8 @@ use bucketfn::budget::{Stop, Stopped};
 use image::metadata::Orientation;
 use mozjpeg::{ColorSpace, Decompress, Marker};
 
-use super::markers::{self, MarkerError, Structure};
+use super::jpeg_dc::{self, ColourModel};
+use super::markers::{self, MarkerError, Segments, Structure};
 use super::raster::{Layout, Raster};
 use super::{Decoded, Inspected, PipelineError, Shape, check_pixels, shrink_on_load};
 
@@ -54,12 +57,16 @@ pub fn inspect(
         3 => 3,
         _ => 4,
     };
-    let coefficients = if structure.is_multi_scan() {
+    // From the DC scans alone: a value per block, no buffers at full scale.
+    let dc_only = denominator == 8 && jpeg_dc::applies(&structure);
+    let coefficients = if dc_only {
+        jpeg_dc::memory(frame)
+    } else if structure.is_multi_scan() {
         frame.coefficient_bytes()
     } else {
         0
     };
-    // The main buffer (a few block rows of every component, with context rows for fancy
+    // libjpeg's main buffer (a few block rows of every component, with context rows for fancy
     // upsampling) and the upsampler's row groups, bounded at full scale: 24 rows of the padded
     // width per component and vertical sampling step.
     let v_max = frame
@@ -68,8 +75,13 @@ pub fn inspect(
         .map(|c| u64::from(c.v))
         .max()
         .unwrap_or(1);
-    let rows = 24 * v_max * u64::from(width).next_multiple_of(32) * components;
-    let kind = if frame.coding.is_progressive() {
+    let rows = match dc_only {
+        true => 0,
+        false => 24 * v_max * u64::from(width).next_multiple_of(32) * components,
+    };
+    let kind = if dc_only {
+        "progressive (DC scans)"
+    } else if frame.coding.is_progressive() {
         "progressive"
     } else if structure.is_multi_scan() {
         "multi-scan"
@@ -96,6 +108,12 @@ pub fn inspect(
         full_size: (width, height),
     };
     Ok((structure, inspected))
+}
+
+impl From<MarkerError> for PipelineError {
+    fn from(error: MarkerError) -> Self {
+        refused(error)
+    }
 }
 
 fn refused(error: MarkerError) -> PipelineError {
@@ -126,6 +144,30 @@ pub fn decode(
     target: u32,
     stop: &Stop,
 ) -> Result<Decoded, PipelineError> {
+    let (width, height) = (structure.frame.width, structure.frame.height);
+    if scale_denominator(width, height, target) == 8 && jpeg_dc::applies(structure) {
+        let mut application = Application::default();
+        for segment in Segments::of(source)? {
+            let segment = segment?;
+            if let 0xE0..=0xEF = segment.marker {
+                application.read(segment.marker, &source[segment.payload]);
+            }
+        }
+        let model = application.model(&structure.frame);
+        let raster = jpeg_dc::decode(source, structure, model, stop)?;
+        return Ok(application.finish(raster, (width, height)));
+    }
+    libjpeg(source, structure, target, stop)
+}
+
+/// Decodes through libjpeg, scaled by its IDCT.
+pub(super) fn libjpeg(
+    source: &[u8],
+    structure: &Structure,
+    target: u32,
+    stop: &Stop,
+) -> Result<Decoded, PipelineError> {
+    let (width, height) = (structure.frame.width, structure.frame.height);
     let ran_out = Cell::new(false);
     let scan_starts: Vec<usize> = structure.scans.iter().map(|scan| scan.start).collect();
     let feed = Feed {
@@ -146,32 +188,13 @@ pub fn decode(
         .with_markers(MARKERS)
         .from_reader(feed)
         .map_err(failed)?;
-    let (width, height) = (structure.frame.width, structure.frame.height);
 
-    let mut icc_chunks: Vec<(u8, Vec<u8>)> = Vec::new();
-    let mut orientation = Orientation::NoTransforms;
-    let mut adobe = false;
+    let mut application = Application::default();
     for marker in decompress.markers() {
-        match marker.marker {
-            Marker::APP(1) => {
-                if let Some(exif) = marker.data.strip_prefix(EXIF_SIGNATURE) {
-                    orientation = Orientation::from_exif_chunk(exif).unwrap_or(orientation);
-                }
-            }
-            Marker::APP(2) => {
-                // ICC profiles larger than a marker are split: sequence number, count, data.
-                if let Some(rest) = marker.data.strip_prefix(ICC_SIGNATURE)
-                    && let [sequence, _count, data @ ..] = rest
-                {
-                    icc_chunks.push((*sequence, data.to_vec()));
-                }
-            }
-            Marker::APP(14) => adobe |= marker.data.starts_with(b"Adobe"),
-            _ => {}
+        if let Marker::APP(n) = marker.marker {
+            application.read(0xE0 + n, marker.data);
         }
     }
-    icc_chunks.sort_by_key(|(sequence, _)| *sequence);
-    let icc: Vec<u8> = icc_chunks.into_iter().flat_map(|(_, data)| data).collect();
 
     decompress.scale((8 / scale_denominator(width, height, target)) as u8);
     let (layout, output) = match decompress.color_space() {
@@ -194,17 +217,78 @@ pub fn decode(
     if ran_out.get() {
         return Err(PipelineError::Truncated("JPEG"));
     }
-    if layout == Layout::Cmyk && adobe {
-        for value in &mut pixels {
-            *value = 255 - *value;
+    let raster = Raster::new(out_width, out_height, layout, pixels);
+    Ok(application.finish(raster, (width, height)))
+}
+
+/// What the application markers say: the EXIF orientation, the ICC profile (in chunks), and
+/// the JFIF and Adobe markers that decide how the components make colours.
+#[derive(Default)]
+struct Application {
+    icc_chunks: Vec<(u8, Vec<u8>)>,
+    orientation: Option<Orientation>,
+    jfif: bool,
+    /// The Adobe marker's colour transform.
+    adobe: Option<u8>,
+}
+
+impl Application {
+    fn read(&mut self, marker: u8, data: &[u8]) {
+        match marker {
+            0xE0 => self.jfif |= data.starts_with(b"JFIF\0"),
+            0xE1 => {
+                if let Some(exif) = data.strip_prefix(EXIF_SIGNATURE) {
+                    self.orientation = Orientation::from_exif_chunk(exif).or(self.orientation);
+                }
+            }
+            0xE2 => {
+                // ICC profiles larger than a marker are split: sequence number, count, data.
+                if let Some(rest) = data.strip_prefix(ICC_SIGNATURE)
+                    && let [sequence, _count, data @ ..] = rest
+                {
+                    self.icc_chunks.push((*sequence, data.to_vec()));
+                }
+            }
+            // "Adobe", version, two flag words, then the transform.
+            0xEE if data.starts_with(b"Adobe") => {
+                self.adobe = Some(data.get(11).copied().unwrap_or(1));
+            }
+            _ => {}
         }
     }
-    Ok(Decoded {
-        raster: Raster::new(out_width, out_height, layout, pixels),
-        full_size: (width, height),
-        icc: (!icc.is_empty()).then_some(icc),
-        orientation,
-    })
+
+    /// How the components make colours, as libjpeg decides it (jdapimin.c).
+    fn model(&self, frame: &markers::Frame) -> ColourModel {
+        let ids: Vec<u8> = frame.components.iter().map(|c| c.id).collect();
+        match (ids.len(), self.adobe) {
+            (1, _) => ColourModel::Grey,
+            (3, _) if self.jfif => ColourModel::YCbCr,
+            (3, Some(0)) => ColourModel::Rgb,
+            (3, Some(_)) => ColourModel::YCbCr,
+            (3, None) if ids == [b'R', b'G', b'B'] => ColourModel::Rgb,
+            (3, None) => ColourModel::YCbCr,
+            (_, Some(0) | None) => ColourModel::Cmyk,
+            (_, Some(_)) => ColourModel::Ycck,
+        }
+    }
+
+    /// The decoded image with what the markers say of it; Adobe's inverted CMYK turned the
+    /// right way up.
+    fn finish(mut self, mut raster: Raster, full_size: (u32, u32)) -> Decoded {
+        if raster.layout == Layout::Cmyk && self.adobe.is_some() {
+            for value in &mut raster.pixels {
+                *value = 255 - *value;
+            }
+        }
+        self.icc_chunks.sort_by_key(|(sequence, _)| *sequence);
+        let icc: Vec<u8> = self.icc_chunks.into_iter().flat_map(|(_, d)| d).collect();
+        Decoded {
+            raster,
+            full_size,
+            icc: (!icc.is_empty()).then_some(icc),
+            orientation: self.orientation.unwrap_or(Orientation::NoTransforms),
+        }
+    }
 }
 
 /// The source as libjpeg reads it: in chunks that also end where each scan starts, so that

@@ -9,6 +9,8 @@ pub struct Component {
     pub id: u8,
     pub h: u8,
     pub v: u8,
+    /// The quantisation table it uses (Tq).
+    pub quant: u8,
 }
 
 /// How the frame's coefficients are coded (the SOF marker).
@@ -34,6 +36,8 @@ impl Coding {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Frame {
     pub coding: Coding,
+    /// Bits per sample (P): 8, or 12 for the rare extended files.
+    pub precision: u8,
     pub width: u32,
     pub height: u32,
     pub components: Vec<Component>,
@@ -206,67 +210,142 @@ impl Structure {
     }
 }
 
+/// One marker segment, in file order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Segment {
+    /// The marker code (the byte after 0xFF).
+    pub marker: u8,
+    /// Where its 0xFF starts in the file.
+    pub start: usize,
+    /// Its payload, after the length; empty for SOI's second coming and EOI.
+    pub payload: std::ops::Range<usize>,
+    /// For a scan (SOS): its entropy-coded data up to the next marker, and the restart
+    /// markers within it.
+    pub data: Option<(std::ops::Range<usize>, u64)>,
+}
+
+/// The segments of a stream after its SOI, up to and including EOI; a stream that ends
+/// before EOI ends with [`MarkerError::Truncated`]. Standalone restart markers and TEM are
+/// skipped, as libjpeg skips them.
+pub struct Segments<'a> {
+    source: &'a [u8],
+    at: usize,
+    done: bool,
+}
+
+impl<'a> Segments<'a> {
+    /// The segments of `source`, which must start with SOI.
+    pub fn of(source: &'a [u8]) -> Result<Self, MarkerError> {
+        if !source.starts_with(&[0xFF, 0xD8]) {
+            return Err(MarkerError::Corrupt(
+                "it does not start with a start-of-image marker".into(),
+            ));
+        }
+        Ok(Self {
+            source,
+            at: 2,
+            done: false,
+        })
+    }
+
+    fn read(&mut self) -> Result<Segment, MarkerError> {
+        let source = self.source;
+        loop {
+            let (marker, start, after) =
+                next_marker(source, self.at).ok_or(MarkerError::Truncated)?;
+            match marker {
+                0xD9 | 0xD8 => {
+                    self.done = marker == 0xD9;
+                    self.at = after;
+                    return Ok(Segment {
+                        marker,
+                        start,
+                        payload: after..after,
+                        data: None,
+                    });
+                }
+                0xD0..=0xD7 | 0x01 => {
+                    self.at = after;
+                    continue;
+                }
+                _ => {}
+            }
+            let length = source
+                .get(after..after + 2)
+                .map(|b| usize::from(u16::from_be_bytes([b[0], b[1]])))
+                .ok_or(MarkerError::Truncated)?;
+            if length < 2 {
+                return Err(MarkerError::Corrupt(format!(
+                    "marker {marker:02X} has a length of {length}"
+                )));
+            }
+            let payload = after + 2..after + length;
+            if payload.end > source.len() {
+                return Err(MarkerError::Truncated);
+            }
+            self.at = payload.end;
+            let data = match marker {
+                0xDA => {
+                    let (end, restarts) =
+                        entropy_coded(source, self.at).ok_or(MarkerError::Truncated)?;
+                    let data = self.at..end;
+                    self.at = end;
+                    Some((data, restarts))
+                }
+                _ => None,
+            };
+            return Ok(Segment {
+                marker,
+                start,
+                payload,
+                data,
+            });
+        }
+    }
+}
+
+impl Iterator for Segments<'_> {
+    type Item = Result<Segment, MarkerError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        let segment = self.read();
+        // After an error there is nothing more to read.
+        self.done |= segment.is_err();
+        Some(segment)
+    }
+}
+
 /// Walks the markers from SOI to EOI, refusing more than `max_scans` scans as soon as the
 /// next one starts.
 pub fn walk(source: &[u8], max_scans: usize) -> Result<Structure, MarkerError> {
-    if !source.starts_with(&[0xFF, 0xD8]) {
-        return Err(MarkerError::Corrupt(
-            "it does not start with a start-of-image marker".into(),
-        ));
-    }
-    let mut at = 2;
     let mut frame: Option<Frame> = None;
     let mut scans: Vec<Scan> = Vec::new();
     let mut restart_interval = 0;
     let mut application_bytes = 0;
-    loop {
-        let (marker, start, after) = next_marker(source, at).ok_or(MarkerError::Truncated)?;
-        match marker {
+    for segment in Segments::of(source)? {
+        let segment = segment?;
+        let payload = &source[segment.payload.clone()];
+        match segment.marker {
             0xD9 => break,
             0xD8 => {
                 return Err(MarkerError::Corrupt(
                     "a second start-of-image marker".into(),
                 ));
             }
-            // Restart markers outside a scan and TEM stand alone; libjpeg skips them too.
-            0xD0..=0xD7 | 0x01 => {
-                at = after;
-                continue;
-            }
-            _ => {}
-        }
-        let length = source
-            .get(after..after + 2)
-            .map(|b| usize::from(u16::from_be_bytes([b[0], b[1]])))
-            .ok_or(MarkerError::Truncated)?;
-        if length < 2 {
-            return Err(MarkerError::Corrupt(format!(
-                "marker {marker:02X} has a length of {length}"
-            )));
-        }
-        let segment = source
-            .get(after + 2..after + length)
-            .ok_or(MarkerError::Truncated)?;
-        at = after + length;
-        match marker {
             0xC0 | 0xC1 | 0xC2 | 0xC9 | 0xCA => {
                 if frame.is_some() {
                     return Err(MarkerError::Corrupt("two frame headers (SOF)".into()));
                 }
-                frame = Some(parse_frame(marker, segment)?);
+                frame = Some(parse_frame(segment.marker, payload)?);
             }
             0xC3 | 0xC5..=0xC7 | 0xCB | 0xCD..=0xCF => {
                 return Err(MarkerError::Unsupported("lossless and hierarchical JPEG"));
             }
-            0xE0..=0xEF => application_bytes += segment.len() as u64,
-            0xDD => {
-                let [high, low] = segment else {
-                    return Err(MarkerError::Corrupt(
-                        "a restart interval (DRI) that is not 2 bytes".into(),
-                    ));
-                };
-                restart_interval = u16::from_be_bytes([*high, *low]);
-            }
+            0xE0..=0xEF => application_bytes += payload.len() as u64,
+            0xDD => restart_interval = parse_restart_interval(payload)?,
             0xDA => {
                 let frame = frame.as_ref().ok_or_else(|| {
                     MarkerError::Corrupt("a scan (SOS) before the frame header (SOF)".into())
@@ -274,17 +353,16 @@ pub fn walk(source: &[u8], max_scans: usize) -> Result<Structure, MarkerError> {
                 if scans.len() == max_scans {
                     return Err(MarkerError::TooManyScans { limit: max_scans });
                 }
-                let (components, spectral_start) = parse_scan(segment, frame)?;
-                let (end, restarts) = entropy_coded(source, at).ok_or(MarkerError::Truncated)?;
+                let header = parse_scan(payload, frame)?;
+                let (data, restarts) = segment.data.unwrap_or_default();
                 scans.push(Scan {
-                    start,
-                    components,
-                    spectral_start,
-                    data: end - at,
+                    start: segment.start,
+                    components: header.components.iter().map(|c| c.index).collect(),
+                    spectral_start: header.spectral_start,
+                    data: data.len(),
                     restarts,
                     restart_interval,
                 });
-                at = end;
             }
             _ => {}
         }
@@ -302,6 +380,16 @@ pub fn walk(source: &[u8], max_scans: usize) -> Result<Structure, MarkerError> {
         scans,
         application_bytes,
     })
+}
+
+/// A restart interval (DRI) in MCUs.
+pub fn parse_restart_interval(payload: &[u8]) -> Result<u16, MarkerError> {
+    match payload {
+        [high, low] => Ok(u16::from_be_bytes([*high, *low])),
+        _ => Err(MarkerError::Corrupt(
+            "a restart interval (DRI) that is not 2 bytes".into(),
+        )),
+    }
 }
 
 /// The next marker at or after `at`, as libjpeg finds it: bytes before an 0xFF are skipped
@@ -344,7 +432,7 @@ fn entropy_coded(source: &[u8], mut at: usize) -> Option<(usize, u64)> {
 
 fn parse_frame(marker: u8, segment: &[u8]) -> Result<Frame, MarkerError> {
     let corrupt = |what: &str| MarkerError::Corrupt(format!("the frame header (SOF) {what}"));
-    let [_precision, h1, h0, w1, w0, count, rest @ ..] = segment else {
+    let [precision, h1, h0, w1, w0, count, rest @ ..] = segment else {
         return Err(corrupt("is too short"));
     };
     // libjpeg's MAX_COMPONENTS.
@@ -360,7 +448,12 @@ fn parse_frame(marker: u8, segment: &[u8]) -> Result<Frame, MarkerError> {
         if !(1..=4).contains(&h) || !(1..=4).contains(&v) {
             return Err(corrupt(&format!("has sampling factors {h}x{v}")));
         }
-        components.push(Component { id: spec[0], h, v });
+        components.push(Component {
+            id: spec[0],
+            h,
+            v,
+            quant: spec[2],
+        });
     }
     let coding = match marker {
         0xC2 => Coding::Progressive,
@@ -370,13 +463,36 @@ fn parse_frame(marker: u8, segment: &[u8]) -> Result<Frame, MarkerError> {
     };
     Ok(Frame {
         coding,
+        precision: *precision,
         width: u32::from(u16::from_be_bytes([*w1, *w0])),
         height: u32::from(u16::from_be_bytes([*h1, *h0])),
         components,
     })
 }
 
-fn parse_scan(segment: &[u8], frame: &Frame) -> Result<(Vec<usize>, u8), MarkerError> {
+/// One component of a scan: the frame's component and its Huffman tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScanComponent {
+    /// Index into [`Frame::components`].
+    pub index: usize,
+    /// The DC table (Td) and the AC table (Ta).
+    pub dc_table: u8,
+    pub ac_table: u8,
+}
+
+/// A scan header (SOS).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScanHeader {
+    pub components: Vec<ScanComponent>,
+    /// Ss and Se: the band of coefficients, in zig-zag order.
+    pub spectral_start: u8,
+    pub spectral_end: u8,
+    /// Ah and Al: successive approximation, the bit position before and in this scan.
+    pub high: u8,
+    pub low: u8,
+}
+
+pub fn parse_scan(segment: &[u8], frame: &Frame) -> Result<ScanHeader, MarkerError> {
     let corrupt = |what: String| MarkerError::Corrupt(format!("a scan header (SOS) {what}"));
     let [count, rest @ ..] = segment else {
         return Err(corrupt("is empty".into()));
@@ -388,19 +504,32 @@ fn parse_scan(segment: &[u8], frame: &Frame) -> Result<(Vec<usize>, u8), MarkerE
             segment.len()
         )));
     }
-    let mut components = Vec::with_capacity(count);
+    let mut components: Vec<ScanComponent> = Vec::with_capacity(count);
     for spec in rest[..2 * count].chunks_exact(2) {
         let index = frame
             .components
             .iter()
             .position(|c| c.id == spec[0])
             .ok_or_else(|| corrupt(format!("names component {} the frame lacks", spec[0])))?;
-        if components.contains(&index) {
+        if components.iter().any(|c| c.index == index) {
             return Err(corrupt(format!("names component {} twice", spec[0])));
         }
-        components.push(index);
+        components.push(ScanComponent {
+            index,
+            dc_table: spec[1] >> 4,
+            ac_table: spec[1] & 0x0F,
+        });
     }
-    Ok((components, rest[2 * count]))
+    let [spectral_start, spectral_end, approximation] = rest[2 * count..] else {
+        return Err(corrupt("is too short".into()));
+    };
+    Ok(ScanHeader {
+        components,
+        spectral_start,
+        spectral_end,
+        high: approximation >> 4,
+        low: approximation & 0x0F,
+    })
 }
 
 #[cfg(test)]
@@ -552,12 +681,28 @@ mod tests {
         // 4:2:0 100x100: luma 13x13 blocks padded to 14x14, chroma 7x7 each.
         let frame = Frame {
             coding: Coding::Progressive,
+            precision: 8,
             width: 100,
             height: 100,
             components: vec![
-                Component { id: 1, h: 2, v: 2 },
-                Component { id: 2, h: 1, v: 1 },
-                Component { id: 3, h: 1, v: 1 },
+                Component {
+                    id: 1,
+                    h: 2,
+                    v: 2,
+                    quant: 0,
+                },
+                Component {
+                    id: 2,
+                    h: 1,
+                    v: 1,
+                    quant: 1,
+                },
+                Component {
+                    id: 3,
+                    h: 1,
+                    v: 1,
+                    quant: 1,
+                },
             ],
         };
         assert_eq!(frame.blocks_of(0), (13, 13));

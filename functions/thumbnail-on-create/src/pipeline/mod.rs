@@ -10,6 +10,7 @@ mod encode;
 #[cfg(test)]
 pub(crate) mod hostile;
 mod jpeg;
+mod jpeg_dc;
 mod markers;
 mod orient;
 mod other;
