@@ -218,6 +218,8 @@ lam_expected() {
       echo bucketfn.Permanent ;;
     # meemoo's gateway names a bucket S3 does not allow (MAM_HighresVideo, upper case and _):
     # the S3 server refuses it, as S3 would, and a refusal is never "the object is gone".
+    # (thumbnail-on-create reads the first bytes of an object whose name is no image's.)
+    thumbnail-on-create:viaa/created.json | thumbnail-on-create:viaa/created-plus-key.json | \
     sidecar-on-create:viaa/created.json | sidecar-on-create:viaa/created-plus-key.json | \
       cleanup-on-remove:viaa/removed.json | forward-to-stream:viaa/created.json | \
       forward-to-stream:viaa/created-plus-key.json) echo bucketfn.Permanent ;;
