@@ -679,6 +679,57 @@ mod tests {
     }
 
     #[test]
+    fn damaged_files_are_decoded_or_refused_never_a_panic() -> TestResult {
+        // Every byte after the headers of three progressive files is fair game: scan data,
+        // restart markers, tables between scans. Whatever a change makes of the file, the
+        // decode answers (an image or an error) within its loops.
+        let sources = [
+            libjpeg_progressive(mozjpeg::ColorSpace::JCS_RGB, true)?,
+            encoded(ColorType::Rgb, SamplingFactor::F_2_2, 2),
+            encoded(ColorType::CmykAsYcck, SamplingFactor::F_1_1, 0),
+        ];
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let (mut decoded, mut refused) = (0, 0);
+        for round in 0..600 {
+            let mut source = sources[round % sources.len()].clone();
+            let start = source
+                .windows(2)
+                .position(|w| w == [0xFF, 0xDA])
+                .unwrap_or(0);
+            for _ in 0..1 + next() % 8 {
+                let at = start + (next() as usize) % (source.len() - start);
+                source[at] = match next() % 4 {
+                    0 => 0xFF,
+                    1 => 0x00,
+                    _ => next() as u8,
+                };
+            }
+            let Ok(structure) = markers::walk(&source, 100) else {
+                continue;
+            };
+            if !applies(&structure) {
+                continue;
+            }
+            match jpeg::decode(&source, &structure, 62, &Stop::default()) {
+                Ok(_) => decoded += 1,
+                Err(_) => refused += 1,
+            }
+        }
+        // Both answers occur: the damage reached the decoder, not only the walk.
+        assert!(
+            decoded > 50 && refused > 5,
+            "{decoded} decoded, {refused} refused"
+        );
+        Ok(())
+    }
+
+    #[test]
     fn subsampled_chroma_stays_within_the_stated_difference() -> TestResult {
         let cases = [
             (
