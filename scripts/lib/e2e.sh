@@ -51,9 +51,11 @@ need_cargo_bin() {
   cargo install --locked --quiet --root "$E2E_CACHE" "$crate@$version" "$@"
 }
 
-# need_venv PACKAGE...: a Python venv in the repo's ignored .cache/ with these packages.
-need_venv() {
-  local venv="$E2E_REPO/.cache/venv"
+# need_venv_in NAME PACKAGE...: a Python venv .cache/NAME in the repo (ignored) with these
+# packages, for tools that must not share one; its python is $E2E_REPO/.cache/NAME/bin/python.
+need_venv_in() {
+  local venv="$E2E_REPO/.cache/$1"
+  shift
   [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
   local missing=()
   for pkg in "$@"; do
@@ -63,7 +65,12 @@ need_venv() {
     log "pip install ${missing[*]}"
     "$venv/bin/pip" install --quiet "${missing[@]}"
   fi
-  export PATH="$venv/bin:$PATH"
+}
+
+# need_venv PACKAGE...: the repo's shared venv (.cache/venv) with these packages, first on PATH.
+need_venv() {
+  need_venv_in venv "$@"
+  export PATH="$E2E_REPO/.cache/venv/bin:$PATH"
 }
 
 # free_port: an unused loopback port.
