@@ -46,7 +46,12 @@ pub fn inspect(
     check_pixels(width, height, max_pixels)?;
     structure.check_scans().map_err(refused)?;
 
-    let denominator = u64::from(scale_denominator(width, height, target));
+    // From the DC scans alone: a value per block, no buffers at full scale.
+    let dc_only = from_dc_scans(&structure, target);
+    let denominator = match dc_only {
+        true => 8,
+        false => u64::from(scale_denominator(width, height, target)),
+    };
     let (out_width, out_height) = (
         u64::from(width).div_ceil(denominator),
         u64::from(height).div_ceil(denominator),
@@ -57,8 +62,6 @@ pub fn inspect(
         3 => 3,
         _ => 4,
     };
-    // From the DC scans alone: a value per block, no buffers at full scale.
-    let dc_only = denominator == 8 && jpeg_dc::applies(&structure);
     let coefficients = if dc_only {
         jpeg_dc::memory(frame)
     } else if structure.is_multi_scan() {
@@ -136,6 +139,14 @@ fn scale_denominator(width: u32, height: u32, target: u32) -> u32 {
     shrink_on_load(width.max(height), target).min(8)
 }
 
+/// Whether the thumbnails come from the DC scans: a progressive file the DC path reads whose
+/// eighth is at least the largest size. Not twice it, as libjpeg's scaling keeps: a DC value
+/// is its block's mean, an area average that leaves no sharpness for the resize to take back.
+fn from_dc_scans(structure: &Structure, target: u32) -> bool {
+    let frame = &structure.frame;
+    jpeg_dc::applies(structure) && frame.width.max(frame.height).div_ceil(8) >= target
+}
+
 /// Decodes the `structure` walked from `source` for thumbnails whose longest side is at most
 /// `target`.
 pub fn decode(
@@ -145,7 +156,7 @@ pub fn decode(
     stop: &Stop,
 ) -> Result<Decoded, PipelineError> {
     let (width, height) = (structure.frame.width, structure.frame.height);
-    if scale_denominator(width, height, target) == 8 && jpeg_dc::applies(structure) {
+    if from_dc_scans(structure, target) {
         let mut application = Application::default();
         for segment in Segments::of(source)? {
             let segment = segment?;
