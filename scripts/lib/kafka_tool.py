@@ -4,6 +4,7 @@
     kafka_tool.py BROKERS consume TOPIC EXPECTED         a topic as JSON lines, by partition
     kafka_tool.py BROKERS publish TOPIC < LINES          JSON lines {"key", "value"} as records
     kafka_tool.py BROKERS committed GROUP TOPIC          the group's committed offsets, summed
+    kafka_tool.py BROKERS copy-offsets FROM TO TOPIC     group FROM's committed offsets, for TO
 """
 import json
 import sys
@@ -11,6 +12,7 @@ import time
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
+from kafka.structs import OffsetAndMetadata
 
 brokers, command, *args = sys.argv[1:]
 if command == "create":
@@ -44,5 +46,17 @@ elif command == "committed":
     partitions = consumer.partitions_for_topic(topic) or set()
     committed = [consumer.committed(TopicPartition(topic, p)) for p in partitions]
     print(sum(offset for offset in committed if offset))
+elif command == "copy-offsets":
+    # Read as `committed` does, then committed for the other group by a consumer that is
+    # assigned the partitions instead of joining a group.
+    source, target, topic = args
+    reader = KafkaConsumer(bootstrap_servers=brokers, group_id=source, enable_auto_commit=False)
+    partitions = [TopicPartition(topic, p) for p in reader.partitions_for_topic(topic) or set()]
+    offsets = {tp: reader.committed(tp) for tp in partitions}
+    writer = KafkaConsumer(bootstrap_servers=brokers, group_id=target, enable_auto_commit=False)
+    writer.assign(partitions)
+    writer.commit({tp: OffsetAndMetadata(offset, "", -1)
+                   for tp, offset in offsets.items() if offset is not None})
+    print(sum(offset for offset in offsets.values() if offset))
 else:
     sys.exit("unknown command " + command)
