@@ -13,7 +13,7 @@ use image::metadata::Orientation;
 use mozjpeg::{ColorSpace, Decompress, Marker};
 
 use super::jpeg_dc::{self, ColourModel};
-use super::markers::{self, MarkerError, Segments, Structure};
+use super::markers::{self, MarkerError, Structure};
 use super::raster::{Layout, Raster};
 use super::{Decoded, Inspected, PipelineError, Shape, check_pixels, shrink_on_load};
 
@@ -158,14 +158,10 @@ pub fn decode(
     let (width, height) = (structure.frame.width, structure.frame.height);
     if from_dc_scans(structure, target) {
         let mut application = Application::default();
-        for segment in Segments::of(source)? {
-            let segment = segment?;
-            if let 0xE0..=0xEF = segment.marker {
-                application.read(segment.marker, &source[segment.payload]);
-            }
-        }
-        let model = application.model(&structure.frame);
-        let raster = jpeg_dc::decode(source, structure, model, stop)?;
+        let image = jpeg_dc::decode(source, structure, stop, |marker, data| {
+            application.read(marker, data)
+        })?;
+        let raster = image.to_raster(application.model(&structure.frame));
         return Ok(application.finish(raster, (width, height)));
     }
     libjpeg(source, structure, target, stop)

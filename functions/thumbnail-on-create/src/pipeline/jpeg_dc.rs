@@ -243,14 +243,28 @@ struct Plane {
     quantiser: Option<u16>,
 }
 
-/// Decodes the DC scans of `source` (walked into `structure`, for which [`applies`] holds)
-/// into the image at 1/8 of its size (each side rounded up), in `model`'s layout.
-pub fn decode(
+/// The DC coefficients of every component, decoded; [`DcImage::to_raster`] makes the image.
+pub struct DcImage<'a> {
+    frame: &'a Frame,
+    planes: Vec<Plane>,
+}
+
+impl DcImage<'_> {
+    /// The image at 1/8 of its size (each side rounded up), in `model`'s layout.
+    pub fn to_raster(&self, model: ColourModel) -> Raster {
+        to_raster(self.frame, &self.planes, model)
+    }
+}
+
+/// Decodes the DC scans of `source` (walked into `structure`, for which [`applies`] holds),
+/// handing each application segment (APPn marker and payload) to `application` on the way, so
+/// that the file is read once.
+pub fn decode<'a>(
     source: &[u8],
-    structure: &Structure,
-    model: ColourModel,
+    structure: &'a Structure,
     stop: &Stop,
-) -> Result<Raster, PipelineError> {
+    mut application: impl FnMut(u8, &[u8]),
+) -> Result<DcImage<'a>, PipelineError> {
     let frame = &structure.frame;
     let mut planes: Vec<Plane> = (0..frame.components.len())
         .map(|index| {
@@ -265,11 +279,12 @@ pub fn decode(
     let mut quantisers: [Option<u16>; 4] = [None; 4];
     let mut tables: [Option<Huffman>; 4] = [None, None, None, None];
     let mut restart_interval = 0u16;
-    for segment in Segments::of(source)? {
+    for segment in Segments::walked(source, structure)? {
         let segment = segment?;
         let payload = &source[segment.payload.clone()];
         match segment.marker {
             0xD9 => break,
+            0xE0..=0xEF => application(segment.marker, payload),
             0xDB => read_quantisers(payload, &mut quantisers)?,
             0xC4 => read_dc_tables(payload, &mut tables)?,
             0xDD => restart_interval = markers::parse_restart_interval(payload)?,
@@ -299,7 +314,7 @@ pub fn decode(
         }
     }
     stop.check()?;
-    Ok(to_raster(frame, &planes, model))
+    Ok(DcImage { frame, planes })
 }
 
 /// DQT: 8-bit or 16-bit tables; the DC quantiser is each table's first entry.

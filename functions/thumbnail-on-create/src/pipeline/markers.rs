@@ -231,6 +231,9 @@ pub struct Segments<'a> {
     source: &'a [u8],
     at: usize,
     done: bool,
+    /// The scans an earlier walk found, whose data need not be searched for its end again.
+    walked: &'a [Scan],
+    scans: usize,
 }
 
 impl<'a> Segments<'a> {
@@ -245,6 +248,17 @@ impl<'a> Segments<'a> {
             source,
             at: 2,
             done: false,
+            walked: &[],
+            scans: 0,
+        })
+    }
+
+    /// The segments of `source` again, after [`walk`] made `structure` of it: each scan's
+    /// data is stepped over by the length the walk found, not searched byte by byte.
+    pub fn walked(source: &'a [u8], structure: &'a Structure) -> Result<Self, MarkerError> {
+        Ok(Self {
+            walked: &structure.scans,
+            ..Self::of(source)?
         })
     }
 
@@ -286,8 +300,15 @@ impl<'a> Segments<'a> {
             self.at = payload.end;
             let data = match marker {
                 0xDA => {
-                    let (end, restarts) =
-                        entropy_coded(source, self.at).ok_or(MarkerError::Truncated)?;
+                    let known = self
+                        .walked
+                        .get(self.scans)
+                        .filter(|scan| scan.start == start);
+                    self.scans += 1;
+                    let (end, restarts) = match known {
+                        Some(scan) => ((self.at + scan.data).min(source.len()), scan.restarts),
+                        None => entropy_coded(source, self.at).ok_or(MarkerError::Truncated)?,
+                    };
                     let data = self.at..end;
                     self.at = end;
                     Some((data, restarts))
@@ -574,6 +595,26 @@ mod tests {
         assert!(structure.is_multi_scan());
         // 8x4 blocks need 32 bits of DC codes: exactly what the first scan has.
         assert_eq!(structure.check_scans(), Ok(()));
+        Ok(())
+    }
+
+    #[test]
+    fn segments_after_a_walk_step_over_scans_as_the_search_found_them() -> TestResult {
+        let mut source = grey(0xC2, 64, 32, &[(0, 4), (1, 3)]);
+        // Stuffing and a restart marker in the second scan's data.
+        let end = source.len() - 2;
+        source.splice(end..end, [0x12, 0xFF, 0x00, 0xFF, 0xD0, 0x34]);
+        let structure = walk(&source, 100).map_err(|e| format!("{e:?}"))?;
+        let searched: Vec<Segment> = Segments::of(&source)
+            .map_err(|e| format!("{e:?}"))?
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("{e:?}"))?;
+        let stepped: Vec<Segment> = Segments::walked(&source, &structure)
+            .map_err(|e| format!("{e:?}"))?
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("{e:?}"))?;
+        assert_eq!(searched, stepped);
+        assert_eq!(stepped.iter().filter(|s| s.data.is_some()).count(), 2);
         Ok(())
     }
 
