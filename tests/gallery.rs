@@ -202,12 +202,12 @@ async fn the_job_button_runs_a_sweep_that_the_history_shows_and_hide_button_hide
         gradient(300, 200, ImageFormat::Jpeg)?,
     )?;
     let served = gallery(storage.path(), &[]).await?;
-    assert!(
-        served
-            .ops("/gallery")
-            .await?
-            .contains("Thumbnails Job Runner")
-    );
+    // Without script, a page with a thumbnail still missing reloads itself; once all are
+    // made it stays.
+    const RELOAD: &str = "<noscript><meta http-equiv=\"refresh\" content=\"5\"></noscript>";
+    let page = served.ops("/gallery").await?;
+    assert!(page.contains("Thumbnails Job Runner"), "{page}");
+    assert!(page.contains(RELOAD), "{page}");
     let reply = served.call("POST", "/gallery/sweep", &[], "").await?;
     assert_eq!(reply.status, 303, "{}", text(&reply));
     served
@@ -226,6 +226,8 @@ async fn the_job_button_runs_a_sweep_that_the_history_shows_and_hide_button_hide
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(swept, "{:#?}", served.history().await?);
+    let page = served.ops("/gallery").await?;
+    assert!(!page.contains(RELOAD), "{page}");
 
     let hidden = tempfile::tempdir()?;
     let served = gallery(hidden.path(), &[("HIDE_BUTTON", "true")]).await?;
