@@ -85,7 +85,7 @@ async fn log_lines_arrive_as_binary_mode_cloudevents_with_overrides_through_a_50
     for (n, event) in events.iter().enumerate() {
         assert_eq!(attribute(event, "specversion"), Some("1.0"));
         assert_eq!(attribute(event, "id"), Some(format!("{etag}:{n}").as_str()));
-        assert_eq!(attribute(event, "type"), Some(content::RECORD_TYPE));
+        assert_eq!(attribute(event, "type"), Some(bucketfn::sink::RECORD_TYPE));
         // The source is a URI reference, so the key in it is percent-encoded once for the URI
         // and once more (its `%`) for the header.
         assert_eq!(

@@ -13,11 +13,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bucketfn::budget::{Stop, Stopped};
-use bucketfn::sink::{Message, Publisher};
+use bucketfn::sink::{Message, Publisher, RecordBatch, RecordEvent, RecordStamp};
 use bucketfn::storage::{ObjectPath, ObjectReader};
 use bucketfn::{HandlerError, Invocation};
-use bytes::Bytes;
-use chrono::{DateTime, Utc};
 use flate2::bufread::MultiGzDecoder;
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 use serde::de::{
@@ -65,9 +63,6 @@ pub struct Origin {
     pub cloudevents: bool,
 }
 
-/// The type of a record's CloudEvent.
-pub const RECORD_TYPE: &str = "io.bucketfn.object.record";
-
 /// What keys keep as they are in a record's `ce_source` (`s3://<bucket>/<key>`): the URL path
 /// percent-encode set, plus `%` so that a key's own percent signs stay apart from escapes.
 const SOURCE_PATH: &AsciiSet = &CONTROLS
@@ -82,80 +77,24 @@ const SOURCE_PATH: &AsciiSet = &CONTROLS
     .add(b'{')
     .add(b'}');
 
-/// The CloudEvent attributes all records of one object share. Each record is its own event,
-/// not each batch: the record's dedupe id is the event id, so a consumer drops what a
-/// redelivery or a catch-up pass sends again exactly as on the other sinks, and a Trigger can
-/// filter single records. A batch's bounds move with `CONTENT_BATCH_*`, so its id could not be
-/// stable.
-#[derive(Debug, Clone)]
-struct RecordEvent {
-    /// `s3://<bucket>/<key>`: ids (`<etag>:<index>`) are unique only within one object, and
-    /// CloudEvents ids are unique within their source.
-    source: String,
-    subject: String,
-}
-
-impl RecordEvent {
-    fn of(origin: &Origin) -> Option<Self> {
-        origin.cloudevents.then(|| Self {
+/// What every record of the object carries besides its body.
+fn stamp(origin: &Origin, json: bool) -> RecordStamp {
+    RecordStamp {
+        message_key: format!("{}/{}", origin.bucket, origin.key),
+        etag: origin.etag.clone(),
+        cloudevent: origin.cloudevents.then(|| RecordEvent {
             source: format!(
                 "s3://{}/{}",
                 origin.bucket,
                 utf8_percent_encode(&origin.key, SOURCE_PATH)
             ),
             subject: origin.key.clone(),
-        })
-    }
-
-    /// A record's headers: its dedupe id, which is also its CloudEvent id, and the attributes.
-    fn headers(&self, id: String) -> Vec<(String, String)> {
-        vec![
-            ("dedupe_id".to_owned(), id.clone()),
-            ("ce_specversion".to_owned(), "1.0".to_owned()),
-            ("ce_id".to_owned(), id),
-            ("ce_source".to_owned(), self.source.clone()),
-            ("ce_type".to_owned(), RECORD_TYPE.to_owned()),
-            ("ce_subject".to_owned(), self.subject.clone()),
-        ]
-    }
-}
-
-/// What every record of one object carries besides its body.
-struct Stamp {
-    message_key: String,
-    etag: String,
-    cloudevent: Option<RecordEvent>,
-    content_type: &'static str,
-}
-
-impl Stamp {
-    fn of(origin: &Origin, json: bool) -> Self {
-        Self {
-            message_key: format!("{}/{}", origin.bucket, origin.key),
-            etag: origin.etag.clone(),
-            cloudevent: RecordEvent::of(origin),
-            content_type: if json {
-                "application/json"
-            } else {
-                "text/plain"
-            },
-        }
-    }
-
-    fn message(&self, index: u64, body: &[u8], timestamp: Option<DateTime<Utc>>) -> Message {
-        let id = format!("{}:{index}", self.etag);
-        let headers = match &self.cloudevent {
-            None => vec![("dedupe_id".to_owned(), id)],
-            Some(event) => event.headers(id),
-        };
-        Message {
-            key: Some(self.message_key.clone()),
-            headers,
-            content_type: self.content_type.to_owned(),
-            correlation_id: None,
-            body: Bytes::copy_from_slice(body),
-            timestamp,
-        }
+        }),
+        content_type: if json {
+            "application/json"
+        } else {
+            "text/plain"
+        },
     }
 }
 
@@ -182,9 +121,13 @@ pub fn need(config: &ContentConfig, origin: &Origin) -> u64 {
     reading.saturating_add(assembling).saturating_add(batches)
 }
 
-/// One batch: its records' bodies, and per record the message with its headers.
+/// One batch: its records' bodies, and per record the message with its headers that a sink
+/// taking messages makes of it ([`RecordBatch::into_messages`]), more than the record takes in
+/// its batch.
 fn batch_need(config: &ContentConfig, origin: &Origin) -> u64 {
-    let per_record = footprint(&Stamp::of(origin, true).message(u64::MAX, &[], None));
+    let mut one = RecordBatch::with_capacity(Arc::new(stamp(origin, true)), 1, 0);
+    one.push(u64::MAX, &[], None);
+    let per_record = one.into_messages().first().map_or(0, footprint);
     let records = config.batch_records as u64;
     let record = config.max_record_bytes as u64;
     // A batch goes once it reaches CONTENT_BATCH_BYTES, so its last record may take it over.
@@ -340,7 +283,7 @@ struct Meter {
     tripped: Cell<Option<Trip>>,
     stop: Stop,
     /// The publishing side: once it is gone, nothing more read would be published.
-    publishing: mpsc::Sender<Vec<Message>>,
+    publishing: mpsc::Sender<RecordBatch>,
 }
 
 impl Meter {
@@ -445,13 +388,12 @@ pub struct Resume<'a> {
 
 /// Collects records into batches and hands full batches to the publishing side.
 struct Batcher {
-    tx: mpsc::Sender<Vec<Message>>,
-    batch: Vec<Message>,
-    bytes: usize,
+    tx: mpsc::Sender<RecordBatch>,
+    batch: RecordBatch,
     index: Rc<Cell<u64>>,
     /// Records before this index were sent by an earlier attempt.
     skip: u64,
-    stamp: Stamp,
+    stamp: Arc<RecordStamp>,
     time: RecordTime,
     meter: Rc<Meter>,
     config: ContentConfig,
@@ -475,11 +417,10 @@ impl Batcher {
         if index < self.skip {
             return Ok(());
         }
-        let timestamp = self.time.of(record);
-        self.batch
-            .push(self.stamp.message(index, record, timestamp));
-        self.bytes += record.len();
-        if self.batch.len() >= self.config.batch_records || self.bytes >= self.config.batch_bytes {
+        self.batch.push(index, record, self.time.of(record));
+        if self.batch.len() >= self.config.batch_records
+            || self.batch.body_bytes() >= self.config.batch_bytes
+        {
             self.flush()?;
         }
         Ok(())
@@ -501,13 +442,20 @@ impl Batcher {
         if self.meter.stop.is_stopped() {
             return Err(Halt::Stopped);
         }
-        self.bytes = 0;
-        // Sized once, as the memory need counts it, rather than grown by doubling.
-        let next = Vec::with_capacity(self.config.batch_records);
+        let next = empty_batch(&self.stamp, &self.config);
         self.tx
             .blocking_send(std::mem::replace(&mut self.batch, next))
             .map_err(|_| Halt::Closed)
     }
+}
+
+/// A batch with room for `CONTENT_BATCH_RECORDS` and `CONTENT_BATCH_BYTES`, allocated once
+/// as the memory need counts it rather than grown by doubling.
+fn empty_batch(stamp: &Arc<RecordStamp>, config: &ContentConfig) -> RecordBatch {
+    let bytes = config
+        .batch_bytes
+        .min(config.batch_records.saturating_mul(config.max_record_bytes));
+    RecordBatch::with_capacity(Arc::clone(stamp), config.batch_records, bytes)
 }
 
 /// How long to wait for a share of the budget: [`BUDGET_WAIT`], never past the deadline.
@@ -573,7 +521,7 @@ pub async fn forward(
         let count = batch.len() as u64;
         // Returning drops the receiver, which stops the reading thread at its next chunk.
         invocation.stop.check().map_err(deadline)?;
-        publisher.publish(batch).await?;
+        publisher.publish_records(batch).await?;
         published += count;
         resume
             .acknowledged
@@ -616,7 +564,7 @@ fn split(
     config: ContentConfig,
     stop: Stop,
     skip: u64,
-    tx: mpsc::Sender<Vec<Message>>,
+    tx: mpsc::Sender<RecordBatch>,
 ) -> Result<(), Halt> {
     let meter = Rc::new(Meter {
         compressed: Cell::new(0),
@@ -675,13 +623,13 @@ fn split(
         }
     };
     guarded.json = json;
+    let stamp = Arc::new(stamp(origin, json));
     let mut batcher = Batcher {
         tx,
-        batch: Vec::with_capacity(config.batch_records),
-        bytes: 0,
+        batch: empty_batch(&stamp, &config),
         index,
         skip,
-        stamp: Stamp::of(origin, json),
+        stamp,
         time: RecordTime::new(config.time_field.as_deref(), json),
         meter: Rc::clone(&meter),
         config: config.clone(),

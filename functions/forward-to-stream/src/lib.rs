@@ -693,7 +693,7 @@ mod tests {
                 header("ce_source"),
                 Some("s3://b/vpc/%C3%A9t%C3%A9%20%231.log")
             );
-            assert_eq!(header("ce_type"), Some(content::RECORD_TYPE));
+            assert_eq!(header("ce_type"), Some(bucketfn::sink::RECORD_TYPE));
             assert_eq!(header("ce_subject"), Some("vpc/été #1.log"));
             assert_eq!(message.content_type, "text/plain");
         }

@@ -4,10 +4,12 @@
 //! backoff, other 4xx refused for good ([`super::http`]).
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use chrono::Utc;
 
 use super::http::{RetryPolicy, Sender, check_url};
-use super::{LogLineSettings, Message, PublishError, Publisher};
+use super::records::Outgoing;
+use super::{LogLineSettings, Message, PublishError, Publisher, RecordBatch};
 use crate::config::{Env, FromEnv, redact_url};
 use crate::outcome::BoxError;
 
@@ -94,50 +96,59 @@ impl LogIngestPublisher {
         Ok(Self { settings, sender })
     }
 
-    /// Request bodies (`{"lines":[...]}`), each under the configured size.
-    fn bodies(&self, messages: &[Message]) -> Result<Vec<String>, PublishError> {
-        const OPEN: &str = "{\"lines\":[";
-        const CLOSE: &str = "]}";
+    /// Request bodies (`{"lines":[...]}`), each under the configured size. Each line is
+    /// written straight into its body; only a line that crosses into the next body is copied.
+    fn bodies(&self, outgoing: &Outgoing) -> Result<Vec<Bytes>, PublishError> {
+        const OPEN: &[u8] = b"{\"lines\":[";
+        const CLOSE: &[u8] = b"]}";
         let limit = self.settings.max_batch_bytes;
         let now_ms = Utc::now().timestamp_millis();
         let mut bodies = Vec::new();
-        let mut body = String::from(OPEN);
-        for message in messages {
-            let line =
-                serde_json::to_string(&self.settings.line.line(message, now_ms)).map_err(|e| {
-                    PublishError::Rejected {
-                        sink: self.sender.sink().to_owned(),
-                        source: Box::new(e),
-                    }
-                })?;
-            if OPEN.len() + line.len() + CLOSE.len() > limit {
+        let mut body = OPEN.to_vec();
+        outgoing.try_for_each(|message| {
+            let before = body.len();
+            if before > OPEN.len() {
+                body.push(b',');
+            }
+            let start = body.len();
+            self.settings.line.write(&mut body, message, now_ms);
+            let line = body.len() - start;
+            if OPEN.len() + line + CLOSE.len() > limit {
                 return Err(PublishError::Rejected {
                     sink: self.sender.sink().to_owned(),
                     source: format!(
-                        "a line of {} bytes does not fit in a request of LOG_INGEST_MAX_BATCH_BYTES ({limit})",
-                        line.len()
+                        "a line of {line} bytes does not fit in a request of \
+                         LOG_INGEST_MAX_BATCH_BYTES ({limit})"
                     )
                     .into(),
                 });
             }
-            if body.len() > OPEN.len() && body.len() + 1 + line.len() + CLOSE.len() > limit {
-                body.push_str(CLOSE);
-                bodies.push(std::mem::replace(&mut body, String::from(OPEN)));
+            if body.len() + CLOSE.len() > limit {
+                let mut next = OPEN.to_vec();
+                next.extend_from_slice(&body[start..]);
+                body.truncate(before);
+                body.extend_from_slice(CLOSE);
+                bodies.push(Bytes::from(std::mem::replace(&mut body, next)));
             }
-            if body.len() > OPEN.len() {
-                body.push(',');
-            }
-            body.push_str(&line);
-        }
+            Ok(())
+        })?;
         if body.len() > OPEN.len() {
-            body.push_str(CLOSE);
-            bodies.push(body);
+            body.extend_from_slice(CLOSE);
+            bodies.push(Bytes::from(body));
         }
         Ok(bodies)
     }
 
+    /// Requests go one after another so that lines arrive in order.
+    async fn send_all(&self, outgoing: &Outgoing) -> Result<(), PublishError> {
+        for body in self.bodies(outgoing)? {
+            self.send(&body).await?;
+        }
+        Ok(())
+    }
+
     /// Sends one body; `now` is the time of each attempt.
-    async fn send(&self, body: &str) -> Result<(), PublishError> {
+    async fn send(&self, body: &Bytes) -> Result<(), PublishError> {
         let settings = &self.settings;
         self.sender
             .send(|client| {
@@ -153,7 +164,7 @@ impl LogIngestPublisher {
                     .query(&query)
                     .basic_auth(&settings.key, None::<&str>)
                     .header("content-type", "application/json; charset=UTF-8")
-                    .body(body.to_owned())
+                    .body(body.clone())
             })
             .await
     }
@@ -162,18 +173,17 @@ impl LogIngestPublisher {
 #[async_trait]
 impl Publisher for LogIngestPublisher {
     async fn publish(&self, messages: Vec<Message>) -> Result<(), PublishError> {
-        // Requests go one after another so that lines arrive in order.
-        for body in self.bodies(&messages)? {
-            self.send(&body).await?;
-        }
-        Ok(())
+        self.send_all(&Outgoing::Messages(messages)).await
+    }
+
+    async fn publish_records(&self, batch: RecordBatch) -> Result<(), PublishError> {
+        self.send_all(&Outgoing::Records(batch)).await
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bytes::Bytes;
     use chrono::DateTime;
     use serde_json::Value;
     use std::time::Duration;
@@ -212,12 +222,12 @@ mod tests {
     #[test]
     fn bodies_stay_under_the_limit_and_keep_every_line_in_order() -> TestResult {
         let messages: Vec<Message> = (0..50).map(message).collect();
-        let bodies = publisher(1024)?.bodies(&messages)?;
+        let bodies = publisher(1024)?.bodies(&Outgoing::Messages(messages))?;
         assert!(bodies.len() > 1);
         let mut ids = Vec::new();
         for body in &bodies {
             assert!(body.len() <= 1024, "{}", body.len());
-            let parsed: Value = serde_json::from_str(body)?;
+            let parsed: Value = serde_json::from_slice(body)?;
             for line in parsed["lines"].as_array().ok_or("no lines")? {
                 assert_eq!(line["app"], "app");
                 assert_eq!(line["meta"]["key"], "b/k");
@@ -240,8 +250,8 @@ mod tests {
             message(1),
         ];
         let before = Utc::now().timestamp_millis();
-        let bodies = publisher(1 << 20)?.bodies(&messages)?;
-        let parsed: Value = serde_json::from_str(&bodies[0])?;
+        let bodies = publisher(1 << 20)?.bodies(&Outgoing::Messages(messages.into()))?;
+        let parsed: Value = serde_json::from_slice(&bodies[0])?;
         assert_eq!(parsed["lines"][0]["timestamp"], 1_418_530_010_000i64);
         let sent = parsed["lines"][1]["timestamp"].as_i64().ok_or("no time")?;
         assert!(sent >= before, "{sent} < {before}");
@@ -254,7 +264,10 @@ mod tests {
             body: Bytes::from(vec![b'x'; 5000]),
             ..Message::default()
         };
-        let err = publisher(1024)?.bodies(&[big]).err().ok_or("accepted")?;
+        let err = publisher(1024)?
+            .bodies(&Outgoing::Messages(vec![big]))
+            .err()
+            .ok_or("accepted")?;
         assert!(matches!(err, PublishError::Rejected { .. }), "{err}");
         Ok(())
     }

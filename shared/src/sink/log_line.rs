@@ -1,10 +1,8 @@
 //! A message as the line object the log-ingest API takes (`{timestamp, line, app, level,
-//! meta}`): the one builder behind the log-ingest publisher's request bodies and the file sink's
+//! meta}`): the one encoder behind the log-ingest publisher's request bodies and the file sink's
 //! `log-ingest` format, outside the `log-ingest` feature so the file sink works without it.
 
-use serde::ser::{Serialize, SerializeMap, Serializer};
-
-use super::Message;
+use super::{Body, MessageParts, json_text};
 use crate::config::{Env, FromEnv};
 
 /// The `app` and `level` of every line, from `LOG_INGEST_APP` and `LOG_INGEST_LEVEL`.
@@ -36,71 +34,52 @@ impl FromEnv for LogLineSettings {
 }
 
 impl LogLineSettings {
-    /// The line of `message`, stamped with the message's own time or else `now_ms`.
-    pub fn line<'a>(&'a self, message: &'a Message, now_ms: i64) -> LogLine<'a> {
-        LogLine {
-            settings: self,
-            message,
-            now_ms,
-        }
-    }
-}
-
-/// One message as the API's line, serialized straight from the message (no intermediate
-/// tree): `timestamp` in unix milliseconds, `line` the body as text, `meta` the headers and the
-/// message key.
-pub struct LogLine<'a> {
-    settings: &'a LogLineSettings,
-    message: &'a Message,
-    now_ms: i64,
-}
-
-/// The headers and the key as one JSON object.
-struct Meta<'a>(&'a Message);
-
-impl Serialize for Meta<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let message = self.0;
-        let mut map = serializer.serialize_map(None)?;
-        for (name, value) in &message.headers {
-            // The message key is `meta.key`; a header of that name would make it ambiguous.
-            if name == "key" && message.key.is_some() {
-                continue;
-            }
-            map.serialize_entry(name, value)?;
-        }
-        if let Some(key) = &message.key {
-            map.serialize_entry("key", key)?;
-        }
-        map.end()
-    }
-}
-
-impl Serialize for LogLine<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let message = self.message;
+    /// The line of a message or record (`{timestamp, line, app, level, meta}`), stamped with
+    /// its own time or else `now_ms`: `timestamp` in unix milliseconds, `line` the body as text
+    /// (a non-UTF-8 byte is replaced rather than the line refused: the API takes text), `meta`
+    /// the headers and the message key.
+    pub fn write(&self, out: &mut Vec<u8>, message: MessageParts<'_>, now_ms: i64) {
         let timestamp = message
             .timestamp
-            .map_or(self.now_ms, |time| time.timestamp_millis());
-        let mut map = serializer.serialize_map(Some(5))?;
-        map.serialize_entry("timestamp", &timestamp)?;
-        // The API takes text; a non-UTF-8 byte is replaced rather than the line refused.
-        map.serialize_entry("line", &String::from_utf8_lossy(&message.body))?;
-        map.serialize_entry("app", &self.settings.app)?;
-        map.serialize_entry("level", &self.settings.level)?;
-        map.serialize_entry("meta", &Meta(message))?;
-        map.end()
+            .map_or(now_ms, |time| time.timestamp_millis());
+        // The member names are written as they are: they need no escape.
+        out.extend_from_slice(br#"{"timestamp":"#);
+        json_text::integer(out, timestamp);
+        out.extend_from_slice(br#","line":"#);
+        match message.body {
+            Body::Text(text) => json_text::string(out, text),
+            Body::Binary(bytes) => json_text::string(out, &String::from_utf8_lossy(bytes)),
+        }
+        out.extend_from_slice(br#","app":"#);
+        json_text::string(out, &self.app);
+        out.extend_from_slice(br#","level":"#);
+        json_text::string(out, &self.level);
+        out.extend_from_slice(br#","meta":"#);
+        // The message key is `meta.key`; a header of that name would make it ambiguous.
+        let headers = message
+            .headers
+            .iter()
+            .filter(|(name, _)| !(*name == "key" && message.key.is_some()));
+        json_text::object(out, headers.chain(message.key.map(|key| ("key", key))));
+        out.push(b'}');
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sink::Message;
     use bytes::Bytes;
     use chrono::DateTime;
     use serde_json::{Value, json};
 
     type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+    fn encoded(settings: &LogLineSettings, message: &Message) -> Vec<u8> {
+        let mut out = Vec::new();
+        settings.write(&mut out, message.parts(), 7);
+        out
+    }
 
     #[test]
     fn a_line_carries_the_records_own_time_or_else_now() -> TestResult {
@@ -117,14 +96,14 @@ mod tests {
             body: Bytes::from_static(b"2 123 eni-1 \xff"),
             ..Message::default()
         };
-        let line: Value = serde_json::to_value(settings.line(&message, 7))?;
+        let line: Value = serde_json::from_slice(&encoded(&settings, &message))?;
         assert_eq!(
             line,
             json!({"timestamp": 7, "line": "2 123 eni-1 \u{fffd}", "app": "vpc",
                 "level": "DEBUG", "meta": {"dedupe_id": "e:1", "key": "logs/a.log"}})
         );
         message.timestamp = DateTime::from_timestamp_millis(1_418_530_010_500);
-        let line: Value = serde_json::to_value(settings.line(&message, 7))?;
+        let line: Value = serde_json::from_slice(&encoded(&settings, &message))?;
         assert_eq!(line["timestamp"], 1_418_530_010_500i64);
         Ok(())
     }

@@ -8,6 +8,7 @@ pub mod amqp;
 mod file;
 #[cfg(any(feature = "k-sink", feature = "log-ingest"))]
 pub mod http;
+mod json_text;
 #[cfg(feature = "k-sink")]
 pub mod k_sink;
 #[cfg(feature = "kafka")]
@@ -17,6 +18,7 @@ pub mod log_ingest;
 mod log_line;
 #[cfg(any(test, feature = "testing"))]
 mod memory;
+mod records;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -31,9 +33,12 @@ pub use k_sink::{KSinkPublisher, KSinkSettings};
 pub use kafka::{KafkaPublisher, KafkaSettings};
 #[cfg(feature = "log-ingest")]
 pub use log_ingest::{LogIngestPublisher, LogIngestSettings};
-pub use log_line::{LogLine, LogLineSettings};
+pub use log_line::LogLineSettings;
 #[cfg(any(test, feature = "testing"))]
 pub use memory::MemoryPublisher;
+pub use records::{
+    Body, Headers, MessageParts, RECORD_TYPE, RecordBatch, RecordEvent, RecordStamp,
+};
 
 /// One message, as brokers carry it.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -58,6 +63,13 @@ pub trait Publisher: Send + Sync + 'static {
     /// them (publisher confirms, acks from all in-sync replicas, a 2xx): an event is never
     /// reported done before its messages are safe.
     async fn publish(&self, messages: Vec<Message>) -> Result<(), PublishError>;
+
+    /// Publishes one object's records as [`publish`](Self::publish) publishes messages. A sink
+    /// that encodes each record itself overrides it to read them in place, without making a
+    /// message of each.
+    async fn publish_records(&self, batch: RecordBatch) -> Result<(), PublishError> {
+        self.publish(batch.into_messages()).await
+    }
 }
 
 /// A publish that failed, classified once here.
