@@ -1,8 +1,11 @@
-//! Progressive JPEGs at an eighth of their size from their DC coefficients alone. A block's DC
-//! coefficient is its mean, so the DC scans (with their refinements) give the image at 1/8
-//! scale exactly as an 8x8 IDCT scaled to 1x1 would; the AC scans, most of a progressive
-//! file's bytes and nearly all of its decoding work, are stepped over by the positions the
-//! marker walk found, without entropy decoding. Memory is one value per block instead of 64.
+//! JPEGs at an eighth of their size from their DC coefficients alone. A block's DC coefficient
+//! is its mean, so the DC values give the image at 1/8 scale exactly as an 8x8 IDCT scaled to
+//! 1x1 would. In a progressive file the DC scans (with their refinements) hold them, and the
+//! AC scans, most of its bytes and nearly all of its decoding work, are stepped over by the
+//! positions the marker walk found, without entropy decoding. In a sequential (baseline) file
+//! each block's AC coefficients follow its DC in the same scan and must be read to find the
+//! next block, but only stepped over ([`AcSkip`]): one table look per coefficient, nothing
+//! stored, no IDCT. Memory is one value per block instead of 64.
 //!
 //! Luma is what libjpeg's 1/8 decode gives; subsampled chroma is upsampled from its DC
 //! (libjpeg enlarges it with a 2x2 IDCT that reads three AC coefficients too), the one place
@@ -27,13 +30,15 @@ pub enum ColourModel {
 /// MCUs decoded between two looks at the stop.
 const MCUS_PER_CHECK: usize = 4096;
 
-/// Whether the DC path can decode `structure` (Huffman-coded progressive, 8-bit, sampling
-/// factors that divide the largest): then a 1/8 decode needs no more than this module.
+/// Whether the DC path can decode `structure` (Huffman-coded, progressive or sequential, 8-bit,
+/// sampling factors that divide the largest): then a 1/8 decode needs no more than this module.
 pub fn applies(structure: &Structure) -> bool {
     let frame = &structure.frame;
     let (h_max, v_max) = max_sampling(frame);
-    frame.coding == markers::Coding::Progressive
-        && frame.precision == 8
+    matches!(
+        frame.coding,
+        markers::Coding::Progressive | markers::Coding::Sequential
+    ) && frame.precision == 8
         && matches!(frame.components.len(), 1 | 3 | 4)
         && frame
             .components
@@ -41,13 +46,22 @@ pub fn applies(structure: &Structure) -> bool {
             .all(|c| h_max % c.h == 0 && v_max % c.v == 0)
 }
 
-/// Bytes the DC path holds besides the source and its output: a coefficient per padded block
-/// of each component and a plane of samples per component.
+/// Bytes the DC path holds besides the source and its output: a coefficient (two bytes) and a
+/// sample per padded block of each component, and for a subsampled component its samples
+/// enlarged to the image's eighth.
 pub fn memory(frame: &Frame) -> u64 {
+    let (h_max, v_max) = max_sampling(frame);
+    let eighth = u64::from(frame.width.div_ceil(8)) * u64::from(frame.height.div_ceil(8));
     (0..frame.components.len())
         .map(|index| {
             let (across, down) = padded_blocks(frame, index);
-            (across * down) as u64 * (4 + 1)
+            let c = frame.components[index];
+            let enlarged = if (c.h, c.v) == (h_max, v_max) {
+                0
+            } else {
+                eighth
+            };
+            (across * down) as u64 * (2 + 1) + enlarged
         })
         .sum()
 }
@@ -76,6 +90,9 @@ struct Huffman {
     max_code: [i32; 17],
     offset: [i32; 17],
     values: Vec<u8>,
+    /// For each [`LOOKUP_BITS`]-bit prefix that starts with a code of at most that many bits:
+    /// `(length << 8) | value`; 0 where a longer code starts.
+    lookup: Vec<u16>,
 }
 
 impl Huffman {
@@ -97,14 +114,36 @@ impl Huffman {
             }
             code <<= 1;
         }
+        let mut lookup = vec![0u16; 1 << LOOKUP_BITS];
+        let (mut code, mut index) = (0usize, 0usize);
+        for length in 1..=LOOKUP_BITS {
+            for _ in 0..counts[length as usize - 1] {
+                let value = values.get(index).copied().unwrap_or(0);
+                // Every prefix that starts with this code.
+                let first = code << (LOOKUP_BITS - length);
+                let span = 1 << (LOOKUP_BITS - length);
+                if let Some(slots) = lookup.get_mut(first..first + span) {
+                    slots.fill(((length as u16) << 8) | u16::from(value));
+                }
+                code += 1;
+                index += 1;
+            }
+            code <<= 1;
+        }
         Ok(Self {
             max_code,
             offset,
             values: values.to_vec(),
+            lookup,
         })
     }
 
     fn decode(&self, bits: &mut Bits<'_>) -> Result<u8, PipelineError> {
+        let entry = self.lookup[bits.peek(LOOKUP_BITS) as usize];
+        if entry != 0 {
+            bits.consume(u32::from(entry >> 8));
+            return Ok(entry as u8);
+        }
         let mut code = 0i32;
         for length in 1..=16 {
             code = (code << 1) | bits.bit() as i32;
@@ -121,18 +160,98 @@ impl Huffman {
     }
 }
 
+/// Bits of the Huffman tables' lookups: codes up to this long (nearly all of them) are read
+/// with one look.
+const LOOKUP_BITS: u32 = 10;
+
+/// An AC table read only to step over the coefficients it codes: what a sequential file's 1/8
+/// decode needs of its AC data. For each code of at most [`LOOKUP_BITS`] bits, the lookup
+/// holds how many bits the code and the coefficient's own bits that follow it take together,
+/// and how far the coefficient moves the position in the block: one look and one shift per
+/// coefficient, where a decoder that keeps them reads the value bits apart and stores them.
+struct AcSkip {
+    /// `(bits << 8) | advance`, 0 for a code longer than the lookup; an advance of 64 ends the
+    /// block (EOB).
+    lookup: Box<[u16; 1 << LOOKUP_BITS]>,
+    codes: Huffman,
+}
+
+impl AcSkip {
+    fn parse(counts: &[u8], values: &[u8]) -> Result<Self, MarkerError> {
+        let codes = Huffman::parse(counts, values)?;
+        let mut lookup = Box::new([0u16; 1 << LOOKUP_BITS]);
+        for (slot, &entry) in lookup.iter_mut().zip(&codes.lookup) {
+            if entry != 0 {
+                let (bits, advance) = Self::step(entry as u8);
+                *slot = ((u32::from(entry >> 8) + bits) << 8) as u16 | advance;
+            }
+        }
+        Ok(Self { lookup, codes })
+    }
+
+    /// A symbol's value bits and advance: RRRRSSSS is a run of R zeros and a coefficient of S
+    /// bits; S = 0 is the end of the block, or with R = 15 sixteen zeros.
+    fn step(symbol: u8) -> (u32, u16) {
+        let (run, size) = (u16::from(symbol >> 4), u32::from(symbol & 0x0F));
+        match (run, size) {
+            (15, 0) => (0, 16),
+            (_, 0) => (0, 64),
+            _ => (size, run + 1),
+        }
+    }
+
+    /// Steps over the AC coefficients of one block, up to `end` (Se).
+    fn skip_block(&self, bits: &mut Bits<'_>, end: u16) -> Result<(), PipelineError> {
+        let mut position = 1u16;
+        while position <= end {
+            // After a fill at least 57 bits are there, more than a code and its value take.
+            if bits.count < 32 {
+                bits.fill();
+            }
+            let entry = self.lookup[(bits.buffer >> (64 - LOOKUP_BITS)) as usize];
+            position += if entry != 0 {
+                let taken = u32::from(entry >> 8);
+                bits.buffer <<= taken;
+                bits.count -= taken;
+                entry & 0xFF
+            } else {
+                let (size, advance) = Self::step(self.codes.decode(bits)?);
+                bits.bits(size);
+                advance
+            };
+        }
+        Ok(())
+    }
+}
+
 fn corrupt(what: &str) -> MarkerError {
     MarkerError::Corrupt(what.to_owned())
 }
 
 /// One block of a DC scan: a first scan (`table`) decodes its difference from the previous
 /// block of its component and stores the sum shifted up by `low`; a refinement adds bit `low`.
+/// In a sequential scan the block's AC coefficients follow, stepped over with `ac`.
 fn block(
+    bits: &mut Bits<'_>,
+    table: Option<&Huffman>,
+    ac: Option<(&AcSkip, u16)>,
+    low: u32,
+    prediction: &mut i32,
+    value: Option<&mut i16>,
+) -> Result<(), PipelineError> {
+    dc(bits, table, low, prediction, value)?;
+    match ac {
+        Some((ac, end)) => ac.skip_block(bits, end),
+        None => Ok(()),
+    }
+}
+
+fn dc(
     bits: &mut Bits<'_>,
     table: Option<&Huffman>,
     low: u32,
     prediction: &mut i32,
-    value: Option<&mut i32>,
+    value: Option<&mut i16>,
 ) -> Result<(), PipelineError> {
     match table {
         Some(table) => {
@@ -142,7 +261,11 @@ fn block(
             }
             *prediction = prediction.wrapping_add(extend(bits.bits(size), size));
             if let Some(value) = value {
-                *value = prediction.wrapping_shl(low);
+                // In range for any valid file (11 bits and a sign); a damaged one saturates.
+                *value = prediction
+                    .wrapping_shl(low)
+                    .clamp(i32::from(i16::MIN), i32::from(i16::MAX))
+                    as i16;
             }
         }
         None => {
@@ -176,6 +299,23 @@ impl<'a> Bits<'a> {
     }
 
     fn fill(&mut self) {
+        // As many whole bytes as fit at once, while none of the next eight is 0xFF (a stuffed
+        // byte or a marker).
+        if let Some(next) = self.data.get(self.at..self.at + 8) {
+            let mut eight = [0u8; 8];
+            eight.copy_from_slice(next);
+            let word = u64::from_be_bytes(eight);
+            let inverted = !word;
+            let has_ff =
+                inverted.wrapping_sub(0x0101_0101_0101_0101) & !inverted & 0x8080_8080_8080_8080;
+            if has_ff == 0 && self.count <= 56 {
+                let take = (63 - self.count) / 8;
+                self.buffer |= (word >> (64 - 8 * take)) << (64 - self.count - 8 * take);
+                self.at += take as usize;
+                self.count += 8 * take;
+                return;
+            }
+        }
         while self.count <= 56 {
             let byte = match self.data.get(self.at) {
                 Some(0xFF) if self.data.get(self.at + 1) == Some(&0) => {
@@ -196,6 +336,23 @@ impl<'a> Bits<'a> {
 
     fn bit(&mut self) -> u32 {
         self.bits(1)
+    }
+
+    /// The next `n` bits (at most 32), without taking them.
+    fn peek(&mut self, n: u32) -> u32 {
+        if self.count < 32 {
+            self.fill();
+        }
+        (self.buffer >> (64 - n)) as u32
+    }
+
+    /// Takes `n` bits (at most 32) that [`Bits::peek`] made available.
+    fn consume(&mut self, n: u32) {
+        if self.count < n {
+            self.fill();
+        }
+        self.buffer = self.buffer.checked_shl(n).unwrap_or(0);
+        self.count = self.count.saturating_sub(n);
     }
 
     fn bits(&mut self, n: u32) -> u32 {
@@ -238,7 +395,7 @@ fn extend(value: u32, size: u32) -> i32 {
 /// What is kept per component: the DC coefficient of every padded block, and the DC
 /// quantiser its first scan found in force.
 struct Plane {
-    coefficients: Vec<i32>,
+    coefficients: Vec<i16>,
     across: usize,
     quantiser: Option<u16>,
 }
@@ -277,7 +434,10 @@ pub fn decode<'a>(
         })
         .collect();
     let mut quantisers: [Option<u16>; 4] = [None; 4];
-    let mut tables: [Option<Huffman>; 4] = [None, None, None, None];
+    let mut tables = Tables {
+        keep_ac: frame.coding == markers::Coding::Sequential,
+        ..Tables::default()
+    };
     let mut restart_interval = 0u16;
     for segment in Segments::walked(source, structure)? {
         let segment = segment?;
@@ -286,7 +446,7 @@ pub fn decode<'a>(
             0xD9 => break,
             0xE0..=0xEF => application(segment.marker, payload),
             0xDB => read_quantisers(payload, &mut quantisers)?,
-            0xC4 => read_dc_tables(payload, &mut tables)?,
+            0xC4 => tables.read(payload)?,
             0xDD => restart_interval = markers::parse_restart_interval(payload)?,
             0xDA => {
                 let header = markers::parse_scan(payload, frame)?;
@@ -334,26 +494,39 @@ fn read_quantisers(mut payload: &[u8], into: &mut [Option<u16>; 4]) -> Result<()
     Ok(())
 }
 
-/// DHT: keeps the DC tables (class 0), steps over the AC ones.
-fn read_dc_tables(mut payload: &[u8], into: &mut [Option<Huffman>; 4]) -> Result<(), MarkerError> {
-    while let [spec, rest @ ..] = payload {
-        let (class, id) = (spec >> 4, usize::from(spec & 0x0F));
-        let counts = rest
-            .get(..16)
-            .ok_or_else(|| corrupt("a Huffman table (DHT) that is cut short"))?;
-        let total: usize = counts.iter().map(|&n| usize::from(n)).sum();
-        let values = rest
-            .get(16..16 + total)
-            .ok_or_else(|| corrupt("a Huffman table (DHT) that is cut short"))?;
-        if class > 1 || id > 3 {
-            return Err(corrupt("a Huffman table (DHT) of no class or place"));
+/// The Huffman tables in force: the DC ones, and for a sequential file the AC ones, read to
+/// step over what they code.
+#[derive(Default)]
+struct Tables {
+    dc: [Option<Huffman>; 4],
+    ac: [Option<AcSkip>; 4],
+    keep_ac: bool,
+}
+
+impl Tables {
+    /// DHT: keeps the DC tables (class 0) and, where kept, the AC ones.
+    fn read(&mut self, mut payload: &[u8]) -> Result<(), MarkerError> {
+        while let [spec, rest @ ..] = payload {
+            let (class, id) = (spec >> 4, usize::from(spec & 0x0F));
+            let counts = rest
+                .get(..16)
+                .ok_or_else(|| corrupt("a Huffman table (DHT) that is cut short"))?;
+            let total: usize = counts.iter().map(|&n| usize::from(n)).sum();
+            let values = rest
+                .get(16..16 + total)
+                .ok_or_else(|| corrupt("a Huffman table (DHT) that is cut short"))?;
+            if class > 1 || id > 3 {
+                return Err(corrupt("a Huffman table (DHT) of no class or place"));
+            }
+            match class {
+                0 => self.dc[id] = Some(Huffman::parse(counts, values)?),
+                _ if self.keep_ac => self.ac[id] = Some(AcSkip::parse(counts, values)?),
+                _ => {}
+            }
+            payload = &rest[16 + total..];
         }
-        if class == 0 {
-            into[id] = Some(Huffman::parse(counts, values)?);
-        }
-        payload = &rest[16 + total..];
+        Ok(())
     }
-    Ok(())
 }
 
 /// One DC scan: a first one (Ah = 0) codes each block's difference from the previous block of
@@ -361,7 +534,7 @@ fn read_dc_tables(mut payload: &[u8], into: &mut [Option<Huffman>; 4]) -> Result
 struct DcScan<'a> {
     frame: &'a Frame,
     header: &'a ScanHeader,
-    tables: &'a [Option<Huffman>; 4],
+    tables: &'a Tables,
     restart_interval: usize,
 }
 
@@ -375,12 +548,27 @@ impl DcScan<'_> {
                 .components
                 .iter()
                 .map(|c| {
-                    self.tables[usize::from(c.dc_table & 3)]
+                    self.tables.dc[usize::from(c.dc_table & 3)]
                         .as_ref()
                         .ok_or_else(|| corrupt("a DC scan whose Huffman table is not defined"))
                 })
                 .collect::<Result<_, _>>()?,
             false => Vec::new(),
+        };
+        // A sequential scan's blocks carry their AC coefficients (Se > 0) after the DC.
+        let end = u16::from(header.spectral_end.min(63));
+        let ac: Vec<(&AcSkip, u16)> = match end {
+            0 => Vec::new(),
+            _ => header
+                .components
+                .iter()
+                .map(|c| {
+                    self.tables.ac[usize::from(c.ac_table & 3)]
+                        .as_ref()
+                        .map(|table| (table, end))
+                        .ok_or_else(|| corrupt("a scan whose AC Huffman table is not defined"))
+                })
+                .collect::<Result<_, _>>()?,
         };
         let mut bits = Bits::new(data);
         let mut predictions = vec![0i32; header.components.len()];
@@ -406,6 +594,7 @@ impl DcScan<'_> {
                         block(
                             &mut bits,
                             tables.get(k).copied(),
+                            ac.get(k).copied(),
                             low,
                             &mut predictions[k],
                             plane.coefficients.get_mut(at),
@@ -451,7 +640,7 @@ fn to_raster(frame: &Frame, planes: &[Plane], model: ColourModel) -> Raster {
             let own: Vec<u8> = (0..down as usize)
                 .flat_map(|y| (0..across as usize).map(move |x| (x, y)))
                 .map(|(x, y)| {
-                    let coefficient = plane.coefficients[y * plane.across + x];
+                    let coefficient = i32::from(plane.coefficients[y * plane.across + x]);
                     // libjpeg's 1x1 IDCT: the dequantised DC over 8, rounded, centred on 128.
                     let mean = (coefficient.saturating_mul(quantiser).saturating_add(4)) >> 3;
                     (mean + 128).clamp(0, 255) as u8
@@ -525,28 +714,34 @@ fn upsample(
     factor: (usize, usize),
     (width, height): (usize, usize),
 ) -> Vec<u8> {
-    let at = |x: usize, y: usize| i32::from(own[y.min(down - 1) * across + x.min(across - 1)]);
+    // Full-resolution planes (luma, unsubsampled chroma) are already the image.
+    if factor == (1, 1) && (across, down) == (width, height) {
+        return own.to_vec();
+    }
     // The weights of the two nearest samples along one axis, in quarters.
+    // Past the last sample (the image's padding), both taps are the last one.
     let taps = |position: usize, f: usize, n: usize| -> (usize, usize, i32) {
         let own = position / f;
         if f != 2 {
-            return (own, own, 4);
+            return (own.min(n - 1), own.min(n - 1), 4);
         }
         let neighbour = match position % 2 {
             0 => own.saturating_sub(1),
-            _ => (own + 1).min(n - 1),
+            _ => own + 1,
         };
-        (own, neighbour, 3)
+        (own.min(n - 1), neighbour.min(n - 1), 3)
     };
+    // The taps of each column, found once for all rows.
+    let columns: Vec<(usize, usize, i32)> = (0..width).map(|x| taps(x, factor.0, across)).collect();
     let mut out = Vec::with_capacity(width * height);
     for y in 0..height {
         let (y0, y1, wy) = taps(y, factor.1, down);
-        for x in 0..width {
-            let (x0, x1, wx) = taps(x, factor.0, across);
-            let value = wy * (wx * at(x0, y0) + (4 - wx) * at(x1, y0))
-                + (4 - wy) * (wx * at(x0, y1) + (4 - wx) * at(x1, y1));
-            out.push(((value + 8) >> 4) as u8);
-        }
+        let (row0, row1) = (&own[y0 * across..][..across], &own[y1 * across..][..across]);
+        out.extend(columns.iter().map(|&(x0, x1, wx)| {
+            let near = wx * i32::from(row0[x0]) + (4 - wx) * i32::from(row0[x1]);
+            let far = wx * i32::from(row1[x0]) + (4 - wx) * i32::from(row1[x1]);
+            ((wy * near + (4 - wy) * far + 8) >> 4) as u8
+        }));
     }
     out
 }
@@ -582,8 +777,22 @@ mod tests {
         out
     }
 
-    /// Progressive through jpeg-encoder, which can ask for restart intervals and any sampling.
+    /// Progressive (or baseline) through jpeg-encoder, which can ask for restart intervals and
+    /// any sampling.
     fn encoded(colour: ColorType, sampling: SamplingFactor, restart: u16) -> Vec<u8> {
+        encoded_as(colour, sampling, restart, true)
+    }
+
+    fn baseline(colour: ColorType, sampling: SamplingFactor, restart: u16) -> Vec<u8> {
+        encoded_as(colour, sampling, restart, false)
+    }
+
+    fn encoded_as(
+        colour: ColorType,
+        sampling: SamplingFactor,
+        restart: u16,
+        progressive: bool,
+    ) -> Vec<u8> {
         let channels = match colour {
             ColorType::Luma => 1,
             ColorType::Rgb => 3,
@@ -591,7 +800,7 @@ mod tests {
         };
         let mut out = Vec::new();
         let mut encoder = Encoder::new(&mut out, 90);
-        encoder.set_progressive(true);
+        encoder.set_progressive(progressive);
         encoder.set_sampling_factor(sampling);
         encoder.set_restart_interval(restart);
         encoder
@@ -600,12 +809,34 @@ mod tests {
             .unwrap_or_default()
     }
 
-    /// Progressive through libjpeg (mozjpeg): `fastest` is libjpeg-turbo's standard script (an
-    /// interleaved DC scan at Al 1, then its refinement); otherwise mozjpeg's own search over
-    /// scan scripts (a DC scan per component, successive approximation where it pays).
+    /// How libjpeg (mozjpeg) lays out its scans.
+    #[derive(Clone, Copy, PartialEq)]
+    enum Script {
+        /// libjpeg-turbo's defaults: one sequential scan.
+        Baseline,
+        /// libjpeg-turbo's standard progressive script: an interleaved DC scan at Al 1, then
+        /// its refinement.
+        Fastest,
+        /// mozjpeg's own search over scan scripts: a DC scan per component, successive
+        /// approximation where it pays.
+        Searched,
+    }
+
     fn libjpeg_progressive(
         colour: mozjpeg::ColorSpace,
         fastest: bool,
+    ) -> Result<Vec<u8>, Box<dyn std::error::Error>> {
+        let script = if fastest {
+            Script::Fastest
+        } else {
+            Script::Searched
+        };
+        libjpeg_encoded(colour, script)
+    }
+
+    fn libjpeg_encoded(
+        colour: mozjpeg::ColorSpace,
+        script: Script,
     ) -> Result<Vec<u8>, Box<dyn std::error::Error>> {
         let channels = if colour == mozjpeg::ColorSpace::JCS_GRAYSCALE {
             1
@@ -613,10 +844,12 @@ mod tests {
             3
         };
         let mut compress = mozjpeg::Compress::new(colour);
-        if fastest {
+        if script != Script::Searched {
             compress.set_fastest_defaults();
         }
-        compress.set_progressive_mode();
+        if script != Script::Baseline {
+            compress.set_progressive_mode();
+        }
         compress.set_size(usize::from(WIDTH), usize::from(HEIGHT));
         compress.set_quality(90.0);
         let mut started = compress.start_compress(Vec::new())?;
@@ -682,6 +915,26 @@ mod tests {
                 "YCCK",
                 encoded(ColorType::CmykAsYcck, SamplingFactor::F_1_1, 3),
             ),
+            (
+                "baseline grey, libjpeg",
+                libjpeg_encoded(mozjpeg::ColorSpace::JCS_GRAYSCALE, Script::Baseline)?,
+            ),
+            (
+                "baseline grey, restart every 7 blocks",
+                baseline(ColorType::Luma, SamplingFactor::F_1_1, 7),
+            ),
+            (
+                "baseline 4:4:4, restart every 5 MCUs",
+                baseline(ColorType::Rgb, SamplingFactor::F_1_1, 5),
+            ),
+            (
+                "baseline CMYK",
+                baseline(ColorType::Cmyk, SamplingFactor::F_1_1, 0),
+            ),
+            (
+                "baseline YCCK",
+                baseline(ColorType::CmykAsYcck, SamplingFactor::F_1_1, 3),
+            ),
         ];
         for (name, source) in cases {
             assert!(!source.is_empty(), "{name}: not encoded");
@@ -695,13 +948,15 @@ mod tests {
 
     #[test]
     fn damaged_files_are_decoded_or_refused_never_a_panic() -> TestResult {
-        // Every byte after the headers of three progressive files is fair game: scan data,
+        // Every byte after the headers of three progressive and two baseline files is fair game: scan data,
         // restart markers, tables between scans. Whatever a change makes of the file, the
         // decode answers (an image or an error) within its loops.
         let sources = [
             libjpeg_progressive(mozjpeg::ColorSpace::JCS_RGB, true)?,
             encoded(ColorType::Rgb, SamplingFactor::F_2_2, 2),
             encoded(ColorType::CmykAsYcck, SamplingFactor::F_1_1, 0),
+            libjpeg_encoded(mozjpeg::ColorSpace::JCS_RGB, Script::Baseline)?,
+            baseline(ColorType::Rgb, SamplingFactor::F_2_1, 3),
         ];
         let mut state = 0x9E37_79B9_7F4A_7C15u64;
         let mut next = move || {
@@ -711,7 +966,7 @@ mod tests {
             state
         };
         let (mut decoded, mut refused) = (0, 0);
-        for round in 0..600 {
+        for round in 0..1000 {
             let mut source = sources[round % sources.len()].clone();
             let start = source
                 .windows(2)
@@ -762,6 +1017,18 @@ mod tests {
             ("4:2:2", encoded(ColorType::Rgb, SamplingFactor::F_2_1, 0)),
             ("4:4:0", encoded(ColorType::Rgb, SamplingFactor::F_1_2, 0)),
             ("4:1:1", encoded(ColorType::Rgb, SamplingFactor::F_4_1, 0)),
+            (
+                "baseline 4:2:0, libjpeg",
+                libjpeg_encoded(mozjpeg::ColorSpace::JCS_RGB, Script::Baseline)?,
+            ),
+            (
+                "baseline 4:2:0, restart every MCU",
+                baseline(ColorType::Rgb, SamplingFactor::F_2_2, 1),
+            ),
+            (
+                "baseline 4:2:2",
+                baseline(ColorType::Rgb, SamplingFactor::F_2_1, 0),
+            ),
         ];
         for (name, source) in cases {
             assert!(!source.is_empty(), "{name}: not encoded");
