@@ -82,10 +82,8 @@ pub fn inspect(
         true => 0,
         false => 24 * v_max * u64::from(width).next_multiple_of(32) * components,
     };
-    let kind = if dc_only && frame.coding.is_progressive() {
+    let kind = if dc_only {
         "progressive (DC scans)"
-    } else if dc_only {
-        "baseline (DC coefficients)"
     } else if frame.coding.is_progressive() {
         "progressive"
     } else if structure.is_multi_scan() {
@@ -141,9 +139,8 @@ fn scale_denominator(width: u32, height: u32, target: u32) -> u32 {
     shrink_on_load(width.max(height), target).min(8)
 }
 
-/// Whether the thumbnails come from the DC coefficients: a file the DC path reads (progressive:
-/// its DC scans; sequential: the DC of each block, its AC stepped over) whose eighth is at
-/// least the largest size. Not twice it, as libjpeg's scaling keeps: a DC value
+/// Whether the thumbnails come from the DC scans: a progressive file the DC path reads whose
+/// eighth is at least the largest size. Not twice it, as libjpeg's scaling keeps: a DC value
 /// is its block's mean, an area average that leaves no sharpness for the resize to take back.
 fn from_dc_scans(structure: &Structure, target: u32) -> bool {
     let frame = &structure.frame;
