@@ -6,11 +6,16 @@
 #    (examples/inflate-bench: flate2 on zlib-rs): wall time and CPU time (user + system) of
 #    each, best of 3, and each one's CPU over zcat's. On a Lambda with one vCPU the CPU time is
 #    what counts: content mode decompresses on one thread and publishes on another.
-# 2. claim-check events per second through the HTTP runtime (`serve`), driven by wrk.
+# 2. the same file to a real Kafka-compatible broker (tansu, in-memory) with each
+#    KAFKA_COMPRESSION, as the template and the Knative Service publish it: CPU and wall time of
+#    forward-to-stream alone (the broker runs beside it), one run each, which is what the
+#    template's memory (its CPU share) and timeout follow.
+# 3. claim-check events per second through the HTTP runtime (`serve`), driven by wrk.
 # The flow-log file is generated once into target/bench/ (about a minute) and reused.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib/e2e.sh
+trap e2e_cleanup EXIT
 
 need_apt wrk isal time
 cargo build --release -p forward-to-stream --quiet --bin forward-to-stream --example inflate-bench
@@ -96,13 +101,37 @@ wall, cpu = times["forward-to-stream"]
 print("  forward-to-stream: %.0f records/s of CPU, %.0f records/s of wall time" % (records / cpu, records / wall))
 PY
 
+# Content mode to Kafka, per compression.
+need_cargo_bin tansu tansu 0.6.0 --features dynostore
+need_venv "kafka-python==3.0.12"
+kafka_port=$(free_port)
+start_tansu "$kafka_port" "$work/tansu.log"
+on_exit 'kill "$tansu_pid"'
+kafka_tool "127.0.0.1:$kafka_port" create flows-none:1 flows-snappy:1 flows-gzip:1
+echo "content mode to Kafka (tansu on this machine), forward-to-stream's own time, one run each:"
+printf '  %-34s %8s %8s %10s\n' "" "wall s" "CPU s" "CPU MB/s"
+for compression in ${KAFKA_COMPRESSIONS:-none snappy gzip}; do
+  rm -rf "$work/storage/bench/.forward-to-stream"
+  line=$(/usr/bin/time -f '%e %U %S' env -i PATH="$PATH" FORWARD_MODE=content FORWARD_SINK=kafka \
+    KAFKA_BROKERS="127.0.0.1:$kafka_port" KAFKA_TOPIC="flows-$compression" \
+    KAFKA_COMPRESSION="$compression" RUST_LOG=warn "$binary" sweep --bucket bench \
+    --key flow-logs.log.gz --storage "$work/storage" 2>&1 >/dev/null | tail -1)
+  python3 -c "
+import sys
+wall, user, system = map(float, sys.argv[1].split())
+cpu = user + system
+print('  %-34s %8.2f %8.2f %10.1f' % ('KAFKA_COMPRESSION=' + sys.argv[2], wall, cpu, int(sys.argv[3]) / 1e6 / cpu))
+" "$line" "$compression" "$decompressed"
+done
+kill "$tansu_pid"
+
 # Claim checks through the HTTP runtime.
 port=$(free_port)
 # On loopback only, so that taking events without a credential is safe.
 env -i PATH="$PATH" PORT="$port" LISTEN_ADDRESS=127.0.0.1 EVENT_AUTH=none FORWARD_SINK=file \
   FORWARD_FILE=/dev/null RUST_LOG=warn "$binary" serve --storage "$work/storage" >/dev/null 2>&1 &
 service=$!
-trap 'kill $service 2>/dev/null || true' EXIT
+on_exit "kill $service"
 wait_port "$port" 30
 cat >"$work/post.lua" <<'LUA'
 wrk.method = "POST"

@@ -3,6 +3,7 @@
 //! TLS, optional compression, records partitioned by key as Kafka's own producers do.
 
 use std::collections::BTreeMap;
+use std::convert::Infallible;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -18,7 +19,7 @@ use rskafka::record::Record;
 use rskafka::{BackoffConfig, BackoffError, ConnectionError, SaslError};
 use tokio::sync::Mutex;
 
-use super::{Message, PublishError, Publisher};
+use super::{Message, MessageParts, PublishError, Publisher, RecordBatch};
 use crate::config::{Env, FromEnv};
 pub use crate::kafka_cluster::{KafkaCluster, Sasl};
 use crate::outcome::BoxError;
@@ -185,16 +186,39 @@ impl KafkaPublisher {
         Ok(connected)
     }
 
-    async fn send(&self, messages: Vec<Message>) -> Result<(), PublishError> {
+    /// Sends within KAFKA_TIMEOUT_SECS; a failure drops the connections.
+    async fn publish_in_time(&self, records: Vec<Record>) -> Result<(), PublishError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let result = tokio::time::timeout(self.settings.timeout, self.send(records))
+            .await
+            .unwrap_or_else(|_| {
+                Err(PublishError::Unavailable {
+                    sink: self.sink.clone(),
+                    source: format!(
+                        "no acknowledgement within {} s (KAFKA_TIMEOUT_SECS)",
+                        self.settings.timeout.as_secs()
+                    )
+                    .into(),
+                })
+            });
+        if result.is_err() {
+            // A broker that restarted or moved leaves stale connections behind; start afresh.
+            *self.connected.lock().await = None;
+        }
+        result
+    }
+
+    async fn send(&self, records: Vec<Record>) -> Result<(), PublishError> {
         let connected = self.connection().await?;
         let count = connected.partitions.len();
         let mut by_partition: BTreeMap<usize, Vec<Record>> = BTreeMap::new();
-        for message in messages {
-            let partition = match &message.key {
-                Some(key) => partition_for(key.as_bytes(), count),
+        for record in records {
+            let partition = match &record.key {
+                Some(key) => partition_for(key, count),
                 None => self.next_partition.fetch_add(1, Ordering::Relaxed) % count,
             };
-            let record = to_record(message);
             if record.approximate_size() > self.settings.max_request_bytes {
                 return Err(PublishError::Rejected {
                     sink: self.sink.clone(),
@@ -363,48 +387,47 @@ fn retries_within(timeout: Duration) -> BackoffConfig {
 #[async_trait]
 impl Publisher for KafkaPublisher {
     async fn publish(&self, messages: Vec<Message>) -> Result<(), PublishError> {
-        if messages.is_empty() {
-            return Ok(());
-        }
-        let result = tokio::time::timeout(self.settings.timeout, self.send(messages))
-            .await
-            .unwrap_or_else(|_| {
-                Err(PublishError::Unavailable {
-                    sink: self.sink.clone(),
-                    source: format!(
-                        "no acknowledgement within {} s (KAFKA_TIMEOUT_SECS)",
-                        self.settings.timeout.as_secs()
-                    )
-                    .into(),
-                })
-            });
-        if result.is_err() {
-            // A broker that restarted or moved leaves stale connections behind; start afresh.
-            *self.connected.lock().await = None;
-        }
-        result
+        let records = messages
+            .iter()
+            .map(|message| to_record(message.parts(), message.correlation_id.as_deref()))
+            .collect();
+        self.publish_in_time(records).await
+    }
+
+    /// Records straight from the batch's buffer, without a message of each first.
+    async fn publish_records(&self, batch: RecordBatch) -> Result<(), PublishError> {
+        let mut records = Vec::with_capacity(batch.len());
+        batch
+            .try_for_each(|parts| {
+                records.push(to_record(parts, None));
+                Ok::<_, Infallible>(())
+            })
+            .unwrap_or_else(|never| match never {});
+        self.publish_in_time(records).await
     }
 }
 
-fn to_record(message: Message) -> Record {
+/// A message or a record in its batch as a Kafka record: its headers, plus `content-type` and
+/// `correlation_id` where given and not already a header.
+fn to_record(message: MessageParts<'_>, correlation_id: Option<&str>) -> Record {
     let mut headers: BTreeMap<String, Vec<u8>> = message
         .headers
-        .into_iter()
-        .map(|(name, value)| (name, value.into_bytes()))
+        .iter()
+        .map(|(name, value)| (name.to_owned(), value.as_bytes().to_vec()))
         .collect();
     if !message.content_type.is_empty() {
         headers
             .entry("content-type".to_owned())
-            .or_insert_with(|| message.content_type.into_bytes());
+            .or_insert_with(|| message.content_type.as_bytes().to_vec());
     }
-    if let Some(id) = message.correlation_id {
+    if let Some(id) = correlation_id {
         headers
             .entry("correlation_id".to_owned())
-            .or_insert_with(|| id.into_bytes());
+            .or_insert_with(|| id.as_bytes().to_vec());
     }
     Record {
-        key: message.key.map(String::into_bytes),
-        value: Some(message.body.to_vec()),
+        key: message.key.map(|key| key.as_bytes().to_vec()),
+        value: Some(message.body.as_bytes().to_vec()),
         headers,
         timestamp: message.timestamp.unwrap_or_else(Utc::now),
     }
@@ -472,6 +495,10 @@ fn murmur2(data: &[u8]) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn kafka_record(message: Message) -> Record {
+        to_record(message.parts(), message.correlation_id.as_deref())
+    }
     use bytes::Bytes;
 
     type TestResult = Result<(), BoxError>;
@@ -508,7 +535,7 @@ mod tests {
     fn records_are_chunked_in_order_under_the_limit() {
         let records: Vec<Record> = (0..10)
             .map(|n| {
-                to_record(Message {
+                kafka_record(Message {
                     key: Some(format!("k{n}")),
                     body: Bytes::from(vec![b'x'; 300]),
                     ..Message::default()
@@ -524,7 +551,7 @@ mod tests {
 
     #[test]
     fn content_type_becomes_a_header_without_replacing_one() {
-        let record = to_record(Message {
+        let record = kafka_record(Message {
             key: Some("b/k".into()),
             headers: vec![("ce_id".into(), "1".into())],
             content_type: "application/json".into(),
@@ -540,13 +567,13 @@ mod tests {
     #[test]
     fn a_record_has_its_messages_own_time_or_the_time_of_sending() {
         let own = chrono::DateTime::from_timestamp(1_418_530_010, 0);
-        let record = to_record(Message {
+        let record = kafka_record(Message {
             timestamp: own,
             ..Message::default()
         });
         assert_eq!(Some(record.timestamp), own);
         let before = Utc::now();
-        assert!(to_record(Message::default()).timestamp >= before);
+        assert!(kafka_record(Message::default()).timestamp >= before);
     }
 
     #[test]
