@@ -7,7 +7,7 @@ use std::sync::Arc;
 use bucketfn::event::EventKind;
 use bucketfn::storage::MemoryStore;
 use bucketfn::{Done, Handler, Invocation, ObjectEvent, ObjectStore};
-use forward_to_stream::{Forwarder, content};
+use forward_to_stream::Forwarder;
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use serde_json::Value;
 
