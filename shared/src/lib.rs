@@ -21,6 +21,8 @@ pub mod sources;
 pub mod storage;
 pub mod sweep;
 pub mod telemetry;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 // Not behind a feature: the ledger's rediss:// is in every function.
 pub mod tls;
 

@@ -2,7 +2,6 @@
 //! function out without a broker, for demos and for benchmarks; or as the bare lines the
 //! log-ingest API takes, for a file that log shippers or a later upload read as they are.
 
-use std::convert::Infallible;
 use std::fs::OpenOptions;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -103,18 +102,15 @@ impl FilePublisher {
             // Encoded first into one buffer, then written with one call rather than in many
             // small writes, each through the writer's dynamic dispatch.
             let mut encoded = Vec::with_capacity(lines.encoded_estimate());
-            lines
-                .try_for_each(|message| {
-                    match &*format {
-                        FileFormat::Messages => write_line(&mut encoded, message),
-                        FileFormat::LogIngest(settings) => {
-                            settings.write(&mut encoded, message, now_ms)
-                        }
+            lines.for_each(|message| {
+                match &*format {
+                    FileFormat::Messages => write_line(&mut encoded, message),
+                    FileFormat::LogIngest(settings) => {
+                        settings.write(&mut encoded, message, now_ms)
                     }
-                    encoded.push(b'\n');
-                    Ok::<_, Infallible>(())
-                })
-                .unwrap_or_else(|never| match never {});
+                }
+                encoded.push(b'\n');
+            });
             let mut out = out.lock().unwrap_or_else(PoisonError::into_inner);
             out.write_all(&encoded)?;
             out.flush()

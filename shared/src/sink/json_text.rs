@@ -156,14 +156,8 @@ mod tests {
             "a", "Z", " ", "0", "~", "\"", "\\", "\n", "\r", "\t", "\u{0}", "\u{1f}", "\u{7f}",
             "é", "€", "😀",
         ];
-        // xorshift64: the same cases every run, no dependency.
-        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut noise = crate::testing::Noise(0x9e37_79b9_7f4a_7c15);
+        let mut next = move || noise.next_u64();
         for case in 0..5000 {
             let plain = (next() % 24) as usize;
             let mut text = "x".repeat(case % 9);

@@ -3,7 +3,6 @@
 //! TLS, optional compression, records partitioned by key as Kafka's own producers do.
 
 use std::collections::BTreeMap;
-use std::convert::Infallible;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -19,6 +18,7 @@ use rskafka::record::Record;
 use rskafka::{BackoffConfig, BackoffError, ConnectionError, SaslError};
 use tokio::sync::Mutex;
 
+use super::records::Outgoing;
 use super::{Message, MessageParts, PublishError, Publisher, RecordBatch};
 use crate::config::{Env, FromEnv};
 pub use crate::kafka_cluster::{KafkaCluster, Sasl};
@@ -187,7 +187,11 @@ impl KafkaPublisher {
     }
 
     /// Sends within KAFKA_TIMEOUT_SECS; a failure drops the connections.
-    async fn publish_in_time(&self, records: Vec<Record>) -> Result<(), PublishError> {
+    async fn publish_in_time(&self, outgoing: Outgoing) -> Result<(), PublishError> {
+        let mut records = Vec::with_capacity(outgoing.len());
+        outgoing.for_each(|message| records.push(to_record(message)));
+        // The records own copies: the batch's buffer need not wait for the broker.
+        drop(outgoing);
         if records.is_empty() {
             return Ok(());
         }
@@ -387,29 +391,18 @@ fn retries_within(timeout: Duration) -> BackoffConfig {
 #[async_trait]
 impl Publisher for KafkaPublisher {
     async fn publish(&self, messages: Vec<Message>) -> Result<(), PublishError> {
-        let records = messages
-            .iter()
-            .map(|message| to_record(message.parts(), message.correlation_id.as_deref()))
-            .collect();
-        self.publish_in_time(records).await
+        self.publish_in_time(Outgoing::Messages(messages)).await
     }
 
     /// Records straight from the batch's buffer, without a message of each first.
     async fn publish_records(&self, batch: RecordBatch) -> Result<(), PublishError> {
-        let mut records = Vec::with_capacity(batch.len());
-        batch
-            .try_for_each(|parts| {
-                records.push(to_record(parts, None));
-                Ok::<_, Infallible>(())
-            })
-            .unwrap_or_else(|never| match never {});
-        self.publish_in_time(records).await
+        self.publish_in_time(Outgoing::Records(batch)).await
     }
 }
 
 /// A message or a record in its batch as a Kafka record: its headers, plus `content-type` and
 /// `correlation_id` where given and not already a header.
-fn to_record(message: MessageParts<'_>, correlation_id: Option<&str>) -> Record {
+fn to_record(message: MessageParts<'_>) -> Record {
     let mut headers: BTreeMap<String, Vec<u8>> = message
         .headers
         .iter()
@@ -420,7 +413,7 @@ fn to_record(message: MessageParts<'_>, correlation_id: Option<&str>) -> Record 
             .entry("content-type".to_owned())
             .or_insert_with(|| message.content_type.as_bytes().to_vec());
     }
-    if let Some(id) = correlation_id {
+    if let Some(id) = message.correlation_id {
         headers
             .entry("correlation_id".to_owned())
             .or_insert_with(|| id.as_bytes().to_vec());
@@ -495,11 +488,11 @@ fn murmur2(data: &[u8]) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
 
     fn kafka_record(message: Message) -> Record {
-        to_record(message.parts(), message.correlation_id.as_deref())
+        to_record(message.parts())
     }
-    use bytes::Bytes;
 
     type TestResult = Result<(), BoxError>;
 

@@ -5,6 +5,7 @@
 //! place through [`MessageParts`], as they read a [`Message`]; the others take
 //! [`RecordBatch::into_messages`].
 
+use std::convert::Infallible;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -121,6 +122,8 @@ pub struct MessageParts<'a> {
     pub content_type: &'a str,
     pub body: Body<'a>,
     pub timestamp: Option<DateTime<Utc>>,
+    /// A message's AMQP correlation id; records have none.
+    pub correlation_id: Option<&'a str>,
 }
 
 impl Message {
@@ -132,6 +135,7 @@ impl Message {
             content_type: &self.content_type,
             body: Body::of(&self.body),
             timestamp: self.timestamp,
+            correlation_id: self.correlation_id.as_deref(),
         }
     }
 }
@@ -214,6 +218,7 @@ impl RecordBatch {
                 content_type: self.stamp.content_type,
                 body,
                 timestamp: entry.timestamp,
+                correlation_id: None,
             })?;
             start = entry.end;
         }
@@ -253,14 +258,30 @@ impl RecordBatch {
     }
 }
 
-/// What one publish hands a sink that encodes each message itself: messages, or one object's
-/// records to read in place.
+/// What one publish hands a sink that encodes each message itself (file, log-ingest, Kafka):
+/// messages, or one object's records to read in place.
 pub(super) enum Outgoing {
     Messages(Vec<Message>),
     Records(RecordBatch),
 }
 
 impl Outgoing {
+    pub(super) fn len(&self) -> usize {
+        match self {
+            Self::Messages(messages) => messages.len(),
+            Self::Records(batch) => batch.len(),
+        }
+    }
+
+    /// Calls `each` with every message's or record's parts in order.
+    pub(super) fn for_each(&self, mut each: impl FnMut(MessageParts<'_>)) {
+        self.try_for_each(|parts| {
+            each(parts);
+            Ok::<_, Infallible>(())
+        })
+        .unwrap_or_else(|never| match never {});
+    }
+
     /// About how many bytes the messages take encoded as JSON: their bodies and a couple of
     /// hundred bytes for each one's names, so that an encoder's buffer is seldom grown.
     pub(super) fn encoded_estimate(&self) -> usize {
@@ -310,7 +331,7 @@ mod tests {
                 .map(|(name, value)| (name.to_owned(), value.to_owned()))
                 .collect(),
             content_type: parts.content_type.to_owned(),
-            correlation_id: None,
+            correlation_id: parts.correlation_id.map(str::to_owned),
             body: Bytes::copy_from_slice(parts.body.as_bytes()),
             timestamp: parts.timestamp,
         }

@@ -817,13 +817,8 @@ mod tests {
             encoded(ColorType::Rgb, SamplingFactor::F_2_2, 2),
             encoded(ColorType::CmykAsYcck, SamplingFactor::F_1_1, 0),
         ];
-        let mut state = 0x9E37_79B9_7F4A_7C15u64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut noise = bucketfn::testing::Noise(0x9E37_79B9_7F4A_7C15);
+        let mut next = move || noise.next_u64();
         let (mut decoded, mut refused) = (0, 0);
         for round in 0..600 {
             let mut source = sources[round % sources.len()].clone();

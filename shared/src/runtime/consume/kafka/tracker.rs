@@ -254,13 +254,8 @@ mod tests {
     #[test]
     fn in_any_settling_order_the_commit_never_passes_an_unsettled_offset() {
         // A small deterministic shuffle of 200 offsets over a few keys.
-        let mut state = 0x2545_f491_4f6c_dd1d_u64;
-        let mut random = move |n: usize| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            usize::try_from(state % n as u64).unwrap_or(0)
-        };
+        let mut noise = crate::testing::Noise(0x2545_f491_4f6c_dd1d);
+        let mut random = move |n: usize| usize::try_from(noise.next_u64() % n as u64).unwrap_or(0);
         for _ in 0..50 {
             let mut tracker: Tracker<i64> = Tracker::default();
             let mut running = Vec::new();
