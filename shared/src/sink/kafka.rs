@@ -188,7 +188,7 @@ impl KafkaPublisher {
 
     /// Sends within KAFKA_TIMEOUT_SECS; a failure drops the connections.
     async fn publish_in_time(&self, outgoing: Outgoing) -> Result<(), PublishError> {
-        let mut records = Vec::with_capacity(outgoing.len());
+        let mut records = Vec::new();
         outgoing.for_each(|message| records.push(to_record(message)));
         // The records own copies: the batch's buffer need not wait for the broker.
         drop(outgoing);

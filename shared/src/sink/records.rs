@@ -266,13 +266,6 @@ pub(super) enum Outgoing {
 }
 
 impl Outgoing {
-    pub(super) fn len(&self) -> usize {
-        match self {
-            Self::Messages(messages) => messages.len(),
-            Self::Records(batch) => batch.len(),
-        }
-    }
-
     /// Calls `each` with every message's or record's parts in order.
     pub(super) fn for_each(&self, mut each: impl FnMut(MessageParts<'_>)) {
         self.try_for_each(|parts| {
