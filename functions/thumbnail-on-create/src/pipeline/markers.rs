@@ -418,7 +418,7 @@ pub fn parse_restart_interval(payload: &[u8]) -> Result<u16, MarkerError> {
 /// marker code, where its 0xFF starts, and the position after the code.
 fn next_marker(source: &[u8], mut at: usize) -> Option<(u8, usize, usize)> {
     loop {
-        let start = at + source.get(at..)?.iter().position(|&b| b == 0xFF)?;
+        let start = at + memchr::memchr(0xFF, source.get(at..)?)?;
         let mut code_at = start + 1;
         while *source.get(code_at)? == 0xFF {
             code_at += 1;
@@ -437,7 +437,7 @@ fn next_marker(source: &[u8], mut at: usize) -> Option<(u8, usize, usize)> {
 fn entropy_coded(source: &[u8], mut at: usize) -> Option<(usize, u64)> {
     let mut restarts = 0;
     loop {
-        let start = at + source.get(at..)?.iter().position(|&b| b == 0xFF)?;
+        let start = at + memchr::memchr(0xFF, source.get(at..)?)?;
         let mut code_at = start + 1;
         while *source.get(code_at)? == 0xFF {
             code_at += 1;
