@@ -1,7 +1,8 @@
 //! A progressive JPEG's memory need as the command line meets it: a 100-megapixel CMYK file
 //! whose thumbnail needs at most an eighth of it comes from its DC scans within a 64 MiB
-//! budget; for a size over that eighth it needs libjpeg's whole coefficient buffer, and the
-//! run refuses it naming the need and the budget.
+//! budget; for a size over that eighth it needs 16 coefficients of every block (at half
+//! scale), and for one over a quarter libjpeg's whole coefficient buffer, and the run refuses
+//! both naming the need and the budget.
 
 use crate::support::TestResult;
 use crate::support::function::THUMBNAIL_ON_CREATE;
@@ -44,9 +45,19 @@ fn progressive_cmyk(side: u16) -> Vec<u8> {
 }
 
 #[test]
-fn a_progressive_jpeg_needs_its_dc_scans_for_an_eighth_and_every_coefficient_beyond() -> TestResult
+fn a_progressive_jpeg_needs_its_dc_scans_for_an_eighth_and_more_of_each_block_beyond() -> TestResult
 {
-    for (sizes, fits) in [("256", true), ("2048", false)] {
+    for (sizes, refusal) in [
+        ("256", None),
+        (
+            "2048",
+            Some("the progressive (half scale) CMYK JPEG 10000x10000, needs 4"),
+        ),
+        (
+            "4096",
+            Some("the progressive CMYK JPEG 10000x10000, needs 1"),
+        ),
+    ] {
         let scratch = tempfile::tempdir()?;
         std::fs::create_dir_all(scratch.path().join("photos"))?;
         std::fs::write(
@@ -67,20 +78,22 @@ fn a_progressive_jpeg_needs_its_dc_scans_for_an_eighth_and_every_coefficient_bey
         let thumbnail = scratch
             .path()
             .join(format!("photos/thumbnails/big.jpg/{sizes}.jpg"));
-        if fits {
-            assert_eq!(out.status.code(), Some(0), "{both}");
-            assert_eq!(counts(&stdout)?, [1, 0, 0], "{both}");
-            assert!(thumbnail.is_file(), "{both}");
-        } else {
-            assert_eq!(out.status.code(), Some(1), "{both}");
-            assert_eq!(counts(&stdout)?, [0, 0, 1], "{both}");
-            assert!(
-                stdout.contains(
-                    "the progressive CMYK JPEG 10000x10000, needs 864.0 MiB, over the memory budget of 64.0 MiB (MAX_DECODE_BYTES)"
-                ),
-                "{both}"
-            );
-            assert!(!thumbnail.exists(), "{both}");
+        match refusal {
+            None => {
+                assert_eq!(out.status.code(), Some(0), "{both}");
+                assert_eq!(counts(&stdout)?, [1, 0, 0], "{both}");
+                assert!(thumbnail.is_file(), "{both}");
+            }
+            Some(refusal) => {
+                assert_eq!(out.status.code(), Some(1), "{both}");
+                assert_eq!(counts(&stdout)?, [0, 0, 1], "{both}");
+                assert!(stdout.contains(refusal), "{both}");
+                assert!(
+                    stdout.contains(" MiB, over the memory budget of 64.0 MiB (MAX_DECODE_BYTES)"),
+                    "{both}"
+                );
+                assert!(!thumbnail.exists(), "{both}");
+            }
         }
     }
     Ok(())

@@ -3,7 +3,8 @@
 //! peak is reset between files through /proc/self/clear_refs). Used by
 //! scripts/bench-thumbnail.sh.
 //!
-//! Usage: pipeline-bench [--size N] [--format jpeg|png|webp] [--repeat N] [--out DIR] FILE...
+//! Usage: pipeline-bench [--size N] [--format jpeg|png|webp] [--repeat N] [--out DIR]
+//! [--embedded-previews] FILE...
 //! Prints `file<TAB>best CPU milliseconds<TAB>peak MiB<TAB>WxH` per file (or `error` and why).
 
 use std::path::PathBuf;
@@ -31,6 +32,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         background: [255, 255, 255],
         upscale: false,
         max_pixels: 300_000_000,
+        embedded_previews: false,
     };
     let mut out: Option<PathBuf> = None;
     let mut repeat = 1;
@@ -41,6 +43,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "--format" => spec.format = args.next().ok_or("--format F")?.parse()?,
             "--out" => out = Some(args.next().ok_or("--out DIR")?.into()),
             "--repeat" => repeat = args.next().ok_or("--repeat N")?.parse()?,
+            "--embedded-previews" => spec.embedded_previews = true,
             _ => files.push(PathBuf::from(arg)),
         }
     }

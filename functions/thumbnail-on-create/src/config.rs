@@ -20,6 +20,9 @@ pub struct Config {
     pub background: [u8; 3],
     /// `THUMBNAIL_UPSCALE`: enlarge images smaller than a size.
     pub upscale: bool,
+    /// `THUMBNAIL_EMBEDDED_PREVIEW`: make a camera JPEG's thumbnails from the preview it
+    /// carries when that is at least twice the largest size.
+    pub embedded_preview: bool,
     /// `THUMBNAIL_BUCKET` (`None`: the source's bucket) and `THUMBNAIL_PREFIX`: where the
     /// thumbnails, and a moved source's copy, go.
     pub layout: DerivativesLayout,
@@ -46,6 +49,7 @@ impl Default for Config {
             quality: 85,
             background: [255, 255, 255],
             upscale: false,
+            embedded_preview: false,
             layout: DerivativesLayout {
                 bucket: None,
                 prefix: "thumbnails/".to_owned(),
@@ -158,6 +162,7 @@ impl FromEnv for Config {
             quality,
             background,
             upscale: env.or("THUMBNAIL_UPSCALE", defaults.upscale),
+            embedded_preview: env.or("THUMBNAIL_EMBEDDED_PREVIEW", defaults.embedded_preview),
             layout: DerivativesLayout { bucket, prefix },
             delete_source: env.or("DELETE_SOURCE", defaults.delete_source),
             source_bucket: env.optional("SOURCE_BUCKET"),

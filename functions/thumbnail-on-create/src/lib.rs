@@ -134,6 +134,7 @@ impl Thumbnailer {
             background: config.background,
             upscale: config.upscale,
             max_pixels: config.max_source_pixels,
+            embedded_previews: config.embedded_preview,
         };
         Self {
             config,
@@ -1459,8 +1460,8 @@ mod tests {
             sizes: vec![1024],
             ..Config::default()
         });
-        // A progressive CMYK JPEG under the template's pixel cap, whose coefficients alone
-        // take 459 MiB for a thumbnail of more than an eighth of its size (521 MiB in all).
+        // A progressive CMYK JPEG under the template's pixel cap, whose kept coefficients
+        // take 200 MiB for a thumbnail of more than an eighth of its size (262 MiB in all).
         let bomb = pipeline::hostile::progressive_jpeg(7745, 7745, 4, 469_481, 0);
         store.insert("b", "big.jpg", bomb, "image/jpeg");
         let invocation = Invocation {
@@ -1475,7 +1476,9 @@ mod tests {
         assert!(!err.is_retryable(), "{err}");
         let message = err.to_string();
         assert!(
-            message.starts_with("b/big.jpg, the progressive CMYK JPEG 7745x7745, needs 5"),
+            message.starts_with(
+                "b/big.jpg, the progressive (half scale) CMYK JPEG 7745x7745, needs 262.3 MiB"
+            ),
             "{message}"
         );
         assert!(

@@ -19,6 +19,7 @@ pub fn spec() -> Spec {
         background: [255, 255, 255],
         upscale: false,
         max_pixels: 100_000_000,
+        embedded_previews: false,
     }
 }
 
@@ -325,27 +326,27 @@ fn a_header_only_progressive_cmyk_jpeg_is_truncated() -> TestResult {
 
 #[test]
 fn a_progressive_cmyk_jpeg_whose_coefficients_exceed_the_budget_is_refused() -> TestResult {
-    // With enough scan data to pass for whole, the coefficients libjpeg would buffer for a
-    // thumbnail larger than an eighth of the image (four components of 1250x1250 blocks of 128
-    // bytes: 800 MB), with the output at 1/2 (100 MB), are what refuses it.
+    // With enough scan data to pass for whole, four components of 1250x1250 blocks. For a
+    // thumbnail that needs the full scale libjpeg buffers every coefficient (128 bytes a
+    // block: 800 MB) and the output (400 MB); at half scale the kept coefficients, their
+    // samples and a mask (56 bytes a block: 350 MB) and the output at 1/2 (100 MB).
     let source = progressive_jpeg(10000, 10000, 4, 781_250, 0);
-    let (what, need, message) = over_budget(&source, 2048, MemoryBudget::DEFAULT_BYTES)?;
-    assert_eq!(what, "the progressive CMYK JPEG 10000x10000");
-    assert!(
-        need > 900_000_000 && need < 900_000_000 + 64 * MIB,
-        "{need}"
-    );
-    assert!(
-        message.starts_with("the progressive CMYK JPEG 10000x10000 needs 8"),
-        "{message}"
-    );
-    assert!(
-        message.ends_with(" MiB, over the memory budget of 256.0 MiB (MAX_DECODE_BYTES)"),
-        "{message}"
-    );
-    // Under the template's 60-megapixel cap: 969x969 blocks per component.
+    for (size, kind, least) in [
+        (4096, "progressive", 1_200_000_000),
+        (2048, "progressive (half scale)", 450_000_000),
+    ] {
+        let (what, need, message) = over_budget(&source, size, MemoryBudget::DEFAULT_BYTES)?;
+        assert_eq!(what, format!("the {kind} CMYK JPEG 10000x10000"));
+        assert!(need > least && need < least + least / 4, "{size}: {need}");
+        assert!(message.starts_with(&format!("{what} needs ")), "{message}");
+        assert!(
+            message.ends_with(" MiB, over the memory budget of 256.0 MiB (MAX_DECODE_BYTES)"),
+            "{message}"
+        );
+    }
+    // Under the template's 60-megapixel cap: 969x969 blocks per component, at full scale.
     let source = progressive_jpeg(7745, 7745, 4, 469_481, 0);
-    let (_, need, _) = over_budget(&source, 1024, MemoryBudget::DEFAULT_BYTES)?;
+    let (_, need, _) = over_budget(&source, 4096, MemoryBudget::DEFAULT_BYTES)?;
     assert!(need > 4 * 969 * 969 * 128, "{need}");
     Ok(())
 }

@@ -3,15 +3,18 @@
 //! the APP1 / APP2 markers, and Adobe's inverted CMYK is turned the right way up. The marker
 //! walk decides first whether the stream is whole and what libjpeg will allocate for it. A
 //! progressive JPEG whose thumbnail needs at most an eighth of its size skips libjpeg: its DC
-//! scans alone give that eighth ([`super::jpeg_dc`]).
+//! scans alone give that eighth ([`super::jpeg_dc`]). Where allowed, a camera's embedded preview
+//! stands in for its photo ([`super::embedded_preview`]).
 
 use std::cell::Cell;
 use std::io::{self, BufRead, Read};
+use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use bucketfn::budget::{Stop, Stopped};
 use image::metadata::Orientation;
 use mozjpeg::{ColorSpace, Decompress, Marker};
 
+use super::embedded_preview::{self, Preview};
 use super::jpeg_dc::{self, ColourModel};
 use super::markers::{self, MarkerError, Structure};
 use super::raster::{Layout, Raster};
@@ -34,23 +37,58 @@ const ROWS_PER_CHECK: usize = 16;
 /// its buffer; more only delays the next look at the stop.
 const CHUNK: usize = 64 * 1024;
 
-/// Walks the markers and computes what libjpeg will need for a decode towards `target`.
+/// A JPEG as the marker walk found it, and the embedded preview its thumbnails come from when
+/// one is allowed and suits.
+pub struct Walked {
+    primary: Structure,
+    preview: Option<Preview>,
+}
+
+/// Walks the markers and computes what libjpeg will need for a decode towards `target`; with
+/// `previews`, from the embedded preview where one suits.
 pub fn inspect(
     source: &[u8],
     target: u32,
     max_pixels: u64,
-) -> Result<(Structure, Inspected), PipelineError> {
-    let structure = markers::walk(source, MAX_SCANS).map_err(refused)?;
+    previews: bool,
+) -> Result<(Walked, Inspected), PipelineError> {
+    let primary = markers::walk(source, MAX_SCANS).map_err(refused)?;
+    check_pixels(primary.frame.width, primary.frame.height, max_pixels)?;
+    primary.check_scans().map_err(refused)?;
+    let mut inspected = need(&primary, target);
+    let preview = previews
+        .then(|| embedded_preview::find(source, &primary, target))
+        .flatten();
+    if let Some(preview) = &preview {
+        let of_preview = need(&preview.structure, target);
+        let (width, height) = of_preview.full_size;
+        inspected = Inspected {
+            what: format!(
+                "{}, from its embedded {width}x{height} preview",
+                inspected.what
+            ),
+            // The photo itself is decoded if its preview turns out corrupt.
+            decoder: inspected.decoder.max(of_preview.decoder),
+            raster: match inspected.raster.bytes() >= of_preview.raster.bytes() {
+                true => inspected.raster,
+                false => of_preview.raster,
+            },
+            full_size: inspected.full_size,
+        };
+    }
+    Ok((Walked { primary, preview }, inspected))
+}
+
+/// What libjpeg (or the DC path) will need to decode `structure` towards `target`.
+fn need(structure: &Structure, target: u32) -> Inspected {
     let frame = &structure.frame;
     let (width, height) = (frame.width, frame.height);
-    check_pixels(width, height, max_pixels)?;
-    structure.check_scans().map_err(refused)?;
 
-    // From the DC scans alone: a value per block, no buffers at full scale.
-    let dc_only = from_dc_scans(&structure, target);
-    let denominator = match dc_only {
-        true => 8,
-        false => u64::from(scale_denominator(width, height, target)),
+    // Decoded here: a few coefficients per block, no buffers at full scale.
+    let own = own_side(structure, target);
+    let denominator = match own {
+        Some(side) => 8 / side as u64,
+        None => u64::from(scale_denominator(width, height, target)),
     };
     let (out_width, out_height) = (
         u64::from(width).div_ceil(denominator),
@@ -62,8 +100,8 @@ pub fn inspect(
         3 => 3,
         _ => 4,
     };
-    let coefficients = if dc_only {
-        jpeg_dc::memory(frame)
+    let coefficients = if let Some(side) = own {
+        jpeg_dc::memory(frame, side)
     } else if structure.is_multi_scan() {
         frame.coefficient_bytes()
     } else {
@@ -78,12 +116,14 @@ pub fn inspect(
         .map(|c| u64::from(c.v))
         .max()
         .unwrap_or(1);
-    let rows = match dc_only {
-        true => 0,
-        false => 24 * v_max * u64::from(width).next_multiple_of(32) * components,
+    let rows = match own {
+        Some(_) => 0,
+        None => 24 * v_max * u64::from(width).next_multiple_of(32) * components,
     };
-    let kind = if dc_only {
+    let kind = if own == Some(1) {
         "progressive (DC scans)"
+    } else if own.is_some() {
+        "progressive (half scale)"
     } else if frame.coding.is_progressive() {
         "progressive"
     } else if structure.is_multi_scan() {
@@ -99,7 +139,7 @@ pub fn inspect(
     };
     // libjpeg keeps the saved markers; the ICC profile is gathered from them, then joined.
     let markers = 3 * structure.application_bytes;
-    let inspected = Inspected {
+    Inspected {
         what: format!("the {kind} {colour} JPEG {width}x{height}"),
         decoder: coefficients + rows + markers + out_width * out_height * channels,
         raster: Shape {
@@ -109,8 +149,7 @@ pub fn inspect(
             alpha: false,
         },
         full_size: (width, height),
-    };
-    Ok((structure, inspected))
+    }
 }
 
 impl From<MarkerError> for PipelineError {
@@ -139,12 +178,52 @@ fn scale_denominator(width: u32, height: u32, target: u32) -> u32 {
     shrink_on_load(width.max(height), target).min(8)
 }
 
-/// Whether the thumbnails come from the DC scans: a progressive file the DC path reads whose
-/// eighth is at least the largest size. Not twice it, as libjpeg's scaling keeps: a DC value
-/// is its block's mean, an area average that leaves no sharpness for the resize to take back.
-fn from_dc_scans(structure: &Structure, target: u32) -> bool {
+/// How many samples per block side this crate's own progressive decoder makes for
+/// `structure`, if it decodes it: 1, from the DC scans alone, where the image's eighth is at
+/// least the largest size (not twice it, as libjpeg's scaling keeps: a DC value is its block's
+/// mean, an area average that leaves no sharpness for the resize to take back); else 4 where
+/// libjpeg would decode at 1/2. At 1/1 every coefficient is read, and libjpeg does that.
+fn own_side(structure: &Structure, target: u32) -> Option<usize> {
     let frame = &structure.frame;
-    jpeg_dc::applies(structure) && frame.width.max(frame.height).div_ceil(8) >= target
+    let side = match frame.width.max(frame.height).div_ceil(8) >= target {
+        true => 1,
+        false => 8 / scale_denominator(frame.width, frame.height, target) as usize,
+    };
+    (side < 8 && jpeg_dc::applies(structure, side)).then_some(side)
+}
+
+impl Walked {
+    /// Decodes the image for thumbnails whose longest side is at most `target`: its preview
+    /// if it has one that suits, with the photo's orientation, profile and size, else itself.
+    pub fn decode(
+        &self,
+        source: &[u8],
+        target: u32,
+        stop: &Stop,
+    ) -> Result<Decoded, PipelineError> {
+        if let Some(preview) = &self.preview {
+            let stream = &source[preview.range.clone()];
+            // libjpeg reports a corrupt stream by unwinding.
+            let decoded = catch_unwind(AssertUnwindSafe(|| {
+                decode(stream, &preview.structure, target, stop)
+            }));
+            match decoded {
+                Ok(Ok(mut decoded)) => {
+                    let mut photo = Application::of(source, &self.primary);
+                    decoded.icc = photo.profile();
+                    decoded.orientation = photo.orientation.unwrap_or(Orientation::NoTransforms);
+                    decoded.full_size = (self.primary.frame.width, self.primary.frame.height);
+                    return Ok(decoded);
+                }
+                _ if stop.is_stopped() => return Err(PipelineError::Stopped(Stopped)),
+                Ok(Err(error)) => {
+                    tracing::warn!(%error, "the embedded preview does not decode; decoding the photo");
+                }
+                Err(_) => tracing::warn!("the embedded preview is corrupt; decoding the photo"),
+            }
+        }
+        decode(source, &self.primary, target, stop)
+    }
 }
 
 /// Decodes the `structure` walked from `source` for thumbnails whose longest side is at most
@@ -156,9 +235,9 @@ pub fn decode(
     stop: &Stop,
 ) -> Result<Decoded, PipelineError> {
     let (width, height) = (structure.frame.width, structure.frame.height);
-    if from_dc_scans(structure, target) {
+    if let Some(side) = own_side(structure, target) {
         let mut application = Application::default();
-        let image = jpeg_dc::decode(source, structure, stop, |marker, data| {
+        let image = jpeg_dc::decode(source, structure, side, stop, |marker, data| {
             application.read(marker, data)
         })?;
         let raster = image.to_raster(application.model(&structure.frame));
@@ -240,6 +319,33 @@ struct Application {
 }
 
 impl Application {
+    /// What the application markers before the first scan of `structure` say, as libjpeg
+    /// reads them (it saves markers until the first scan).
+    fn of(source: &[u8], structure: &Structure) -> Self {
+        let mut application = Self::default();
+        let segments = markers::Segments::walked(source, structure)
+            .into_iter()
+            .flatten();
+        for segment in segments.map_while(Result::ok) {
+            match segment.marker {
+                0xDA => break,
+                0xE0..=0xEF => application.read(segment.marker, &source[segment.payload]),
+                _ => {}
+            }
+        }
+        application
+    }
+
+    /// The ICC profile, its chunks in order and joined.
+    fn profile(&mut self) -> Option<Vec<u8>> {
+        self.icc_chunks.sort_by_key(|(sequence, _)| *sequence);
+        let icc: Vec<u8> = std::mem::take(&mut self.icc_chunks)
+            .into_iter()
+            .flat_map(|(_, d)| d)
+            .collect();
+        (!icc.is_empty()).then_some(icc)
+    }
+
     fn read(&mut self, marker: u8, data: &[u8]) {
         match marker {
             0xE0 => self.jfif |= data.starts_with(b"JFIF\0"),
@@ -287,12 +393,10 @@ impl Application {
                 *value = 255 - *value;
             }
         }
-        self.icc_chunks.sort_by_key(|(sequence, _)| *sequence);
-        let icc: Vec<u8> = self.icc_chunks.into_iter().flat_map(|(_, d)| d).collect();
         Decoded {
             raster,
             full_size,
-            icc: (!icc.is_empty()).then_some(icc),
+            icc: self.profile(),
             orientation: self.orientation.unwrap_or(Orientation::NoTransforms),
         }
     }

@@ -1,8 +1,18 @@
-//! Progressive JPEGs at an eighth of their size from their DC coefficients alone. A block's DC
-//! coefficient is its mean, so the DC scans (with their refinements) give the image at 1/8
-//! scale exactly as an 8x8 IDCT scaled to 1x1 would; the AC scans, most of a progressive
-//! file's bytes and nearly all of its decoding work, are stepped over by the positions the
-//! marker walk found, without entropy decoding. Memory is one value per block instead of 64.
+//! Progressive JPEGs at an eighth or a half of their size from the coefficients those scales
+//! read. A block's DC coefficient is its mean, so the DC scans (with their refinements) give
+//! the image at 1/8 scale exactly as an 8x8 IDCT scaled to 1x1 would; the AC scans, most of a
+//! progressive file's bytes and nearly all of its decoding work, are then stepped over by the
+//! positions the marker walk found, without entropy decoding. Memory is one value per block
+//! instead of 64.
+//!
+//! At 1/2 scale each block becomes 4x4 samples, from the 4x4 lowest frequencies of its
+//! coefficients. The AC scans must then be entropy-decoded, all of them: the usual scripts
+//! (libjpeg's, mozjpeg's) refine the whole band 1-63 in their later scans, and a refinement
+//! scan carries a correction bit for every coefficient already non-zero in its band, so no
+//! scan can be stepped over without losing the place in the ones after it. What is saved is
+//! the rest: a block keeps 16 coefficients and a mask of which of its 64 are non-zero (40 bytes
+//! where libjpeg keeps 128), and the 4x4 IDCT reads only what it keeps. A subsampled chroma
+//! block covers twice the area, so it is kept whole and decoded at 8x8 (as libjpeg sizes it).
 //!
 //! Baseline files stay with libjpeg: their AC coefficients sit between the DC ones and must be
 //! entropy-decoded to be stepped over, which libjpeg-turbo already does without storing them
@@ -10,9 +20,10 @@
 //! libjpeg's CPU at the scale libjpeg would use, and saved more only by taking 1/8 where
 //! libvips keeps 1/4, 9 dB of PSNR against libvips's thumbnail.
 //!
-//! Luma is what libjpeg's 1/8 decode gives; subsampled chroma is upsampled from its DC
-//! (libjpeg enlarges it with a 2x2 IDCT that reads three AC coefficients too), the one place
-//! the two differ, by a small stated amount measured in the tests.
+//! At 1/8, luma is what libjpeg's 1/8 decode gives; subsampled chroma is upsampled from its DC
+//! (libjpeg enlarges it with a 2x2 IDCT that reads three AC coefficients too). At 1/2, the 4x4
+//! IDCT keeps the frequencies a 4x4 grid can show, where libjpeg's reduced IDCT also folds in
+//! the higher ones it cannot. Both differences are small and stated in the tests.
 
 use bucketfn::budget::Stop;
 
@@ -30,41 +41,87 @@ pub enum ColourModel {
     Ycck,
 }
 
-/// MCUs decoded between two looks at the stop.
+/// Blocks decoded between two looks at the stop.
 const MCUS_PER_CHECK: usize = 4096;
 
-/// Whether the DC path can decode `structure` (Huffman-coded progressive, 8-bit, sampling
-/// factors that divide the largest): then a 1/8 decode needs no more than this module.
-pub fn applies(structure: &Structure) -> bool {
+/// libjpeg's jpeg_natural_order: the position in the 8x8 block of each zig-zag index.
+const NATURAL: [u8; 64] = [
+    0, 1, 8, 16, 9, 2, 3, 10, 17, 24, 32, 25, 18, 11, 4, 5, 12, 19, 26, 33, 40, 48, 41, 34, 27, 20,
+    13, 6, 7, 14, 21, 28, 35, 42, 49, 56, 57, 50, 43, 36, 29, 22, 15, 23, 30, 37, 44, 51, 58, 59,
+    52, 45, 38, 31, 39, 46, 53, 60, 61, 54, 47, 55, 62, 63,
+];
+/// A zig-zag index whose coefficient is not kept.
+const NOT_KEPT: u8 = u8::MAX;
+
+/// Whether this module can decode `structure` to `side` samples per block side (1: the DC
+/// scans alone, or 4): Huffman-coded progressive, 8-bit, sampling factors that divide the
+/// largest, and at side 4 a whole number of output samples per chroma sample.
+pub fn applies(structure: &Structure, side: usize) -> bool {
     let frame = &structure.frame;
     let (h_max, v_max) = max_sampling(frame);
     frame.coding == markers::Coding::Progressive
         && frame.precision == 8
         && matches!(frame.components.len(), 1 | 3 | 4)
+        && matches!(side, 1 | 4)
         && frame
             .components
             .iter()
             .all(|c| h_max % c.h == 0 && v_max % c.v == 0)
+        && (0..frame.components.len()).all(|index| enlargement(frame, index, side).is_some())
 }
 
-/// Bytes the DC path holds besides the source and its output: a coefficient (two bytes) and a
-/// sample per padded block of each component, and for a subsampled component its samples
-/// enlarged to the image's eighth.
-pub fn memory(frame: &Frame) -> u64 {
+/// Samples per block side component `index` is decoded to at `side`: chroma subsampled by
+/// two or four is decoded at twice or four times the side (up to 8), as libjpeg sizes its
+/// IDCT, except from the DC scans alone.
+fn component_side(frame: &Frame, index: usize, side: usize) -> usize {
     let (h_max, v_max) = max_sampling(frame);
-    let eighth = u64::from(frame.width.div_ceil(8)) * u64::from(frame.height.div_ceil(8));
+    let c = frame.components[index];
+    let mut own = side;
+    while side > 1
+        && own < 8
+        && usize::from(c.h) * own * 2 <= usize::from(h_max) * side
+        && usize::from(c.v) * own * 2 <= usize::from(v_max) * side
+    {
+        own *= 2;
+    }
+    own
+}
+
+/// How many output samples each of component `index`'s samples becomes, across and down;
+/// `None` where that is not a whole number (libjpeg refuses such files at that scale too).
+fn enlargement(frame: &Frame, index: usize, side: usize) -> Option<(usize, usize)> {
+    let (h_max, v_max) = max_sampling(frame);
+    let c = frame.components[index];
+    let own = component_side(frame, index, side);
+    let across = usize::from(h_max) * side;
+    let down = usize::from(v_max) * side;
+    let (h, v) = (usize::from(c.h) * own, usize::from(c.v) * own);
+    (across.is_multiple_of(h) && down.is_multiple_of(v)).then_some((across / h, down / v))
+}
+
+/// Bytes the decode holds besides the source and its output, for `side` samples per block
+/// side: per padded block of each component its kept coefficients (two bytes each), at side 4
+/// its mask of non-zero ones, and its samples; for a component that is enlarged, its samples
+/// at the output's size.
+pub fn memory(frame: &Frame, side: usize) -> u64 {
+    let output = u64::from(scaled(frame.width, side)) * u64::from(scaled(frame.height, side));
     (0..frame.components.len())
         .map(|index| {
             let (across, down) = padded_blocks(frame, index);
-            let c = frame.components[index];
-            let enlarged = if (c.h, c.v) == (h_max, v_max) {
-                0
-            } else {
-                eighth
+            let own = component_side(frame, index, side) as u64;
+            let mask = if side > 1 { 8 } else { 0 };
+            let enlarged = match enlargement(frame, index, side) {
+                Some((1, 1)) => 0,
+                _ => output,
             };
-            (across * down) as u64 * (2 + 1) + enlarged
+            (across * down) as u64 * (own * own * 3 + mask) + enlarged
         })
         .sum()
+}
+
+/// An image side at `side` samples per block side, as libjpeg rounds it.
+pub fn scaled(length: u32, side: usize) -> u32 {
+    (u64::from(length) * side as u64).div_ceil(8) as u32
 }
 
 fn max_sampling(frame: &Frame) -> (u8, u8) {
@@ -324,49 +381,197 @@ fn extend(value: u32, size: u32) -> i32 {
     }
 }
 
-/// What is kept per component: the DC coefficient of every padded block, and the DC
-/// quantiser its first scan found in force.
+/// What is kept per component: for every padded block its kept coefficients (the top left
+/// `side` x `side` of the 8x8, row by row) and at sides over 1 which of its 64 are non-zero,
+/// and the quantisation table its first scan found in force.
 struct Plane {
     coefficients: Vec<i16>,
+    nonzero: Vec<u64>,
     across: usize,
-    quantiser: Option<u16>,
+    side: usize,
+    /// For each zig-zag index, where its coefficient is kept in a block, or [`NOT_KEPT`].
+    slots: [u8; 64],
+    /// The zig-zag indices whose coefficients are kept, as bits.
+    kept: u64,
+    /// In natural order.
+    quantisers: Option<[u16; 64]>,
 }
 
-/// The DC coefficients of every component, decoded; [`DcImage::to_raster`] makes the image.
-pub struct DcImage<'a> {
-    frame: &'a Frame,
-    planes: Vec<Plane>,
-}
+impl Plane {
+    fn new(frame: &Frame, index: usize, side: usize) -> Self {
+        let (across, down) = padded_blocks(frame, index);
+        let own = component_side(frame, index, side);
+        let mut slots = [NOT_KEPT; 64];
+        for (slot, &natural) in slots.iter_mut().zip(&NATURAL) {
+            let (row, column) = (usize::from(natural / 8), usize::from(natural % 8));
+            if row < own && column < own {
+                *slot = (row * own + column) as u8;
+            }
+        }
+        let kept = (0..64)
+            .filter(|&k| slots[k] != NOT_KEPT)
+            .fold(0u64, |kept, k| kept | 1 << k);
+        Self {
+            coefficients: vec![0; across * down * own * own],
+            nonzero: match side {
+                1 => Vec::new(),
+                _ => vec![0; across * down],
+            },
+            across,
+            side: own,
+            slots,
+            kept,
+            quantisers: None,
+        }
+    }
 
-impl DcImage<'_> {
-    /// The image at 1/8 of its size (each side rounded up), in `model`'s layout.
-    pub fn to_raster(&self, model: ColourModel) -> Raster {
-        to_raster(self.frame, &self.planes, model)
+    /// The samples of this component's blocks (`blocks` across and down), cut to `size`.
+    fn samples(&self, blocks: (usize, usize), (width, height): (usize, usize)) -> Vec<u8> {
+        let quantisers = self.quantisers.unwrap_or([1; 64]);
+        let mut out = vec![0u8; width * height];
+        match self.side {
+            1 => {
+                for (row, line) in out.chunks_mut(width.max(1)).enumerate() {
+                    let blocks = &self.coefficients[row * self.across..][..width];
+                    for (sample, &coefficient) in line.iter_mut().zip(blocks) {
+                        // libjpeg's 1x1 IDCT: the dequantised DC over 8, rounded, centred on
+                        // 128. Two bytes times two bytes cannot overflow.
+                        let mean = (i32::from(coefficient) * i32::from(quantisers[0]) + 4) >> 3;
+                        *sample = (mean + 128).clamp(0, 255) as u8;
+                    }
+                }
+            }
+            4 => self.idct::<4>(blocks, (width, height), &quantisers, &mut out),
+            _ => self.idct::<8>(blocks, (width, height), &quantisers, &mut out),
+        }
+        out
+    }
+
+    /// The samples of `blocks` through an N x N IDCT, into `out` (`width` x `height`).
+    fn idct<const N: usize>(
+        &self,
+        blocks: (usize, usize),
+        (width, height): (usize, usize),
+        quantisers: &[u16; 64],
+        out: &mut [u8],
+    ) {
+        let idct = Idct::<N>::new(quantisers);
+        let mut block = [[0u8; N]; N];
+        for y in 0..blocks.1 {
+            for x in 0..blocks.0 {
+                let at = (y * self.across + x) * N * N;
+                idct.run(&self.coefficients[at..][..N * N], &mut block);
+                for (row, samples) in block.iter().enumerate() {
+                    let (out_y, out_x) = (y * N + row, x * N);
+                    if out_y >= height || out_x >= width {
+                        continue;
+                    }
+                    let take = N.min(width - out_x);
+                    out[out_y * width + out_x..][..take].copy_from_slice(&samples[..take]);
+                }
+            }
+        }
     }
 }
 
-/// Decodes the DC scans of `source` (walked into `structure`, for which [`applies`] holds),
-/// handing each application segment (APPn marker and payload) to `application` on the way, so
-/// that the file is read once.
+/// The IDCT of the N x N lowest frequencies of a block to N x N samples: the block's
+/// continuous reconstruction from those frequencies, each sample the mean over the 8/N x 8/N
+/// full-size samples it stands for, scaled so that the DC alone gives its mean (as libjpeg's
+/// 1x1).
+struct Idct<const N: usize> {
+    /// `basis[x][u]`: c(u) cos((2x + 1) u pi / 2N) times the mean of frequency u's cosine
+    /// over the full-size samples; c(0) = 1, else sqrt 2.
+    basis: [[f32; N]; N],
+    /// The quantisers of the kept coefficients, row by row, over 8.
+    scale: [[f32; N]; N],
+}
+
+impl<const N: usize> Idct<N> {
+    fn new(quantisers: &[u16; 64]) -> Self {
+        use std::f64::consts::{PI, SQRT_2};
+        let m = (8 / N) as f64;
+        let mut basis = [[0f32; N]; N];
+        for (x, row) in basis.iter_mut().enumerate() {
+            for (u, value) in row.iter_mut().enumerate() {
+                let (c, mean) = match u {
+                    0 => (1.0, 1.0),
+                    _ => {
+                        let half = u as f64 * PI / 16.0;
+                        (SQRT_2, (m * half).sin() / (m * half.sin()))
+                    }
+                };
+                let angle = ((2 * x + 1) * u) as f64 * PI / (2 * N) as f64;
+                *value = (c * mean * angle.cos()) as f32;
+            }
+        }
+        let mut scale = [[0f32; N]; N];
+        for (v, row) in scale.iter_mut().enumerate() {
+            for (u, value) in row.iter_mut().enumerate() {
+                *value = f32::from(quantisers[v * 8 + u]) / 8.0;
+            }
+        }
+        Self { basis, scale }
+    }
+
+    fn run(&self, coefficients: &[i16], out: &mut [[u8; N]; N]) {
+        // Rows first: for each kept row of frequencies v, its values across the grid.
+        let mut rows = [[0f32; N]; N];
+        for (v, across) in rows.iter_mut().enumerate() {
+            let frequencies = &coefficients[v * N..][..N];
+            if frequencies.iter().all(|&f| f == 0) {
+                continue;
+            }
+            let mut dequantised = [0f32; N];
+            for (d, (&f, &q)) in dequantised
+                .iter_mut()
+                .zip(frequencies.iter().zip(&self.scale[v]))
+            {
+                *d = f32::from(f) * q;
+            }
+            for (value, basis) in across.iter_mut().zip(&self.basis) {
+                *value = dequantised.iter().zip(basis).map(|(d, b)| d * b).sum();
+            }
+        }
+        for (samples, basis) in out.iter_mut().zip(&self.basis) {
+            for (x, sample) in samples.iter_mut().enumerate() {
+                let sum: f32 = rows.iter().zip(basis).map(|(row, b)| row[x] * b).sum();
+                *sample = (sum + 128.5).clamp(0.0, 255.0) as u8;
+            }
+        }
+    }
+}
+
+/// The kept coefficients of every component, decoded; [`Coefficients::to_raster`] makes the
+/// image.
+pub struct Coefficients<'a> {
+    frame: &'a Frame,
+    side: usize,
+    planes: Vec<Plane>,
+}
+
+impl Coefficients<'_> {
+    /// The image at `side` / 8 of its size (each side rounded up), in `model`'s layout.
+    pub fn to_raster(&self, model: ColourModel) -> Raster {
+        to_raster(self.frame, &self.planes, self.side, model)
+    }
+}
+
+/// Decodes the scans of `source` (walked into `structure`, for which [`applies`] holds at
+/// `side`) that `side` samples per block side read, handing each application segment (APPn
+/// marker and payload) to `application` on the way, so that the file is read once.
 pub fn decode<'a>(
     source: &[u8],
     structure: &'a Structure,
+    side: usize,
     stop: &Stop,
     mut application: impl FnMut(u8, &[u8]),
-) -> Result<DcImage<'a>, PipelineError> {
+) -> Result<Coefficients<'a>, PipelineError> {
     let frame = &structure.frame;
     let mut planes: Vec<Plane> = (0..frame.components.len())
-        .map(|index| {
-            let (across, down) = padded_blocks(frame, index);
-            Plane {
-                coefficients: vec![0; across * down],
-                across,
-                quantiser: None,
-            }
-        })
+        .map(|index| Plane::new(frame, index, side))
         .collect();
-    let mut quantisers: [Option<u16>; 4] = [None; 4];
-    let mut tables: [Option<Huffman>; 4] = [None, None, None, None];
+    let mut quantisers: [Option<[u16; 64]>; 4] = [None; 4];
+    let mut tables = Tables::default();
     let mut restart_interval = 0u16;
     for segment in Segments::walked(source, structure)? {
         let segment = segment?;
@@ -375,87 +580,120 @@ pub fn decode<'a>(
             0xD9 => break,
             0xE0..=0xEF => application(segment.marker, payload),
             0xDB => read_quantisers(payload, &mut quantisers)?,
-            0xC4 => read_dc_tables(payload, &mut tables)?,
+            // From the DC scans alone, the AC tables are never read.
+            0xC4 => tables.read(payload, side > 1)?,
             0xDD => restart_interval = markers::parse_restart_interval(payload)?,
             0xDA => {
                 let header = markers::parse_scan(payload, frame)?;
-                // AC scans are stepped over: the walk found where their data ends.
-                if header.spectral_start != 0 {
+                // From the DC scans alone, AC scans are stepped over: the walk found where
+                // their data ends.
+                if header.spectral_start != 0 && side == 1 {
                     continue;
                 }
                 let (data, _) = segment.data.unwrap_or_default();
                 for c in &header.components {
                     let plane = &mut planes[c.index];
                     let table = frame.components[c.index].quant;
-                    if plane.quantiser.is_none() {
-                        plane.quantiser = quantisers.get(usize::from(table)).copied().flatten();
+                    if plane.quantisers.is_none() {
+                        plane.quantisers = quantisers.get(usize::from(table)).copied().flatten();
                     }
                 }
-                let scan = DcScan {
+                let scan = Scan {
                     frame,
                     header: &header,
                     tables: &tables,
                     restart_interval: usize::from(restart_interval),
                 };
-                scan.decode(&source[data], &mut planes, stop)?;
+                match header.spectral_start {
+                    0 => scan.decode_dc(&source[data], &mut planes, stop)?,
+                    _ => scan.decode_ac(&source[data], &mut planes, stop)?,
+                }
             }
             _ => {}
         }
     }
     stop.check()?;
-    Ok(DcImage { frame, planes })
+    Ok(Coefficients {
+        frame,
+        side,
+        planes,
+    })
 }
 
-/// DQT: 8-bit or 16-bit tables; the DC quantiser is each table's first entry.
-fn read_quantisers(mut payload: &[u8], into: &mut [Option<u16>; 4]) -> Result<(), MarkerError> {
+/// DQT: 8-bit or 16-bit tables, in zig-zag order in the file, kept in natural order.
+fn read_quantisers(
+    mut payload: &[u8],
+    into: &mut [Option<[u16; 64]>; 4],
+) -> Result<(), MarkerError> {
     while let [spec, rest @ ..] = payload {
         let (sixteen, id) = (spec >> 4 != 0, usize::from(spec & 0x0F));
         let size = if sixteen { 128 } else { 64 };
         if id > 3 || rest.len() < size {
             return Err(corrupt("a quantisation table (DQT) that does not fit"));
         }
-        into[id] = Some(match sixteen {
-            true => u16::from_be_bytes([rest[0], rest[1]]),
-            false => u16::from(rest[0]),
-        });
+        let mut table = [0u16; 64];
+        for (k, &natural) in NATURAL.iter().enumerate() {
+            table[usize::from(natural)] = match sixteen {
+                true => u16::from_be_bytes([rest[2 * k], rest[2 * k + 1]]),
+                false => u16::from(rest[k]),
+            };
+        }
+        into[id] = Some(table);
         payload = &rest[size..];
     }
     Ok(())
 }
 
-/// DHT: keeps the DC tables (class 0), steps over the AC ones.
-fn read_dc_tables(mut payload: &[u8], into: &mut [Option<Huffman>; 4]) -> Result<(), MarkerError> {
-    while let [spec, rest @ ..] = payload {
-        let (class, id) = (spec >> 4, usize::from(spec & 0x0F));
-        let counts = rest
-            .get(..16)
-            .ok_or_else(|| corrupt("a Huffman table (DHT) that is cut short"))?;
-        let total: usize = counts.iter().map(|&n| usize::from(n)).sum();
-        let values = rest
-            .get(16..16 + total)
-            .ok_or_else(|| corrupt("a Huffman table (DHT) that is cut short"))?;
-        if class > 1 || id > 3 {
-            return Err(corrupt("a Huffman table (DHT) of no class or place"));
-        }
-        if class == 0 {
-            into[id] = Some(Huffman::parse(counts, values)?);
-        }
-        payload = &rest[16 + total..];
-    }
-    Ok(())
+/// The Huffman tables in force: DC (class 0) and AC (class 1).
+#[derive(Default)]
+struct Tables {
+    dc: [Option<Huffman>; 4],
+    ac: [Option<Huffman>; 4],
 }
 
-/// One DC scan: a first one (Ah = 0) codes each block's difference from the previous block of
-/// its component, shifted up by Al; a refinement adds bit Al of every block.
-struct DcScan<'a> {
+impl Tables {
+    /// DHT: keeps the DC tables, and the AC ones when `ac`.
+    fn read(&mut self, mut payload: &[u8], ac: bool) -> Result<(), MarkerError> {
+        while let [spec, rest @ ..] = payload {
+            let (class, id) = (spec >> 4, usize::from(spec & 0x0F));
+            let counts = rest
+                .get(..16)
+                .ok_or_else(|| corrupt("a Huffman table (DHT) that is cut short"))?;
+            let total: usize = counts.iter().map(|&n| usize::from(n)).sum();
+            let values = rest
+                .get(16..16 + total)
+                .ok_or_else(|| corrupt("a Huffman table (DHT) that is cut short"))?;
+            if class > 1 || id > 3 {
+                return Err(corrupt("a Huffman table (DHT) of no class or place"));
+            }
+            match (class, ac) {
+                (0, _) => self.dc[id] = Some(Huffman::parse(counts, values)?),
+                (_, true) => self.ac[id] = Some(Huffman::parse(counts, values)?),
+                _ => {}
+            }
+            payload = &rest[16 + total..];
+        }
+        Ok(())
+    }
+}
+
+/// One scan. A DC scan's first pass (Ah = 0) codes each block's difference from the previous
+/// block of its component, shifted up by Al, and a refinement adds bit Al of every block. An
+/// AC scan holds one component and a band of its coefficients, the same way.
+struct Scan<'a> {
     frame: &'a Frame,
     header: &'a ScanHeader,
-    tables: &'a [Option<Huffman>; 4],
+    tables: &'a Tables,
     restart_interval: usize,
 }
 
-impl DcScan<'_> {
-    fn decode(&self, data: &[u8], planes: &mut [Plane], stop: &Stop) -> Result<(), PipelineError> {
+impl Scan<'_> {
+    fn decode_dc(
+        &self,
+        data: &[u8],
+        planes: &mut [Plane],
+        stop: &Stop,
+    ) -> Result<(), PipelineError> {
         let header = self.header;
         let first = header.high == 0;
         let low = u32::from(header.low.min(13));
@@ -464,7 +702,7 @@ impl DcScan<'_> {
                 .components
                 .iter()
                 .map(|c| {
-                    self.tables[usize::from(c.dc_table & 3)]
+                    self.tables.dc[usize::from(c.dc_table & 3)]
                         .as_ref()
                         .ok_or_else(|| corrupt("a DC scan whose Huffman table is not defined"))
                 })
@@ -506,6 +744,7 @@ impl DcScan<'_> {
                 number += 1;
                 for (k, &(h_blocks, v_blocks, index)) in members.iter().enumerate() {
                     let plane = &mut planes[index];
+                    let stride = plane.side * plane.side;
                     for v in 0..v_blocks {
                         let row = (y * v_blocks + v) * plane.across + x * h_blocks;
                         for h in 0..h_blocks {
@@ -514,10 +753,70 @@ impl DcScan<'_> {
                                 tables.get(k).copied(),
                                 low,
                                 &mut predictions[k],
-                                plane.coefficients.get_mut(row + h),
+                                plane.coefficients.get_mut((row + h) * stride),
                             )?;
                         }
                     }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// An AC scan: its component's own blocks, row by row; an end-of-band run carries over
+    /// blocks until a restart.
+    fn decode_ac(
+        &self,
+        data: &[u8],
+        planes: &mut [Plane],
+        stop: &Stop,
+    ) -> Result<(), PipelineError> {
+        let header = self.header;
+        let [component] = header.components.as_slice() else {
+            return Err(corrupt("an AC scan of more than one component").into());
+        };
+        let band = Band {
+            start: usize::from(header.spectral_start),
+            end: usize::from(header.spectral_end),
+            low: u32::from(header.low.min(13)),
+        };
+        if band.start > band.end || band.end > 63 {
+            return Err(corrupt("an AC scan whose band is not within 1-63").into());
+        }
+        let table = self.tables.ac[usize::from(component.ac_table & 3)]
+            .as_ref()
+            .ok_or_else(|| corrupt("an AC scan whose Huffman table is not defined"))?;
+        let plane = &mut planes[component.index];
+        let stride = plane.side * plane.side;
+        let (across, down) = self.units();
+        let mut bits = Bits::new(data);
+        let mut run = 0u32;
+        let mut number = 0usize;
+        let mut until_restart = self.restart_interval;
+        for y in 0..down {
+            for x in 0..across {
+                if self.restart_interval > 0 {
+                    if until_restart == 0 {
+                        bits.restart()?;
+                        run = 0;
+                        until_restart = self.restart_interval;
+                    }
+                    until_restart -= 1;
+                }
+                if number.is_multiple_of(MCUS_PER_CHECK) {
+                    stop.check()?;
+                }
+                number += 1;
+                let at = y * plane.across + x;
+                let mut block = Block {
+                    coefficients: &mut plane.coefficients[at * stride..][..stride],
+                    nonzero: &mut plane.nonzero[at],
+                    slots: &plane.slots,
+                    kept: plane.kept,
+                };
+                match header.high {
+                    0 => band.first(&mut bits, table, &mut run, &mut block)?,
+                    _ => band.refine(&mut bits, table, &mut run, &mut block)?,
                 }
             }
         }
@@ -544,31 +843,191 @@ impl DcScan<'_> {
     }
 }
 
-/// The samples of every component at 1/8 scale, upsampled to the luma grid, then converted.
-fn to_raster(frame: &Frame, planes: &[Plane], model: ColourModel) -> Raster {
-    let (width, height) = (frame.width.div_ceil(8), frame.height.div_ceil(8));
+/// One block's kept coefficients and mask of non-zero ones, as an AC scan reaches it.
+struct Block<'a> {
+    coefficients: &'a mut [i16],
+    nonzero: &'a mut u64,
+    slots: &'a [u8; 64],
+    kept: u64,
+}
+
+impl Block<'_> {
+    fn set(&mut self, k: usize, value: i32) {
+        *self.nonzero |= 1 << k;
+        if let Some(kept) = self.kept(k) {
+            // In range for any valid file; a damaged one saturates.
+            *kept = value.clamp(i32::from(i16::MIN), i32::from(i16::MAX)) as i16;
+        }
+    }
+
+    fn kept(&mut self, k: usize) -> Option<&mut i16> {
+        match self.slots[k] {
+            NOT_KEPT => None,
+            slot => self.coefficients.get_mut(usize::from(slot)),
+        }
+    }
+
+    /// The correction bits of the non-zero coefficients in `passed`, lowest index first; only
+    /// the kept ones are corrected, the others' bits are read and dropped.
+    fn correct_all(&mut self, bits: &mut Bits<'_>, passed: u64, one: i32) {
+        let mut rest = passed;
+        while rest != 0 {
+            let k = rest.trailing_zeros();
+            if bits.bit() == 1 && (self.kept >> k) & 1 == 1 {
+                self.correct(k as usize, one);
+            }
+            rest &= rest - 1;
+        }
+    }
+
+    /// A refinement's correction of the non-zero coefficient `k`: bit `one` joins its
+    /// magnitude (T.81 G.1.2.3).
+    fn correct(&mut self, k: usize, one: i32) {
+        if let Some(kept) = self.kept(k) {
+            let value = i32::from(*kept);
+            if value & one == 0 {
+                let corrected = if value >= 0 { value + one } else { value - one };
+                *kept = corrected.clamp(i32::from(i16::MIN), i32::from(i16::MAX)) as i16;
+            }
+        }
+    }
+}
+
+/// An AC scan's band of zig-zag indices and the bit position its values start at.
+struct Band {
+    start: usize,
+    end: usize,
+    low: u32,
+}
+
+impl Band {
+    /// A first pass over the band (T.81 G.1.2.2): run-length coded values, or an end-of-band
+    /// run that skips this block and `run` more.
+    fn first(
+        &self,
+        bits: &mut Bits<'_>,
+        table: &Huffman,
+        run: &mut u32,
+        block: &mut Block<'_>,
+    ) -> Result<(), PipelineError> {
+        if *run > 0 {
+            *run -= 1;
+            return Ok(());
+        }
+        let mut k = self.start;
+        while k <= self.end {
+            let symbol = table.decode(bits)?;
+            let (zeros, size) = (usize::from(symbol >> 4), u32::from(symbol & 15));
+            if size == 0 {
+                if zeros < 15 {
+                    *run = (1 << zeros) - 1 + bits.bits(zeros as u32);
+                    break;
+                }
+                k += 16;
+                continue;
+            }
+            k += zeros;
+            if k > self.end {
+                return Err(corrupt("an AC coefficient past the end of its band").into());
+            }
+            block.set(k, extend(bits.bits(size), size).wrapping_shl(self.low));
+            k += 1;
+        }
+        Ok(())
+    }
+
+    /// A refinement pass (T.81 G.1.2.3): a correction bit for every coefficient already
+    /// non-zero in the band, and new coefficients of magnitude 1 placed among the zero ones.
+    fn refine(
+        &self,
+        bits: &mut Bits<'_>,
+        table: &Huffman,
+        run: &mut u32,
+        block: &mut Block<'_>,
+    ) -> Result<(), PipelineError> {
+        let one = 1i32 << self.low;
+        let band = below(self.end + 1) & (!0u64 << self.start);
+        let mut k = self.start;
+        if *run == 0 {
+            while k <= self.end {
+                let symbol = table.decode(bits)?;
+                let (zeros, size) = (u32::from(symbol >> 4), symbol & 15);
+                let mut value = 0;
+                if size != 0 {
+                    // The size is 1 in any valid file; libjpeg takes any other as 1 too.
+                    value = if bits.bit() == 1 { one } else { -one };
+                } else if zeros != 15 {
+                    *run = (1 << zeros) + bits.bits(zeros);
+                    break;
+                }
+                // Step over `zeros` coefficients that are still zero, correcting the non-zero
+                // ones on the way; a new value goes to the zero one after them (a run of 16
+                // zeros ends on the sixteenth).
+                let ahead = band & (!0u64 << k);
+                let mut zero = !*block.nonzero & ahead;
+                for _ in 0..zeros {
+                    zero &= zero.wrapping_sub(1);
+                }
+                let target = match zero {
+                    0 => self.end + 1,
+                    _ => zero.trailing_zeros() as usize,
+                };
+                block.correct_all(bits, *block.nonzero & ahead & below(target), one);
+                k = target;
+                if value != 0 {
+                    if k > self.end {
+                        return Err(corrupt("an AC coefficient past the end of its band").into());
+                    }
+                    block.set(k, value);
+                }
+                k += 1;
+            }
+        }
+        if *run > 0 {
+            if k <= self.end {
+                block.correct_all(bits, *block.nonzero & band & (!0u64 << k), one);
+            }
+            *run -= 1;
+        }
+        Ok(())
+    }
+}
+
+/// The bits of the indices below `end` (at most 64).
+fn below(end: usize) -> u64 {
+    match end {
+        64.. => u64::MAX,
+        _ => (1 << end) - 1,
+    }
+}
+
+/// The samples of every component at `side` / 8 scale, upsampled to the luma grid, then
+/// converted.
+fn to_raster(frame: &Frame, planes: &[Plane], side: usize, model: ColourModel) -> Raster {
+    let (width, height) = (scaled(frame.width, side), scaled(frame.height, side));
     let (h_max, v_max) = max_sampling(frame);
     let samples: Vec<Vec<u8>> = planes
         .iter()
         .enumerate()
         .map(|(index, plane)| {
             let c = frame.components[index];
-            let (across, down) = frame.blocks_of(index);
-            let quantiser = i32::from(plane.quantiser.unwrap_or(1));
-            let (across, down) = (across as usize, down as usize);
-            let mut own = Vec::with_capacity(across * down);
-            for row in plane.coefficients.chunks(plane.across).take(down) {
-                own.extend(row.iter().take(across).map(|&coefficient| {
-                    // libjpeg's 1x1 IDCT: the dequantised DC over 8, rounded, centred on 128.
-                    // Two bytes times two bytes cannot overflow.
-                    let mean = (i32::from(coefficient) * quantiser + 4) >> 3;
-                    (mean + 128).clamp(0, 255) as u8
-                }));
-            }
+            // The component's own size (libjpeg's downsampled_width and _height) at its side.
+            let own = (
+                scaled(
+                    (u64::from(frame.width) * u64::from(c.h)).div_ceil(u64::from(h_max)) as u32,
+                    plane.side,
+                ) as usize,
+                scaled(
+                    (u64::from(frame.height) * u64::from(c.v)).div_ceil(u64::from(v_max)) as u32,
+                    plane.side,
+                ) as usize,
+            );
+            let blocks = frame.blocks_of(index);
+            let own_samples = plane.samples((blocks.0 as usize, blocks.1 as usize), own);
             upsample(
-                &own,
-                (across, down),
-                (usize::from(h_max / c.h), usize::from(v_max / c.v)),
+                &own_samples,
+                own,
+                enlargement(frame, index, side).unwrap_or((1, 1)),
                 (width as usize, height as usize),
             )
         })
@@ -668,7 +1127,7 @@ fn upsample(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pipeline::jpeg;
+    use crate::pipeline::{jpeg, resize};
     use jpeg_encoder::{ColorType, Encoder, SamplingFactor};
 
     type TestResult = Result<(), Box<dyn std::error::Error>>;
@@ -738,12 +1197,16 @@ mod tests {
         Ok(started.finish()?)
     }
 
-    /// The DC path's image and libjpeg's own 1/8 decode of `source`.
-    fn both(source: &[u8]) -> Result<(Raster, Raster), Box<dyn std::error::Error>> {
+    /// A target that asks for an eighth of the size, and one for which libjpeg decodes at 1/2.
+    const EIGHTH: u32 = WIDTH as u32 / 16;
+    const HALF: u32 = 200;
+
+    /// This module's image and libjpeg's own decode of `source` at the scale `target` asks
+    /// for.
+    fn both(source: &[u8], target: u32) -> Result<(Raster, Raster), Box<dyn std::error::Error>> {
         let structure = markers::walk(source, 100).map_err(|e| format!("{e:?}"))?;
-        assert!(applies(&structure), "{:?}", structure.frame);
-        // A target that asks for an eighth of the size.
-        let target = u32::from(WIDTH) / 16;
+        let side = if target == EIGHTH { 1 } else { 4 };
+        assert!(applies(&structure, side), "{:?}", structure.frame);
         let stop = Stop::default();
         let ours = jpeg::decode(source, &structure, target, &stop)?.raster;
         let theirs = jpeg::libjpeg(source, &structure, target, &stop)?.raster;
@@ -751,7 +1214,8 @@ mod tests {
             (ours.width, ours.height, ours.layout),
             (theirs.width, theirs.height, theirs.layout)
         );
-        assert_eq!((ours.width, ours.height), (126, 95));
+        let expected = if side == 1 { (126, 95) } else { (502, 379) };
+        assert_eq!((ours.width, ours.height), expected);
         Ok((ours, theirs))
     }
 
@@ -799,7 +1263,7 @@ mod tests {
         ];
         for (name, source) in cases {
             assert!(!source.is_empty(), "{name}: not encoded");
-            let (ours, theirs) = both(&source)?;
+            let (ours, theirs) = both(&source, EIGHTH)?;
             let (largest, psnr) = difference(&ours, &theirs);
             // Only the colour conversion's rounding may differ (libjpeg-turbo's SIMD).
             assert!(largest <= 1, "{name}: {largest} ({psnr:.1} dB)");
@@ -837,10 +1301,15 @@ mod tests {
             let Ok(structure) = markers::walk(&source, 100) else {
                 continue;
             };
-            if !applies(&structure) {
+            // Every other round at 1/2, where the AC scans are decoded too.
+            let (side, target) = match round % 2 {
+                0 => (1, EIGHTH),
+                _ => (4, HALF),
+            };
+            if !applies(&structure, side) {
                 continue;
             }
-            match jpeg::decode(&source, &structure, 62, &Stop::default()) {
+            match jpeg::decode(&source, &structure, target, &Stop::default()) {
                 Ok(_) => decoded += 1,
                 Err(_) => refused += 1,
             }
@@ -874,10 +1343,74 @@ mod tests {
         ];
         for (name, source) in cases {
             assert!(!source.is_empty(), "{name}: not encoded");
-            let (ours, theirs) = both(&source)?;
+            let (ours, theirs) = both(&source, EIGHTH)?;
             let (largest, psnr) = difference(&ours, &theirs);
             eprintln!("{name}: largest {largest}, {psnr:.1} dB");
             assert!(psnr >= 35.0, "{name}: {psnr:.1} dB (largest {largest})");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn at_half_scale_the_kept_coefficients_stay_within_the_stated_difference() -> TestResult {
+        let cases = [
+            (
+                "grey, libjpeg's script",
+                libjpeg_progressive(mozjpeg::ColorSpace::JCS_GRAYSCALE, true)?,
+            ),
+            (
+                "grey, mozjpeg's scans",
+                libjpeg_progressive(mozjpeg::ColorSpace::JCS_GRAYSCALE, false)?,
+            ),
+            (
+                "grey, restart every 7 blocks",
+                encoded(ColorType::Luma, SamplingFactor::F_1_1, 7),
+            ),
+            (
+                "4:4:4, restart every 5 MCUs",
+                encoded(ColorType::Rgb, SamplingFactor::F_1_1, 5),
+            ),
+            ("CMYK", encoded(ColorType::Cmyk, SamplingFactor::F_1_1, 0)),
+            (
+                "YCCK",
+                encoded(ColorType::CmykAsYcck, SamplingFactor::F_1_1, 3),
+            ),
+            (
+                "4:2:0, libjpeg's script",
+                libjpeg_progressive(mozjpeg::ColorSpace::JCS_RGB, true)?,
+            ),
+            (
+                "4:2:0, mozjpeg's scans",
+                libjpeg_progressive(mozjpeg::ColorSpace::JCS_RGB, false)?,
+            ),
+            (
+                "4:2:0, restart every MCU",
+                encoded(ColorType::Rgb, SamplingFactor::F_2_2, 1),
+            ),
+            ("4:2:2", encoded(ColorType::Rgb, SamplingFactor::F_2_1, 0)),
+            ("4:4:0", encoded(ColorType::Rgb, SamplingFactor::F_1_2, 0)),
+            ("4:1:1", encoded(ColorType::Rgb, SamplingFactor::F_4_1, 0)),
+        ];
+        for (name, source) in cases {
+            assert!(!source.is_empty(), "{name}: not encoded");
+            let (ours, theirs) = both(&source, HALF)?;
+            let (largest, psnr) = difference(&ours, &theirs);
+            assert!(psnr >= 34.0, "{name}: {psnr:.1} dB (largest {largest})");
+            // The thumbnails from both halves, against the one from the full decode.
+            let structure = markers::walk(&source, 100).map_err(|e| format!("{e:?}"))?;
+            let full = jpeg::libjpeg(&source, &structure, u32::from(WIDTH), &Stop::default())?;
+            assert_eq!(full.raster.width, u32::from(WIDTH));
+            let thumbnail = |raster: &Raster| resize::resize(raster, HALF, 151);
+            let reference = thumbnail(&full.raster)?;
+            let (_, from_ours) = difference(&thumbnail(&ours)?, &reference);
+            let (_, from_libjpeg) = difference(&thumbnail(&theirs)?, &reference);
+            eprintln!(
+                "{name}: {psnr:.1} dB from libjpeg's half; thumbnails {from_ours:.1} dB from the full decode's (libjpeg's half: {from_libjpeg:.1})"
+            );
+            assert!(
+                from_ours >= 35.0 && from_ours >= from_libjpeg - 0.5,
+                "{name}: {from_ours:.1} dB (libjpeg's half {from_libjpeg:.1})"
+            );
         }
         Ok(())
     }

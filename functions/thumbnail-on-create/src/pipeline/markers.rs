@@ -68,6 +68,9 @@ pub struct Structure {
     /// Bytes of application segments (APPn: EXIF, ICC profiles, Adobe), which a decoder that
     /// keeps them copies.
     pub application_bytes: u64,
+    /// Where the Multi-Picture Format header (after an APP2 segment's "MPF\0") lies: the
+    /// index of the images stored after this one, whose offsets count from its start.
+    pub multi_picture: Option<std::ops::Range<usize>>,
 }
 
 /// Why the markers do not describe a whole image.
@@ -88,6 +91,8 @@ pub enum MarkerError {
     Unsupported(&'static str),
 }
 
+/// What an APP2 segment holding a Multi-Picture Format index (CIPA DC-007) starts with.
+const MPF: &[u8] = b"MPF\0";
 /// The sample block side (DCTSIZE).
 const BLOCK: u64 = 8;
 /// The longest end-of-band run a progressive AC scan can code with one symbol (EOB14).
@@ -346,6 +351,7 @@ pub fn walk(source: &[u8], max_scans: usize) -> Result<Structure, MarkerError> {
     let mut scans: Vec<Scan> = Vec::new();
     let mut restart_interval = 0;
     let mut application_bytes = 0;
+    let mut multi_picture = None;
     for segment in Segments::of(source)? {
         let segment = segment?;
         let payload = &source[segment.payload.clone()];
@@ -365,7 +371,12 @@ pub fn walk(source: &[u8], max_scans: usize) -> Result<Structure, MarkerError> {
             0xC3 | 0xC5..=0xC7 | 0xCB | 0xCD..=0xCF => {
                 return Err(MarkerError::Unsupported("lossless and hierarchical JPEG"));
             }
-            0xE0..=0xEF => application_bytes += payload.len() as u64,
+            0xE0..=0xEF => {
+                application_bytes += payload.len() as u64;
+                if segment.marker == 0xE2 && multi_picture.is_none() && payload.starts_with(MPF) {
+                    multi_picture = Some(segment.payload.start + MPF.len()..segment.payload.end);
+                }
+            }
             0xDD => restart_interval = parse_restart_interval(payload)?,
             0xDA => {
                 let frame = frame.as_ref().ok_or_else(|| {
@@ -400,6 +411,7 @@ pub fn walk(source: &[u8], max_scans: usize) -> Result<Structure, MarkerError> {
         frame,
         scans,
         application_bytes,
+        multi_picture,
     })
 }
 

@@ -6,6 +6,7 @@
 //! convert to sRGB, turn upright, encode. Long loops look at a [`Stop`] and end early.
 
 mod color;
+mod embedded_preview;
 mod encode;
 #[cfg(test)]
 pub(crate) mod hostile;
@@ -82,6 +83,8 @@ pub struct Spec {
     pub upscale: bool,
     /// Images with more pixels are refused from their header.
     pub max_pixels: u64,
+    /// Whether a camera JPEG's embedded preview may stand in for the photo.
+    pub embedded_previews: bool,
 }
 
 /// One finished thumbnail.
@@ -188,7 +191,7 @@ struct Inspected {
 
 /// What the decode of one format needs to know from the inspection.
 enum Header {
-    Jpeg(markers::Structure),
+    Jpeg(jpeg::Walked),
     Png,
     Webp,
     /// GIF, BMP, TIFF through the `image` crate, with the allocation limit for its decoder.
@@ -221,8 +224,9 @@ fn inspect(source: &[u8], spec: &Spec) -> Result<(Header, Need), PipelineError> 
     let max_pixels = spec.max_pixels;
     let (header, inspected) = match sniff(source)? {
         ImageFormat::Jpeg => {
-            let (structure, inspected) = jpeg::inspect(source, target, max_pixels)?;
-            (Header::Jpeg(structure), inspected)
+            let (walked, inspected) =
+                jpeg::inspect(source, target, max_pixels, spec.embedded_previews)?;
+            (Header::Jpeg(walked), inspected)
         }
         ImageFormat::Png => (Header::Png, png::inspect(source, target, max_pixels)?),
         ImageFormat::WebP => (Header::Webp, webp::inspect(source, target, max_pixels)?),
@@ -306,7 +310,7 @@ fn make(source: &[u8], spec: &Spec, stop: &Stop) -> Result<Vec<Thumbnail>, Pipel
     let target = target(spec);
     let max_pixels = spec.max_pixels;
     let decoded = match &header {
-        Header::Jpeg(structure) => jpeg::decode(source, structure, target, stop)?,
+        Header::Jpeg(walked) => walked.decode(source, target, stop)?,
         Header::Png => png::decode(source, target, max_pixels, stop)?,
         Header::Webp => webp::decode(source, target, max_pixels, stop)?,
         Header::Other {
@@ -552,6 +556,7 @@ mod tests {
             background: [255, 255, 255],
             upscale: false,
             max_pixels: 100_000_000,
+            embedded_previews: false,
         }
     }
 
