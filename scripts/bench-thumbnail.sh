@@ -8,9 +8,9 @@
 # (libvips lets libwebp use a helper thread even with VIPS_CONCURRENCY=1, so wall time would not
 # compare like with like). Besides the shared progressive JPEG it makes two of its own from a
 # baseline photo: libjpeg's standard scan script (jpegtran -progressive, lossless) and mozjpeg's
-# searched scans (libvips 8.18's jpegsave with optimize_scans). Prints per image the three
-# times, our ratios, our peak resident memory and the PSNR of our thumbnail against libvips
-# 8.18's; then the ratios per group. Installs what it needs (apt, PyPI) if missing.
+# searched scans (libvips 8.18's jpegsave with optimize_scans), and a 1600 px one that is
+# decoded at half scale. Prints per image the three times, our ratios, our peak resident
+# memory and the PSNR of our thumbnail against libvips 8.18's; then the ratios per group. Installs what it needs (apt, PyPI) if missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib/e2e.sh
@@ -46,7 +46,11 @@ mkdir -p "$work/ours" "$work/old" "$work/new"
 jpegtran -progressive -copy all "$images/pixel_4048x3036.jpg" >"$work/pixel_progressive_libjpeg.jpg"
 "$new_python" -c 'import sys, pyvips; pyvips.Image.new_from_file(sys.argv[1]).jpegsave(sys.argv[2], Q=90, interlace=True, optimize_scans=True)' \
   "$images/nikon_d3s_p3_4256x2832.jpg" "$work/nikon_progressive_mozjpeg.jpg"
-files+=("$work/pixel_progressive_libjpeg.jpg" "$work/nikon_progressive_mozjpeg.jpg")
+# A web-sized progressive file (1600 px, 4:2:0, libjpeg's script), whose 256 px thumbnail
+# needs more than its eighth: decoded at half scale.
+"$new_python" -c 'import sys, pyvips; pyvips.Image.thumbnail(sys.argv[1], 1600).jpegsave(sys.argv[2], Q=85, interlace=True)' \
+  "$images/pixel_4048x3036.jpg" "$work/pixel_1600_progressive.jpg"
+files+=("$work/pixel_progressive_libjpeg.jpg" "$work/nikon_progressive_mozjpeg.jpg" "$work/pixel_1600_progressive.jpg")
 
 cargo build --release --quiet -p thumbnail-on-create --example pipeline-bench
 target/release/examples/pipeline-bench --repeat "$repeat" --out "$work/ours" "${files[@]}" >"$work/ours.tsv"

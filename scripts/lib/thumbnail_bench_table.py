@@ -41,7 +41,8 @@ def psnr(name):
 groups = {
     "baseline camera JPEGs (9-24 MP)": ["pixel_4048x3036.jpg", "derived_pixel_orient6_4048x3036.jpg",
         "nikon_d3s_p3_4256x2832.jpg", "painting_colors_6000x4000.jpg"],
-    "progressive JPEGs": [n for n in new if "progressive" in n],
+    "progressive JPEGs, from their DC scans": [n for n in new if "progressive" in n and "1600" not in n],
+    "progressive JPEGs at half scale (1600 px)": [n for n in new if "1600" in n],
     "WebP": ["gnome_adwaita_4096x4096.webp", "sharp_4.webp"],
     "PNG": ["ukui_rgba_3840x2400.png"],
     "everything": list(new),
