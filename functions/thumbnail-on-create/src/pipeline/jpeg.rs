@@ -3,7 +3,7 @@
 //! the APP1 / APP2 markers, and Adobe's inverted CMYK is turned the right way up. The marker
 //! walk decides first whether the stream is whole and what libjpeg will allocate for it. A
 //! progressive JPEG whose thumbnail needs at most an eighth of its size skips libjpeg: its DC
-//! scans alone give that eighth ([`super::jpeg_dc`]). Where allowed, a camera's embedded preview
+//! scans alone give that eighth ([`super::jpeg_progressive`]). Where allowed, a camera's embedded preview
 //! stands in for its photo ([`super::embedded_preview`]).
 
 use std::cell::Cell;
@@ -15,7 +15,7 @@ use image::metadata::Orientation;
 use mozjpeg::{ColorSpace, Decompress, Marker};
 
 use super::embedded_preview::{self, Preview};
-use super::jpeg_dc::{self, ColourModel};
+use super::jpeg_progressive::{self, ColourModel};
 use super::markers::{self, MarkerError, Structure};
 use super::raster::{Layout, Raster};
 use super::{Decoded, Inspected, PipelineError, Shape, check_pixels, shrink_on_load};
@@ -101,7 +101,7 @@ fn need(structure: &Structure, target: u32) -> Inspected {
         _ => 4,
     };
     let coefficients = if let Some(side) = own {
-        jpeg_dc::memory(frame, side)
+        jpeg_progressive::memory(frame, side)
     } else if structure.is_multi_scan() {
         frame.coefficient_bytes()
     } else {
@@ -189,7 +189,7 @@ fn own_side(structure: &Structure, target: u32) -> Option<usize> {
         true => 1,
         false => 8 / scale_denominator(frame.width, frame.height, target) as usize,
     };
-    (side < 8 && jpeg_dc::applies(structure, side)).then_some(side)
+    (side < 8 && jpeg_progressive::applies(structure, side)).then_some(side)
 }
 
 impl Walked {
@@ -237,7 +237,7 @@ pub fn decode(
     let (width, height) = (structure.frame.width, structure.frame.height);
     if let Some(side) = own_side(structure, target) {
         let mut application = Application::default();
-        let image = jpeg_dc::decode(source, structure, side, stop, |marker, data| {
+        let image = jpeg_progressive::decode(source, structure, side, stop, |marker, data| {
             application.read(marker, data)
         })?;
         let raster = image.to_raster(application.model(&structure.frame));

@@ -11,7 +11,7 @@ mod encode;
 #[cfg(test)]
 pub(crate) mod hostile;
 mod jpeg;
-mod jpeg_dc;
+mod jpeg_progressive;
 mod markers;
 mod orient;
 mod other;
