@@ -1025,7 +1025,7 @@ fn to_raster(frame: &Frame, planes: &[Plane], side: usize, model: ColourModel) -
             let blocks = frame.blocks_of(index);
             let own_samples = plane.samples((blocks.0 as usize, blocks.1 as usize), own);
             upsample(
-                &own_samples,
+                own_samples,
                 own,
                 enlargement(frame, index, side).unwrap_or((1, 1)),
                 (width as usize, height as usize),
@@ -1087,14 +1087,14 @@ fn ycc_to_rgb(y: u8, cb: u8, cr: u8) -> [u8; 3] {
 /// interpolation between sample centres for a factor of 2 (as libjpeg's fancy upsampling),
 /// repetition otherwise.
 fn upsample(
-    own: &[u8],
+    own: Vec<u8>,
     (across, down): (usize, usize),
     factor: (usize, usize),
     (width, height): (usize, usize),
 ) -> Vec<u8> {
     // Full-resolution planes (luma, unsubsampled chroma) are already the image.
     if factor == (1, 1) && (across, down) == (width, height) {
-        return own.to_vec();
+        return own;
     }
     // The weights of the two nearest samples along one axis, in quarters.
     // Past the last sample (the image's padding), both taps are the last one.
