@@ -13,6 +13,7 @@ use image::{DynamicImage, ImageFormat, Rgb, RgbImage};
 
 use crate::support::TestResult;
 use crate::support::function::THUMBNAIL_ON_CREATE;
+use crate::support::images::jpeg_segment as segment;
 use crate::support::summary::{counts, run_cli, streams};
 
 /// MP Type codes (CIPA DC-007): a full-HD-class large thumbnail, the undefined type a gain
@@ -44,13 +45,6 @@ fn jpeg(image: RgbImage) -> Result<Vec<u8>, image::ImageError> {
     let mut bytes = Vec::new();
     DynamicImage::ImageRgb8(image).write_to(&mut Cursor::new(&mut bytes), ImageFormat::Jpeg)?;
     Ok(bytes)
-}
-
-fn segment(marker: u8, payload: &[u8]) -> Vec<u8> {
-    let mut out = vec![0xFF, marker];
-    out.extend_from_slice(&((payload.len() + 2) as u16).to_be_bytes());
-    out.extend_from_slice(payload);
-    out
 }
 
 /// An EXIF APP1 payload with only the orientation tag (big-endian TIFF, one SHORT entry).
@@ -244,19 +238,15 @@ fn a_suitable_embedded_preview_stands_in_for_the_photo_only_when_allowed() -> Te
 
 #[test]
 fn a_damaged_preview_index_never_costs_the_photo_its_thumbnail() -> TestResult {
-    use thumbnail_on_create::pipeline::{OutputFormat, Spec, make_thumbnails};
+    use thumbnail_on_create::Config;
+    use thumbnail_on_create::pipeline::{Spec, make_thumbnails};
     let photo = jpeg(scene(1200, 800))?;
     let file = camera_file(&photo, &jpeg(green(600, 400))?, LARGE_THUMBNAIL, 0, &[]);
     // The MPF segment's payload: after SOI, the JFIF segment and the APP2 marker and length.
     let start = 4 + usize::from(u16::from_be_bytes([file[4], file[5]])) + 4;
     let spec = Spec {
-        sizes: vec![256],
-        format: OutputFormat::Jpeg,
-        quality: 85,
-        background: [255, 255, 255],
-        upscale: false,
-        max_pixels: 100_000_000,
         embedded_previews: true,
+        ..Spec::from(&Config::default())
     };
     let mut noise = bucketfn::testing::Noise(0x2545_F491_4F6C_DD1D);
     let (mut from_preview, mut from_photo) = (0, 0);

@@ -6,15 +6,8 @@
 
 use crate::support::TestResult;
 use crate::support::function::THUMBNAIL_ON_CREATE;
+use crate::support::images::jpeg_segment as segment;
 use crate::support::summary::{counts, run_cli, streams};
-
-/// A JPEG marker segment.
-fn segment(marker: u8, payload: &[u8]) -> Vec<u8> {
-    let mut out = vec![0xFF, marker];
-    out.extend_from_slice(&((payload.len() + 2) as u16).to_be_bytes());
-    out.extend_from_slice(payload);
-    out
-}
 
 /// A progressive CMYK JPEG of `side` x `side`: one Huffman code per table (DC difference 0,
 /// AC end of band), one interleaved DC scan with a bit per block, one AC scan.

@@ -23,3 +23,11 @@ pub fn dimensions(bytes: &[u8]) -> Result<(u32, u32), image::ImageError> {
     let image = image::load_from_memory(bytes)?;
     Ok((image.width(), image.height()))
 }
+
+/// A JPEG marker segment: the marker, the length, the payload.
+pub fn jpeg_segment(marker: u8, payload: &[u8]) -> Vec<u8> {
+    let mut out = vec![0xFF, marker];
+    out.extend_from_slice(&((payload.len() + 2) as u16).to_be_bytes());
+    out.extend_from_slice(payload);
+    out
+}

@@ -10,7 +10,8 @@
 use std::path::PathBuf;
 
 use bucketfn::budget::Stop;
-use thumbnail_on_create::pipeline::{OutputFormat, Spec, make_thumbnails};
+use thumbnail_on_create::Config;
+use thumbnail_on_create::pipeline::{Spec, make_thumbnails};
 
 fn peak_rss_kib() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -25,14 +26,10 @@ fn reset_peak_rss() {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
+    // The default configuration's 256 px JPEG at quality 85, for images up to 300 MP.
     let mut spec = Spec {
-        sizes: vec![256],
-        format: OutputFormat::Jpeg,
-        quality: 85,
-        background: [255, 255, 255],
-        upscale: false,
         max_pixels: 300_000_000,
-        embedded_previews: false,
+        ..Spec::from(&Config::default())
     };
     let mut out: Option<PathBuf> = None;
     let mut repeat = 1;

@@ -5,7 +5,7 @@ use std::str::FromStr;
 use bucketfn::derivatives::DerivativesLayout;
 use bucketfn::{Env, FromEnv};
 
-use crate::pipeline::OutputFormat;
+use crate::pipeline::{OutputFormat, Spec};
 
 /// What the function makes, where it writes it, and what it sweeps.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,6 +60,21 @@ impl Default for Config {
             sweep_concurrency: std::thread::available_parallelism().map_or(2, usize::from),
             max_source_bytes: 64 * 1024 * 1024,
             max_source_pixels: 100_000_000,
+        }
+    }
+}
+
+/// What the configuration asks each image's thumbnails to be.
+impl From<&Config> for Spec {
+    fn from(config: &Config) -> Self {
+        Self {
+            sizes: config.sizes.clone(),
+            format: config.format,
+            quality: config.quality,
+            background: config.background,
+            upscale: config.upscale,
+            max_pixels: config.max_source_pixels,
+            embedded_previews: config.embedded_preview,
         }
     }
 }

@@ -127,15 +127,7 @@ impl Read {
 
 impl Thumbnailer {
     pub fn new(config: Config, store: Arc<dyn ObjectStore>) -> Self {
-        let spec = Spec {
-            sizes: config.sizes.clone(),
-            format: config.format,
-            quality: config.quality,
-            background: config.background,
-            upscale: config.upscale,
-            max_pixels: config.max_source_pixels,
-            embedded_previews: config.embedded_preview,
-        };
+        let spec = Spec::from(&config);
         Self {
             config,
             spec,

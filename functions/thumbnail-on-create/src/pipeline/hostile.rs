@@ -11,16 +11,9 @@ type TestResult = Result<(), Box<dyn std::error::Error>>;
 
 const MIB: u64 = 1024 * 1024;
 
+/// The default configuration's: 256 px JPEG at quality 85, at most 100 megapixels.
 pub fn spec() -> Spec {
-    Spec {
-        sizes: vec![256],
-        format: OutputFormat::Jpeg,
-        quality: 85,
-        background: [255, 255, 255],
-        upscale: false,
-        max_pixels: 100_000_000,
-        embedded_previews: false,
-    }
+    Spec::from(&crate::Config::default())
 }
 
 /// A JPEG marker segment.

@@ -1236,9 +1236,12 @@ mod tests {
         (largest, psnr)
     }
 
-    #[test]
-    fn without_subsampled_chroma_the_dc_scans_give_libjpegs_eighth() -> TestResult {
-        let cases = [
+    /// A file to decode, and what the assertions call it.
+    type Case = (&'static str, Vec<u8>);
+
+    /// Grey, 4:4:4, CMYK and YCCK files, with libjpeg's and mozjpeg's scripts and restarts.
+    fn without_subsampled_chroma() -> Result<Vec<Case>, Box<dyn std::error::Error>> {
+        Ok(vec![
             (
                 "grey, libjpeg's script",
                 libjpeg_progressive(mozjpeg::ColorSpace::JCS_GRAYSCALE, true)?,
@@ -1260,7 +1263,34 @@ mod tests {
                 "YCCK",
                 encoded(ColorType::CmykAsYcck, SamplingFactor::F_1_1, 3),
             ),
-        ];
+        ])
+    }
+
+    /// Colour files with subsampled chroma: 4:2:0 with both scripts and restarts, 4:2:2,
+    /// 4:4:0, 4:1:1.
+    fn with_subsampled_chroma() -> Result<Vec<Case>, Box<dyn std::error::Error>> {
+        Ok(vec![
+            (
+                "4:2:0, libjpeg's script",
+                libjpeg_progressive(mozjpeg::ColorSpace::JCS_RGB, true)?,
+            ),
+            (
+                "4:2:0, mozjpeg's scans",
+                libjpeg_progressive(mozjpeg::ColorSpace::JCS_RGB, false)?,
+            ),
+            (
+                "4:2:0, restart every MCU",
+                encoded(ColorType::Rgb, SamplingFactor::F_2_2, 1),
+            ),
+            ("4:2:2", encoded(ColorType::Rgb, SamplingFactor::F_2_1, 0)),
+            ("4:4:0", encoded(ColorType::Rgb, SamplingFactor::F_1_2, 0)),
+            ("4:1:1", encoded(ColorType::Rgb, SamplingFactor::F_4_1, 0)),
+        ])
+    }
+
+    #[test]
+    fn without_subsampled_chroma_the_dc_scans_give_libjpegs_eighth() -> TestResult {
+        let cases = without_subsampled_chroma()?;
         for (name, source) in cases {
             assert!(!source.is_empty(), "{name}: not encoded");
             let (ours, theirs) = both(&source, EIGHTH)?;
@@ -1324,23 +1354,7 @@ mod tests {
 
     #[test]
     fn subsampled_chroma_stays_within_the_stated_difference() -> TestResult {
-        let cases = [
-            (
-                "4:2:0, libjpeg's script",
-                libjpeg_progressive(mozjpeg::ColorSpace::JCS_RGB, true)?,
-            ),
-            (
-                "4:2:0, mozjpeg's scans",
-                libjpeg_progressive(mozjpeg::ColorSpace::JCS_RGB, false)?,
-            ),
-            (
-                "4:2:0, restart every MCU",
-                encoded(ColorType::Rgb, SamplingFactor::F_2_2, 1),
-            ),
-            ("4:2:2", encoded(ColorType::Rgb, SamplingFactor::F_2_1, 0)),
-            ("4:4:0", encoded(ColorType::Rgb, SamplingFactor::F_1_2, 0)),
-            ("4:1:1", encoded(ColorType::Rgb, SamplingFactor::F_4_1, 0)),
-        ];
+        let cases = with_subsampled_chroma()?;
         for (name, source) in cases {
             assert!(!source.is_empty(), "{name}: not encoded");
             let (ours, theirs) = both(&source, EIGHTH)?;
@@ -1353,44 +1367,7 @@ mod tests {
 
     #[test]
     fn at_half_scale_the_kept_coefficients_stay_within_the_stated_difference() -> TestResult {
-        let cases = [
-            (
-                "grey, libjpeg's script",
-                libjpeg_progressive(mozjpeg::ColorSpace::JCS_GRAYSCALE, true)?,
-            ),
-            (
-                "grey, mozjpeg's scans",
-                libjpeg_progressive(mozjpeg::ColorSpace::JCS_GRAYSCALE, false)?,
-            ),
-            (
-                "grey, restart every 7 blocks",
-                encoded(ColorType::Luma, SamplingFactor::F_1_1, 7),
-            ),
-            (
-                "4:4:4, restart every 5 MCUs",
-                encoded(ColorType::Rgb, SamplingFactor::F_1_1, 5),
-            ),
-            ("CMYK", encoded(ColorType::Cmyk, SamplingFactor::F_1_1, 0)),
-            (
-                "YCCK",
-                encoded(ColorType::CmykAsYcck, SamplingFactor::F_1_1, 3),
-            ),
-            (
-                "4:2:0, libjpeg's script",
-                libjpeg_progressive(mozjpeg::ColorSpace::JCS_RGB, true)?,
-            ),
-            (
-                "4:2:0, mozjpeg's scans",
-                libjpeg_progressive(mozjpeg::ColorSpace::JCS_RGB, false)?,
-            ),
-            (
-                "4:2:0, restart every MCU",
-                encoded(ColorType::Rgb, SamplingFactor::F_2_2, 1),
-            ),
-            ("4:2:2", encoded(ColorType::Rgb, SamplingFactor::F_2_1, 0)),
-            ("4:4:0", encoded(ColorType::Rgb, SamplingFactor::F_1_2, 0)),
-            ("4:1:1", encoded(ColorType::Rgb, SamplingFactor::F_4_1, 0)),
-        ];
+        let cases = [without_subsampled_chroma()?, with_subsampled_chroma()?].concat();
         for (name, source) in cases {
             assert!(!source.is_empty(), "{name}: not encoded");
             let (ours, theirs) = both(&source, HALF)?;

@@ -553,10 +553,7 @@ mod tests {
             sizes: sizes.to_vec(),
             format,
             quality: 90,
-            background: [255, 255, 255],
-            upscale: false,
-            max_pixels: 100_000_000,
-            embedded_previews: false,
+            ..Spec::from(&crate::Config::default())
         }
     }
 
