@@ -30,6 +30,12 @@ impl Done {
     pub fn not_handled(function: &str, kind: EventKind) -> Self {
         Self::Skipped(format!("{kind:?} events are not {function}'s business"))
     }
+
+    /// Skipped: the object an event names no longer exists (a later event says what became of
+    /// it), so there is nothing to make from it.
+    pub fn gone(bucket: &str, key: &str) -> Self {
+        Self::Skipped(format!("{} no longer exists", ObjectPath(bucket, key)))
+    }
 }
 
 impl fmt::Display for Done {

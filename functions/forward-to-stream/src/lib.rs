@@ -96,7 +96,7 @@ impl Forwarder {
                         return Ok(done);
                     }
                 }
-                Err(StoreError::NotFound { .. }) => return Ok(gone(bucket, key)),
+                Err(StoreError::NotFound { .. }) => return Ok(Done::gone(bucket, key)),
                 Err(e) => return Err(e.into()),
             }
         }
@@ -124,7 +124,7 @@ impl Forwarder {
         }
         let info = match head {
             Ok(info) => info,
-            Err(StoreError::NotFound { .. }) => return Ok(gone(bucket, key)),
+            Err(StoreError::NotFound { .. }) => return Ok(Done::gone(bucket, key)),
             Err(e) => return Err(e.into()),
         };
         let version = forwarded::version_of(&info);
@@ -196,7 +196,7 @@ impl Forwarder {
     ) -> Outcome {
         let (info, reader) = match self.store.open(bucket, key).await {
             Ok(opened) => opened,
-            Err(StoreError::NotFound { .. }) => return Ok(gone(bucket, key)),
+            Err(StoreError::NotFound { .. }) => return Ok(Done::gone(bucket, key)),
             Err(e) => return Err(e.into()),
         };
         let version = forwarded::version_of(&info);
@@ -288,10 +288,6 @@ fn already(bucket: &str, key: &str, found: &Found, version: &str) -> Option<Done
             ObjectPath(bucket, &marker.name)
         ))
     })
-}
-
-fn gone(bucket: &str, key: &str) -> Done {
-    Done::Skipped(format!("{} no longer exists", ObjectPath(bucket, key)))
 }
 
 impl Handler for Forwarder {

@@ -110,10 +110,7 @@ impl SidecarOnCreate {
         }
         ensure_readable(event.source, bucket, key)?;
         let Some(subject) = self.subject(event).await? else {
-            return Ok(Done::Skipped(format!(
-                "{} no longer exists",
-                ObjectPath(bucket, key)
-            )));
+            return Ok(Done::gone(bucket, key));
         };
         let claim = self.claims.locate(bucket, key, subject.etag.as_deref());
         if let Some(done) = self.claims.done(&claim).await? {

@@ -162,7 +162,7 @@ impl Thumbnailer {
                 "{} is not an image (neither its extension nor its first bytes)",
                 ObjectPath(bucket, key)
             ))),
-            None => Ok(gone(bucket, key)),
+            None => Ok(Done::gone(bucket, key)),
         }
     }
 
@@ -204,7 +204,7 @@ impl Thumbnailer {
             },
             None => match self.store.head(bucket, key).await {
                 Ok(info) => Read::of(&info),
-                Err(StoreError::NotFound { .. }) => return Ok(gone(bucket, key)),
+                Err(StoreError::NotFound { .. }) => return Ok(Done::gone(bucket, key)),
                 Err(e) => return Err(e.into()),
             },
         };
@@ -218,7 +218,7 @@ impl Thumbnailer {
             )));
         }
         let Some(source) = self.read(bucket, key).await? else {
-            return Ok(gone(bucket, key));
+            return Ok(Done::gone(bucket, key));
         };
         let mut read = Read::of(&source.info);
         if read.etag.is_empty() {
@@ -245,7 +245,7 @@ impl Thumbnailer {
         let destination = layout.destination(bucket);
         let info = match self.store.head(bucket, key).await {
             Ok(info) => info,
-            Err(StoreError::NotFound { .. }) => return Ok(gone(bucket, key)),
+            Err(StoreError::NotFound { .. }) => return Ok(Done::gone(bucket, key)),
             Err(e) => return Err(e.into()),
         };
         if info.size > MAX_COPY_BYTES {
@@ -260,7 +260,7 @@ impl Thumbnailer {
             .original_key(bucket, key)
             .map_err(HandlerError::permanent)?;
         let Some(image) = self.is_image(bucket, key).await? else {
-            return Ok(gone(bucket, key));
+            return Ok(Done::gone(bucket, key));
         };
         let thumbnails = match image {
             true => self.thumbnail_keys(bucket, key)?,
@@ -284,7 +284,7 @@ impl Thumbnailer {
         let (info, read, condition, made) = match image {
             true => {
                 let Some(source) = self.read(bucket, key).await? else {
-                    return Ok(gone(bucket, key));
+                    return Ok(Done::gone(bucket, key));
                 };
                 let (read, condition) = read_version(bucket, key, &source.info)?;
                 let made = self.make(bucket, key, source.body, invocation).await?;
@@ -311,7 +311,7 @@ impl Thumbnailer {
                     ObjectPath(bucket, key)
                 )));
             }
-            Err(StoreError::NotFound { .. }) => return Ok(gone(bucket, key)),
+            Err(StoreError::NotFound { .. }) => return Ok(Done::gone(bucket, key)),
             Err(e) => return Err(e.into()),
         }
         let mut did = format!("copied it to {}", ObjectPath(destination, &original));
@@ -584,10 +584,6 @@ fn read_version(
 const UPLOAD: &str = "(upload)";
 /// The `/files` column of a moved source's copy.
 const MOVED_COPY: &str = "moved copy";
-
-fn gone(bucket: &str, key: &str) -> Done {
-    Done::Skipped(format!("{} no longer exists", ObjectPath(bucket, key)))
-}
 
 impl Handler for Thumbnailer {
     /// `THUMBNAIL_BUCKET` and the bucket the scheduled sweeps walk (`SOURCE_BUCKET`).
