@@ -1,5 +1,6 @@
-//! TLS trust for the clients that speak TLS (Kafka, AMQP, the Redis ledger): the system's roots
-//! plus the certificates of an optional CA file, read at start-up so that a bad file stops it.
+//! TLS trust for the clients that speak TLS (Kafka, AMQP, the Redis ledger, FTP): the system's
+//! roots plus the certificates of an optional CA file, read at start-up so that a bad file
+//! stops it.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -4,7 +4,7 @@
 //! rename, directly under its name, as the original s3-events-handler does.
 
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,8 +12,6 @@ use bucketfn::config::{Env, Secret, redact_url};
 use bucketfn::outcome::{BoxError, HandlerError};
 use bucketfn::storage::ObjectPath;
 use rustls::ClientConfig;
-use rustls::pki_types::CertificateDer;
-use rustls::pki_types::pem::PemObject;
 use suppaftp::tokio::{AsyncRustlsConnector, AsyncRustlsFtpStream};
 use suppaftp::types::FileType;
 use suppaftp::{FtpError, Mode};
@@ -197,7 +195,10 @@ pub struct Uploader {
 impl Uploader {
     pub fn new(settings: FtpSettings) -> Result<Self, BoxError> {
         let tls = if settings.tls {
-            Some(Arc::new(tls_config(settings.ca_file.as_deref())?))
+            Some(bucketfn::tls::client_config(
+                "FTP_CA_FILE",
+                settings.ca_file.as_deref(),
+            )?)
         } else {
             None
         };
@@ -275,25 +276,6 @@ impl Uploader {
     }
 }
 
-/// TLS with the system's trust store and the certificates of `ca_file`, on the aws-lc-rs
-/// provider (named explicitly, since both providers are in the build).
-fn tls_config(ca_file: Option<&Path>) -> Result<ClientConfig, BoxError> {
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let extra: Vec<CertificateDer<'static>> = match ca_file {
-        Some(path) => CertificateDer::pem_file_iter(path)
-            .and_then(|certs| certs.collect())
-            .map_err(|e| format!("FTP_CA_FILE {}: {e}", path.display()))?,
-        None => Vec::new(),
-    };
-    let verifier =
-        rustls_platform_verifier::Verifier::new_with_extra_roots(extra, Arc::clone(&provider))?;
-    Ok(ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(verifier))
-        .with_no_client_auth())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -343,11 +325,5 @@ mod tests {
         let mut s = settings("h");
         s.password = Secret::new("ftp-s3cret");
         assert!(!format!("{s:?}").contains("s3cret"));
-    }
-
-    #[test]
-    fn tls_configuration_builds_with_the_system_roots() -> Result<(), BoxError> {
-        tls_config(None)?;
-        Ok(())
     }
 }
