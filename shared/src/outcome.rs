@@ -73,6 +73,21 @@ impl HandlerError {
         matches!(self, Self::Retryable(_))
     }
 
+    /// The same failure, retryable or permanent as it was, its message led by `what` was
+    /// being done (and for which object).
+    pub fn context(self, what: impl fmt::Display) -> Self {
+        let within = |source| -> BoxError {
+            Box::new(Context {
+                what: what.to_string(),
+                source,
+            })
+        };
+        match self {
+            Self::Retryable(e) => Self::Retryable(within(e)),
+            Self::Permanent(e) => Self::Permanent(within(e)),
+        }
+    }
+
     /// The same failure, its message marked as written for the event's sender: a limit the
     /// event or its object went over, what is wrong with the event. Only for messages that
     /// carry nothing of the services behind the function (no upstream answer, no path of
@@ -112,6 +127,15 @@ impl HandlerError {
         };
         format!("{label}: {class}; {advice}")
     }
+}
+
+/// What was being done when a failure happened ([`HandlerError::context`]).
+#[derive(Debug, thiserror::Error)]
+#[error("{what}")]
+struct Context {
+    what: String,
+    #[source]
+    source: BoxError,
 }
 
 /// A failure whose message is written for the event's sender ([`HandlerError::for_sender`]).
@@ -290,6 +314,40 @@ impl RecordStatus {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn context_leads_the_message_and_keeps_the_class() {
+        for (error, retryable) in [
+            (
+                PublishError::Unavailable {
+                    sink: "kafka".into(),
+                    source: "timed out".into(),
+                },
+                true,
+            ),
+            (
+                PublishError::Rejected {
+                    sink: "kafka".into(),
+                    source: "too large".into(),
+                },
+                false,
+            ),
+        ] {
+            let error = HandlerError::from(error).context("publishing for b/k failed");
+            assert_eq!(error.is_retryable(), retryable);
+            let message = error.to_string();
+            assert!(
+                message.starts_with("publishing for b/k failed: "),
+                "{message}"
+            );
+            // What the sender is told still comes from the class, not the context.
+            assert!(
+                error.public_reason().contains("the destination"),
+                "{}",
+                error.public_reason()
+            );
+        }
+    }
 
     #[test]
     fn retryable_wins_over_permanent_in_a_record() {

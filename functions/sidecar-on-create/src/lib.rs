@@ -15,7 +15,7 @@ use bucketfn::api::ApiError;
 use bucketfn::mediahaven::{MediaHaven, Query, Record};
 use bucketfn::outcome::BoxError;
 use bucketfn::sink::amqp::AmqpPublisher;
-use bucketfn::sink::{Message, PublishError, Publisher};
+use bucketfn::sink::{Message, Publisher};
 use bucketfn::storage::{ObjectPath, ensure_readable};
 use bucketfn::{
     Done, EventKind, Function, Handler, HandlerError, Invocation, ObjectEvent, ObjectStore,
@@ -43,28 +43,6 @@ pub struct SidecarOnCreate {
     organisations: Organisations,
     ftp: Uploader,
     publisher: Arc<dyn Publisher>,
-}
-
-/// A publish that failed, with the object it was for.
-#[derive(Debug, thiserror::Error)]
-#[error(
-    "publishing the file-transfer request for {} failed",
-    ObjectPath(bucket, key)
-)]
-pub struct PublishFailed {
-    bucket: String,
-    key: String,
-    #[source]
-    source: PublishError,
-}
-
-impl From<PublishFailed> for HandlerError {
-    fn from(error: PublishFailed) -> Self {
-        match error.source {
-            PublishError::Unavailable { .. } => Self::retryable(error),
-            PublishError::Rejected { .. } => Self::permanent(error),
-        }
-    }
 }
 
 /// What the configuration, the store and the event say about the object, checked.
@@ -352,14 +330,12 @@ impl SidecarOnCreate {
             body: Bytes::from(request.to_string()),
             timestamp: None,
         };
-        self.publisher
-            .publish(vec![message])
-            .await
-            .map_err(|source| PublishFailed {
-                bucket: bucket.to_owned(),
-                key: key.to_owned(),
-                source,
-            })?;
+        self.publisher.publish(vec![message]).await.map_err(|e| {
+            HandlerError::from(e).context(format!(
+                "publishing the file-transfer request for {} failed",
+                ObjectPath(bucket, key)
+            ))
+        })?;
         let sidecar = format!("{dir}/{name}");
         let done = claim::Done {
             bucket: bucket.to_owned(),
