@@ -9,12 +9,12 @@ use std::time::Instant;
 use bucketfn::event::EventKind;
 use bucketfn::storage::ListedObject;
 use bucketfn::sweep::{Scope, StopPlan, Stopped, SweepSummary, sweep, walk};
-use bucketfn::{Done, HandlerError, Invocation, ObjectEvent, Outcome};
+use bucketfn::{Done, HandlerError, Invocation, ObjectEvent, ObjectStore, Outcome};
 use chrono::{DateTime, Utc};
 
 use crate::checkpoint::{Checkpoints, Claim, Held, Status, new_holder};
-use crate::forwarded::{self, Alongside, Markers};
-use crate::{Forwarder, Mode, already, claim};
+use crate::config::SweepConfig;
+use crate::forwarded::{self, Alongside, Found, Markers, already};
 
 /// How much earlier than the store's time of the pass an object of a checkpoint from before
 /// markers must be to count as forwarded by it: the store's clock and ours may disagree.
@@ -31,6 +31,32 @@ pub fn checkpoint_key(checkpoint_prefix: &str, prefix: &str) -> String {
     }
 }
 
+/// What a catch-up pass needs of the function: where it reads, how it sweeps, the markers of
+/// what was forwarded, and how it forwards one object.
+pub(crate) trait Forwarding: Sync {
+    fn store(&self) -> &dyn ObjectStore;
+    fn settings(&self) -> &SweepConfig;
+    /// `SOURCE_PREFIX`: what a sweep that names none walks.
+    fn prefix(&self) -> &str;
+    fn markers<'a>(&'a self, bucket: &'a str) -> Markers<'a>;
+    /// Forwards the object `event` names, as the event itself would be.
+    fn forward_event(
+        &self,
+        event: &ObjectEvent,
+        invocation: &Invocation,
+    ) -> impl Future<Output = Outcome> + Send;
+    /// Forwards version `version` of the listed `object`, whose markers (`found`) say it was
+    /// not forwarded yet.
+    fn forward_listed(
+        &self,
+        bucket: &str,
+        object: ListedObject,
+        version: &str,
+        found: Found,
+        invocation: &Invocation,
+    ) -> impl Future<Output = Outcome> + Send;
+}
+
 /// How one slice of the walk ended.
 enum Walk {
     Done(Result<SweepSummary, HandlerError>),
@@ -38,11 +64,11 @@ enum Walk {
 }
 
 pub(crate) async fn run(
-    forwarder: &Forwarder,
+    forwarder: &impl Forwarding,
     event: &ObjectEvent,
     invocation: &Invocation,
 ) -> Outcome {
-    let settings = &forwarder.config.sweep;
+    let settings = forwarder.settings();
     let bucket = match (event.bucket.as_str(), &settings.bucket) {
         ("", Some(configured)) => configured.clone(),
         ("", None) => {
@@ -53,7 +79,7 @@ pub(crate) async fn run(
         (given, _) => given.to_owned(),
     };
     let prefix = if event.key.is_empty() {
-        forwarder.config.prefix.clone()
+        forwarder.prefix().to_owned()
     } else {
         event.key.clone()
     };
@@ -62,7 +88,7 @@ pub(crate) async fn run(
     }
     let key = checkpoint_key(&settings.checkpoint_prefix, &prefix);
     let checkpoints = Checkpoints {
-        store: forwarder.store.as_ref(),
+        store: forwarder.store(),
         bucket: &bucket,
         key: event
             .sweep
@@ -123,7 +149,7 @@ pub(crate) async fn run(
             covered_before: held.checkpoint.covered_before,
         };
         let walk = walk(
-            forwarder.store.as_ref(),
+            forwarder.store(),
             &scope,
             from,
             slice,
@@ -186,14 +212,14 @@ pub(crate) async fn run(
 /// would be (a version forwarded already is skipped by its marker): a one-off run beside the
 /// passes, which keeps no checkpoint and takes no lease.
 async fn latest(
-    forwarder: &Forwarder,
+    forwarder: &impl Forwarding,
     bucket: &str,
     prefix: &str,
     n: usize,
     event: &ObjectEvent,
     invocation: &Invocation,
 ) -> Outcome {
-    let settings = &forwarder.config.sweep;
+    let settings = forwarder.settings();
     let scope = Scope {
         bucket,
         prefix,
@@ -203,7 +229,7 @@ async fn latest(
         latest: Some(n),
     };
     let summary = sweep(
-        forwarder.store.as_ref(),
+        forwarder.store(),
         scope,
         invocation,
         settings.concurrency,
@@ -244,8 +270,8 @@ fn lease_lost(total: SweepSummary) -> Done {
 }
 
 /// What one slice of a pass forwards with.
-struct Pass<'a> {
-    forwarder: &'a Forwarder,
+struct Pass<'a, F> {
+    forwarder: &'a F,
     bucket: &'a str,
     markers: &'a Markers<'a>,
     alongside: &'a Alongside<'a>,
@@ -253,7 +279,7 @@ struct Pass<'a> {
     covered_before: Option<DateTime<Utc>>,
 }
 
-impl Pass<'_> {
+impl<F: Forwarding> Pass<'_, F> {
     /// Forwards the listed object unless its version was forwarded already, then drops the
     /// markers of gone objects that the listing of markers passed on the way.
     async fn forward(&self, object: ListedObject, invocation: Invocation) -> Outcome {
@@ -287,19 +313,9 @@ impl Pass<'_> {
                 object.key
             )));
         }
-        match forwarder.config.mode {
-            Mode::ClaimCheck => {
-                let claim = claim::Claim::of_listed(bucket, &object);
-                forwarder
-                    .publish_marked_claim(claim, bucket, &version, &found)
-                    .await
-            }
-            Mode::Content => {
-                forwarder
-                    .forward_content(bucket, &object.key, found, invocation)
-                    .await
-            }
-        }
+        forwarder
+            .forward_listed(bucket, object, &version, found, invocation)
+            .await
     }
 
     /// The markers after the last object of a finished pass whose objects are gone, while the
@@ -321,8 +337,10 @@ impl Pass<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    // Through the whole function, as a sweep meets it.
     use crate::checkpoint::Checkpoint;
     use crate::tests::{file_config, forwarder, stopping_after};
+    use crate::{Forwarder, Mode};
     use bucketfn::sink::{MemoryPublisher, Publisher};
     use bucketfn::storage::MemoryStore;
     use bucketfn::sweep::Position;

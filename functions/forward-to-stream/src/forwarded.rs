@@ -12,7 +12,7 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 
 use bucketfn::storage::{ListedObject, ObjectInfo, ObjectPath};
 use bucketfn::sweep::Shard;
-use bucketfn::{HandlerError, NewObject, ObjectStore, StoreError};
+use bucketfn::{Done, HandlerError, NewObject, ObjectStore, StoreError};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -481,6 +481,17 @@ impl<'a> Alongside<'a> {
             listing.listed_after = last.or(listing.listed_after.take());
         }
     }
+}
+
+/// The answer for an object version that was forwarded already, if it was.
+pub(crate) fn already(bucket: &str, key: &str, found: &Found, version: &str) -> Option<Done> {
+    found.complete(version).map(|marker| {
+        Done::Skipped(format!(
+            "{} (version {version:?}) was forwarded already; delete {} to send it again",
+            ObjectPath(bucket, key),
+            ObjectPath(bucket, &marker.name)
+        ))
+    })
 }
 
 #[cfg(test)]

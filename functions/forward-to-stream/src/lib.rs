@@ -20,14 +20,14 @@ use bucketfn::runtime::Location;
 use bucketfn::sink::{
     FilePublisher, KSinkPublisher, KafkaPublisher, LogIngestPublisher, Publisher,
 };
-use bucketfn::storage::{ObjectPath, ensure_readable};
+use bucketfn::storage::{ListedObject, ObjectPath, ensure_readable};
 use bucketfn::{
     Done, EventKind, Function, Handler, HandlerError, Invocation, ObjectEvent, ObjectStore,
     Outcome, StartError, StoreError,
 };
 
 pub use config::{Config, ContentConfig, Format, Mode, SinkConfig, SweepConfig};
-use forwarded::{Found, Markers, Target};
+use forwarded::{Found, Markers, Target, already};
 
 /// The handler: configuration, the store objects are read from, the sink.
 pub struct Forwarder {
@@ -279,15 +279,51 @@ async fn saving_progress(
     }
 }
 
-/// The answer for an object version that was forwarded already, if it was.
-fn already(bucket: &str, key: &str, found: &Found, version: &str) -> Option<Done> {
-    found.complete(version).map(|marker| {
-        Done::Skipped(format!(
-            "{} (version {version:?}) was forwarded already; delete {} to send it again",
-            ObjectPath(bucket, key),
-            ObjectPath(bucket, &marker.name)
-        ))
-    })
+impl catch_up::Forwarding for Forwarder {
+    fn store(&self) -> &dyn ObjectStore {
+        self.store.as_ref()
+    }
+
+    fn settings(&self) -> &SweepConfig {
+        &self.config.sweep
+    }
+
+    fn prefix(&self) -> &str {
+        &self.config.prefix
+    }
+
+    fn markers<'a>(&'a self, bucket: &'a str) -> Markers<'a> {
+        Forwarder::markers(self, bucket)
+    }
+
+    fn forward_event(
+        &self,
+        event: &ObjectEvent,
+        invocation: &Invocation,
+    ) -> impl Future<Output = Outcome> + Send {
+        Forwarder::forward_event(self, event, invocation)
+    }
+
+    async fn forward_listed(
+        &self,
+        bucket: &str,
+        object: ListedObject,
+        version: &str,
+        found: Found,
+        invocation: &Invocation,
+    ) -> Outcome {
+        match self.config.mode {
+            Mode::ClaimCheck => {
+                let claim = claim::Claim::of_listed(bucket, &object);
+                self.publish_marked_claim(claim, bucket, version, &found)
+                    .await
+            }
+            Mode::Content => {
+                self.forward_content(bucket, &object.key, found, invocation)
+                    .await
+            }
+        }
+    }
 }
 
 impl Handler for Forwarder {
