@@ -2,9 +2,10 @@
 //! photo never exists at full size in memory; EXIF orientation and the ICC profile come from
 //! the APP1 / APP2 markers, and Adobe's inverted CMYK is turned the right way up. The marker
 //! walk decides first whether the stream is whole and what libjpeg will allocate for it. A
-//! progressive JPEG whose thumbnail needs at most an eighth of its size skips libjpeg: its DC
-//! scans alone give that eighth ([`super::jpeg_progressive`]). Where allowed, a camera's embedded preview
-//! stands in for its photo ([`super::embedded_preview`]).
+//! progressive JPEG whose thumbnail needs at most a quarter of its size skips libjpeg: its DC
+//! scans alone give an eighth, the low frequencies of each block a half
+//! ([`super::jpeg_progressive`]). Where allowed, a camera's embedded preview stands in for its
+//! photo ([`super::embedded_preview`]).
 
 use std::cell::Cell;
 use std::io::{self, BufRead, Read};
@@ -79,7 +80,8 @@ pub fn inspect(
     Ok((Walked { primary, preview }, inspected))
 }
 
-/// What libjpeg (or the DC path) will need to decode `structure` towards `target`.
+/// What libjpeg (or the progressive decoder here) will need to decode `structure` towards
+/// `target`.
 fn need(structure: &Structure, target: u32) -> Inspected {
     let frame = &structure.frame;
     let (width, height) = (frame.width, frame.height);

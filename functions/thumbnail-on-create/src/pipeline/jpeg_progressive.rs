@@ -41,7 +41,7 @@ pub enum ColourModel {
     Ycck,
 }
 
-/// Blocks decoded between two looks at the stop.
+/// MCUs (one block each in a single-component scan) decoded between two looks at the stop.
 const MCUS_PER_CHECK: usize = 4096;
 
 /// libjpeg's jpeg_natural_order: the position in the 8x8 block of each zig-zag index.
@@ -725,23 +725,12 @@ impl Scan<'_> {
         let mut bits = Bits::new(data);
         let mut predictions = vec![0i32; header.components.len()];
         let (across, down) = self.units();
-        let mut number = 0usize;
-        // MCUs left before the next restart marker.
-        let mut until_restart = self.restart_interval;
+        let mut cadence = Cadence::new(self.restart_interval);
         for y in 0..down {
             for x in 0..across {
-                if self.restart_interval > 0 {
-                    if until_restart == 0 {
-                        bits.restart()?;
-                        predictions.iter_mut().for_each(|p| *p = 0);
-                        until_restart = self.restart_interval;
-                    }
-                    until_restart -= 1;
+                if cadence.next(&mut bits, stop)? {
+                    predictions.iter_mut().for_each(|p| *p = 0);
                 }
-                if number.is_multiple_of(MCUS_PER_CHECK) {
-                    stop.check()?;
-                }
-                number += 1;
                 for (k, &(h_blocks, v_blocks, index)) in members.iter().enumerate() {
                     let plane = &mut planes[index];
                     let stride = plane.side * plane.side;
@@ -791,22 +780,12 @@ impl Scan<'_> {
         let (across, down) = self.units();
         let mut bits = Bits::new(data);
         let mut run = 0u32;
-        let mut number = 0usize;
-        let mut until_restart = self.restart_interval;
+        let mut cadence = Cadence::new(self.restart_interval);
         for y in 0..down {
             for x in 0..across {
-                if self.restart_interval > 0 {
-                    if until_restart == 0 {
-                        bits.restart()?;
-                        run = 0;
-                        until_restart = self.restart_interval;
-                    }
-                    until_restart -= 1;
+                if cadence.next(&mut bits, stop)? {
+                    run = 0;
                 }
-                if number.is_multiple_of(MCUS_PER_CHECK) {
-                    stop.check()?;
-                }
-                number += 1;
                 let at = y * plane.across + x;
                 let mut block = Block {
                     coefficients: &mut plane.coefficients[at * stride..][..stride],
@@ -840,6 +819,45 @@ impl Scan<'_> {
             }
         };
         (across, down)
+    }
+}
+
+/// Where a scan is among its restart intervals, and when it next looks at the stop.
+struct Cadence {
+    /// MCUs per restart interval; 0 without restarts.
+    interval: usize,
+    /// MCUs left before the next restart marker.
+    until_restart: usize,
+    decoded: usize,
+}
+
+impl Cadence {
+    fn new(interval: usize) -> Self {
+        Self {
+            interval,
+            until_restart: interval,
+            decoded: 0,
+        }
+    }
+
+    /// Before each MCU: steps over the restart marker that ends an interval (then `true`:
+    /// what the entropy coding carries from one MCU to the next starts again), and looks at
+    /// the stop every [`MCUS_PER_CHECK`] MCUs.
+    fn next(&mut self, bits: &mut Bits<'_>, stop: &Stop) -> Result<bool, PipelineError> {
+        let mut restarted = false;
+        if self.interval > 0 {
+            if self.until_restart == 0 {
+                bits.restart()?;
+                restarted = true;
+                self.until_restart = self.interval;
+            }
+            self.until_restart -= 1;
+        }
+        if self.decoded.is_multiple_of(MCUS_PER_CHECK) {
+            stop.check()?;
+        }
+        self.decoded += 1;
+        Ok(restarted)
     }
 }
 
