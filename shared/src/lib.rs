@@ -9,6 +9,7 @@ pub mod derivatives;
 pub mod event;
 #[cfg(any(feature = "kafka", feature = "consume-kafka"))]
 pub mod kafka_cluster;
+pub mod lease;
 pub mod ledger;
 #[cfg(feature = "mediahaven")]
 pub mod mediahaven;

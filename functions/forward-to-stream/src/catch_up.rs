@@ -12,9 +12,10 @@ use bucketfn::sweep::{Scope, StopPlan, Stopped, SweepSummary, sweep, walk};
 use bucketfn::{Done, HandlerError, Invocation, ObjectEvent, ObjectStore, Outcome};
 use chrono::{DateTime, Utc};
 
-use crate::checkpoint::{Checkpoints, Claim, Held, Status, new_holder};
+use crate::checkpoint::{Checkpoints, Held, Status, new_holder};
 use crate::config::SweepConfig;
 use crate::forwarded::{self, Alongside, Found, Markers, already};
+use bucketfn::lease::Taken;
 
 /// How much earlier than the store's time of the pass an object of a checkpoint from before
 /// markers must be to count as forwarded by it: the store's clock and ours may disagree.
@@ -97,15 +98,15 @@ pub(crate) async fn run(
         lease: settings.lease,
     };
     let mut held = match checkpoints.acquire(&prefix, &new_holder()).await? {
-        Claim::Held(held) => held,
-        Claim::Busy(Some(lease)) => {
+        Taken::Held(held) => held,
+        Taken::Busy(Some(lease)) => {
             return Ok(Done::Skipped(format!(
                 "another sweep ({}) holds the lease until {}",
                 lease.holder,
                 lease.expires.to_rfc3339()
             )));
         }
-        Claim::Busy(None) => {
+        Taken::Busy(None) => {
             return Ok(Done::Skipped(
                 "another sweep took the lease first".to_owned(),
             ));
@@ -113,12 +114,12 @@ pub(crate) async fn run(
     };
     tracing::info!(
         checkpoint = %checkpoints.key,
-        resume_after = held.checkpoint.position.resume_after.as_deref().unwrap_or(""),
+        resume_after = held.state.position.resume_after.as_deref().unwrap_or(""),
         "Sweep started."
     );
     let plan = StopPlan::before(invocation.deadline);
     let mut total = SweepSummary {
-        position: held.checkpoint.position.clone(),
+        position: held.state.position.clone(),
         ..SweepSummary::default()
     };
     let scope = Scope {
@@ -134,7 +135,7 @@ pub(crate) async fn run(
     loop {
         // Each slice saves its progress and renews the lease before the next one starts.
         let slice = plan.starting_until(Instant::now() + settings.checkpoint_every);
-        let from = held.checkpoint.position.clone();
+        let from = held.state.position.clone();
         let alongside = Alongside::new(
             &markers,
             &prefix,
@@ -146,7 +147,7 @@ pub(crate) async fn run(
             bucket: &bucket,
             markers: &markers,
             alongside: &alongside,
-            covered_before: held.checkpoint.covered_before,
+            covered_before: held.state.covered_before,
         };
         let walk = walk(
             forwarder.store(),

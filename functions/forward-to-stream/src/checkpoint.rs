@@ -1,21 +1,17 @@
 //! The catch-up checkpoint: one JSON object in the swept bucket that records a sweep's progress
-//! (status, where the pass stands and what fails, when the pass began) and its lease
-//! (holder and expiry). Every write is a compare-and-swap on the etag read before it, so two
-//! sweeps can never both hold the lease, and a crashed sweep's lease is taken over once it
-//! has expired.
+//! (status, where the pass stands and what fails, when the pass began) and carries its lease
+//! (a [`bucketfn::lease`]), so two sweeps can never both hold it, and a crashed sweep's lease
+//! is taken over once it has expired.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use bucketfn::storage::ObjectPath;
+use bucketfn::ObjectStore;
+use bucketfn::lease::{LeaseError, Leased, LeasedObject, Taken, Unreadable};
 use bucketfn::sweep::Position;
-use bucketfn::{Condition, HandlerError, NewObject, ObjectStore, StoreError};
-use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-/// Checkpoints are small; anything larger is not one of ours.
-const MAX_CHECKPOINT_BYTES: u64 = 64 * 1024;
+pub use bucketfn::lease::{Lease, new_holder};
 
 /// Where a pass stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -25,13 +21,6 @@ pub enum Status {
     Running,
     /// The last pass reached the end of the prefix.
     Finished,
-}
-
-/// Who may sweep, until when.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Lease {
-    pub holder: String,
-    pub expires: DateTime<Utc>,
 }
 
 /// The checkpoint object's content.
@@ -58,45 +47,17 @@ pub struct Checkpoint {
     pub updated: DateTime<Utc>,
 }
 
-/// A lease this process holds, with the etag its next write must find.
-#[derive(Debug, Clone)]
-pub struct Held {
-    pub checkpoint: Checkpoint,
-    etag: String,
-    holder: String,
+impl Leased for Checkpoint {
+    fn lease(&self) -> Option<&Lease> {
+        self.lease.as_ref()
+    }
+    fn set_lease(&mut self, lease: Option<Lease>) {
+        self.lease = lease;
+    }
 }
 
-/// What an attempt to take the lease found.
-#[derive(Debug)]
-pub enum Claim {
-    Held(Held),
-    /// Another sweep holds a lease that has not expired (or took it first).
-    Busy(Option<Lease>),
-}
-
-/// A checkpoint that cannot be read or written as a checkpoint.
-#[derive(Debug, thiserror::Error)]
-#[error("checkpoint {} is not usable: {reason}", ObjectPath(bucket, key))]
-pub struct CheckpointError {
-    bucket: String,
-    key: String,
-    reason: String,
-}
-
-/// A holder name unique to this process and call: host, process id, time, counter.
-pub fn new_holder() -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let host = std::env::var("HOSTNAME")
-        .ok()
-        .or_else(|| std::env::var("AWS_LAMBDA_LOG_STREAM_NAME").ok())
-        .unwrap_or_else(|| "local".to_owned());
-    format!(
-        "{host}/{}/{}/{}",
-        std::process::id(),
-        Utc::now().timestamp_micros(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
-}
+/// The checkpoint of a sweep that holds its lease.
+pub type Held = bucketfn::lease::Held<Checkpoint>;
 
 /// Reads and writes one checkpoint object.
 pub struct Checkpoints<'a> {
@@ -107,64 +68,46 @@ pub struct Checkpoints<'a> {
 }
 
 impl Checkpoints<'_> {
-    fn unusable(&self, reason: impl Into<String>) -> HandlerError {
-        HandlerError::permanent(CheckpointError {
-            bucket: self.bucket.to_owned(),
+    fn object(&self) -> LeasedObject<'_> {
+        LeasedObject {
+            store: self.store,
+            bucket: self.bucket,
             key: self.key.clone(),
-            reason: reason.into(),
-        })
+            term: self.lease,
+            what: "checkpoint",
+            // It holds a pass's progress and what fails: never overwritten unread.
+            unreadable: Unreadable::Refuse,
+        }
     }
 
     /// The checkpoint and its etag, or `None` when there is none yet.
-    pub async fn read(&self) -> Result<Option<(Checkpoint, String)>, HandlerError> {
-        let object = match self
-            .store
-            .get(self.bucket, &self.key, MAX_CHECKPOINT_BYTES)
-            .await
-        {
-            Ok(object) => object,
-            Err(StoreError::NotFound { .. }) => return Ok(None),
-            Err(e) => return Err(e.into()),
-        };
-        let checkpoint = serde_json::from_slice(&object.body)
-            .map_err(|e| self.unusable(format!("{e} (delete it to start afresh)")))?;
-        let etag = object
-            .info
-            .etag
-            .ok_or_else(|| self.unusable("the store gave it no etag"))?;
-        Ok(Some((checkpoint, etag)))
+    pub async fn read(&self) -> Result<Option<(Checkpoint, String)>, LeaseError> {
+        self.object().read().await
     }
 
     /// Takes the lease if it is free or expired. A finished pass makes this the start of a new
     /// one, from the beginning (markers say what it need not forward again).
-    pub async fn acquire(&self, prefix: &str, holder: &str) -> Result<Claim, HandlerError> {
+    pub async fn acquire(
+        &self,
+        prefix: &str,
+        holder: &str,
+    ) -> Result<Taken<Checkpoint>, LeaseError> {
         let now = Utc::now();
-        let lease = Some(Lease {
-            holder: holder.to_owned(),
-            expires: now + self.lease,
-        });
-        let (next, condition) = match self.read().await? {
-            None => (
-                Checkpoint {
-                    status: Status::Running,
-                    prefix: prefix.to_owned(),
-                    position: Position::default(),
-                    pass_started: now,
-                    markers: true,
-                    covered_before: None,
-                    forwarded: 0,
-                    lease,
-                    updated: now,
-                },
-                Condition::Absent,
-            ),
-            Some((current, etag)) => {
-                if let Some(held) = &current.lease
-                    && held.holder != holder
-                    && held.expires > now
-                {
-                    return Ok(Claim::Busy(current.lease));
-                }
+        self.object()
+            .acquire(holder, |current: Option<Checkpoint>| {
+                let Some(current) = current else {
+                    return Checkpoint {
+                        status: Status::Running,
+                        prefix: prefix.to_owned(),
+                        position: Position::default(),
+                        pass_started: now,
+                        markers: true,
+                        covered_before: None,
+                        forwarded: 0,
+                        lease: None,
+                        updated: now,
+                    };
+                };
                 let mut next = current.clone();
                 if !current.markers {
                     // As passes before markers did: a finished pass covered what was there
@@ -180,19 +123,10 @@ impl Checkpoints<'_> {
                     next.position.next_pass();
                     next.forwarded = 0;
                 }
-                next.lease = lease;
                 next.updated = now;
-                (next, Condition::EtagIs(etag))
-            }
-        };
-        match self.write(&next, condition).await? {
-            Some(etag) => Ok(Claim::Held(Held {
-                checkpoint: next,
-                etag,
-                holder: holder.to_owned(),
-            })),
-            None => Ok(Claim::Busy(self.read().await?.and_then(|(c, _)| c.lease))),
-        }
+                next
+            })
+            .await
     }
 
     /// Saves progress and extends the lease (`release`: gives it up instead). `false` when the
@@ -202,56 +136,17 @@ impl Checkpoints<'_> {
         held: &mut Held,
         update: impl FnOnce(&mut Checkpoint),
         release: bool,
-    ) -> Result<bool, HandlerError> {
-        let now = Utc::now();
-        let mut next = held.checkpoint.clone();
-        update(&mut next);
-        next.updated = now;
-        next.lease = (!release).then(|| Lease {
-            holder: held.holder.clone(),
-            expires: now + self.lease,
-        });
-        match self
-            .write(&next, Condition::EtagIs(held.etag.clone()))
-            .await?
-        {
-            Some(etag) => {
-                held.checkpoint = next;
-                held.etag = etag;
-                Ok(true)
-            }
-            None => Ok(false),
-        }
-    }
-
-    /// Writes under `condition`; the new etag, or `None` when the condition failed. The etag
-    /// is read back with the content, and the content must be ours: a writer that slipped in
-    /// between means the lease is not ours either.
-    async fn write(
-        &self,
-        checkpoint: &Checkpoint,
-        condition: Condition,
-    ) -> Result<Option<String>, HandlerError> {
-        let body = serde_json::to_vec_pretty(checkpoint)
-            .map_err(|e| self.unusable(format!("cannot serialize: {e}")))?;
-        let object = NewObject {
-            body: Bytes::from(body),
-            content_type: "application/json".to_owned(),
-            metadata: Default::default(),
-        };
-        match self
-            .store
-            .put_if(self.bucket, &self.key, object, condition)
+    ) -> Result<bool, LeaseError> {
+        self.object()
+            .save(
+                held,
+                |next| {
+                    update(next);
+                    next.updated = Utc::now();
+                },
+                !release,
+            )
             .await
-        {
-            Ok(()) => {}
-            Err(StoreError::ConditionFailed { .. }) => return Ok(None),
-            Err(e) => return Err(e.into()),
-        }
-        match self.read().await? {
-            Some((stored, etag)) if stored == *checkpoint => Ok(Some(etag)),
-            _ => Ok(None),
-        }
     }
 }
 
@@ -259,6 +154,8 @@ impl Checkpoints<'_> {
 mod tests {
     use super::*;
     use bucketfn::storage::{LocalStore, MemoryStore};
+    use bucketfn::{Condition, HandlerError, NewObject};
+    use bytes::Bytes;
     use std::sync::Arc;
 
     type TestResult = Result<(), Box<dyn std::error::Error>>;
@@ -287,7 +184,7 @@ mod tests {
             let claim = task
                 .await
                 .map_err(|e| HandlerError::permanent(e.to_string()))??;
-            held += usize::from(matches!(claim, Claim::Held(_)));
+            held += usize::from(matches!(claim, Taken::Held(_)));
         }
         Ok(held)
     }
@@ -304,7 +201,15 @@ mod tests {
                 holder: "crashed".into(),
                 expires: Utc::now() - chrono::Duration::seconds(1),
             });
-            checkpoints.write(&current, Condition::EtagIs(etag)).await?;
+            let body = Bytes::from(serde_json::to_vec(&current)?);
+            let object = NewObject {
+                body,
+                content_type: "application/json".to_owned(),
+                metadata: Default::default(),
+            };
+            store
+                .put_if("b", &checkpoints.key, object, Condition::EtagIs(etag))
+                .await?;
             assert_eq!(race(Arc::clone(&store), 16).await?, 1);
         }
         Ok(())
@@ -334,7 +239,7 @@ mod tests {
     async fn a_live_lease_keeps_others_out_and_an_expired_one_is_taken_over() -> TestResult {
         let store = MemoryStore::new();
         let short = checkpoints(&store, Duration::from_millis(200));
-        let Claim::Held(mut first) = short.acquire("in/", "first").await? else {
+        let Taken::Held(mut first) = short.acquire("in/", "first").await? else {
             return Err("first sweep did not get the lease".into());
         };
         assert!(
@@ -346,26 +251,23 @@ mod tests {
                 )
                 .await?
         );
-        let Claim::Busy(Some(lease)) = short.acquire("in/", "second").await? else {
+        let Taken::Busy(Some(lease)) = short.acquire("in/", "second").await? else {
             return Err("a live lease was taken".into());
         };
         assert_eq!(lease.holder, "first");
         // The first sweep crashes: it never renews.
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let Claim::Held(second) = short.acquire("in/", "second").await? else {
+        let Taken::Held(second) = short.acquire("in/", "second").await? else {
             return Err("the expired lease was not taken over".into());
         };
-        assert_eq!(
-            second.checkpoint.position.resume_after.as_deref(),
-            Some("in/05")
-        );
+        assert_eq!(second.state.position.resume_after.as_deref(), Some("in/05"));
         // The crashed sweep, come back, has lost its lease and can neither write nor give
         // up the second's lease.
         assert!(!short.save(&mut first, |c| c.forwarded = 99, false).await?);
         assert!(!short.save(&mut first, |c| c.forwarded = 99, true).await?);
         let (now, _) = short.read().await?.ok_or("no checkpoint")?;
         assert_eq!(now.lease.map(|l| l.holder).as_deref(), Some("second"));
-        assert_eq!(now.forwarded, second.checkpoint.forwarded);
+        assert_eq!(now.forwarded, second.state.forwarded);
         Ok(())
     }
 
@@ -373,7 +275,7 @@ mod tests {
     async fn a_finished_pass_starts_a_new_one_from_the_beginning() -> TestResult {
         let store = MemoryStore::new();
         let checkpoints = checkpoints(&store, Duration::from_secs(60));
-        let Claim::Held(mut held) = checkpoints.acquire("in/", "a").await? else {
+        let Taken::Held(mut held) = checkpoints.acquire("in/", "a").await? else {
             return Err("no lease".into());
         };
         checkpoints
@@ -386,13 +288,13 @@ mod tests {
                 true,
             )
             .await?;
-        let Claim::Held(next) = checkpoints.acquire("in/", "b").await? else {
+        let Taken::Held(next) = checkpoints.acquire("in/", "b").await? else {
             return Err("released lease not free".into());
         };
-        assert_eq!(next.checkpoint.status, Status::Running);
-        assert_eq!(next.checkpoint.position.resume_after, None);
+        assert_eq!(next.state.status, Status::Running);
+        assert_eq!(next.state.position.resume_after, None);
         // Markers say what was forwarded; time says nothing.
-        assert_eq!(next.checkpoint.covered_before, None);
+        assert_eq!(next.state.covered_before, None);
         Ok(())
     }
 
@@ -410,22 +312,19 @@ mod tests {
             "application/json",
         );
         let checkpoints = checkpoints(&store, Duration::from_secs(60));
-        let Claim::Held(mut held) = checkpoints.acquire("in/", "a").await? else {
+        let Taken::Held(mut held) = checkpoints.acquire("in/", "a").await? else {
             return Err("no lease".into());
         };
         let covered = Some("2024-11-05T10:00:00Z".parse()?);
-        assert_eq!(held.checkpoint.covered_before, covered);
-        assert!(held.checkpoint.markers);
+        assert_eq!(held.state.covered_before, covered);
+        assert!(held.state.markers);
         checkpoints
             .save(&mut held, |c| c.status = Status::Finished, true)
             .await?;
-        let Claim::Held(next) = checkpoints.acquire("in/", "b").await? else {
+        let Taken::Held(next) = checkpoints.acquire("in/", "b").await? else {
             return Err("released lease not free".into());
         };
-        assert_eq!(
-            next.checkpoint.covered_before, covered,
-            "set once, never moved"
-        );
+        assert_eq!(next.state.covered_before, covered, "set once, never moved");
         Ok(())
     }
 
@@ -438,7 +337,7 @@ mod tests {
             .await
             .err()
             .ok_or("a checkpoint was started in a bucket that is not there")?;
-        assert!(!err.is_retryable(), "{err}");
+        assert!(!HandlerError::from(err).is_retryable());
         Ok(())
     }
 
@@ -456,12 +355,12 @@ mod tests {
             .await
             .err()
             .ok_or("accepted")?;
-        assert!(!err.is_retryable());
         assert!(
             err.to_string()
                 .contains("checkpoint b/.forward-to-stream/sweep.json is not usable"),
             "{err}"
         );
+        assert!(!HandlerError::from(err).is_retryable());
         Ok(())
     }
 }

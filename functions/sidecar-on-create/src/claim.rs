@@ -3,11 +3,10 @@
 //! one message.
 //!
 //! For each object version (bucket, key, etag) a folder `<CLAIM_PREFIX><sha-256>/` holds:
-//! - `lease`: who is archiving it and until when (`put_if` absent; taken over with `put_if`
-//!   etag once expired, so a crashed worker's claim frees itself). Its holder remembers the
-//!   etag of the lease it wrote and releases it only while that lease is still there
-//!   (`delete_if` etag), so a delivery whose lease expired and was taken over never frees
-//!   the lease of the one that took it;
+//! - `lease`: who is archiving it and until when, a [`bucketfn::lease`]: taken over once
+//!   expired, so a crashed worker's claim frees itself, and released only while it is still
+//!   the one its holder wrote, so a delivery whose lease expired and was taken over never
+//!   frees the lease of the one that took it;
 //! - `pid`: the PID, written once (`put_if` absent) before it is used anywhere, so every retry
 //!   after a partial failure (FTP or broker down) reuses it;
 //! - `done`: written after the broker confirmed the message; its presence makes later
@@ -18,10 +17,10 @@
 //! file-transfer service writes the same file twice).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bucketfn::config::Env;
+use bucketfn::lease::{Lease, LeaseError, Leased, LeasedObject, Taken, Unreadable, new_holder};
 use bucketfn::storage::ObjectPath;
 use bucketfn::{Condition, NewObject, ObjectStore, StoreError};
 use bytes::Bytes;
@@ -101,24 +100,21 @@ pub struct Done {
     pub at: DateTime<Utc>,
 }
 
+/// The `lease` object: nothing but the lease, so an unreadable one counts as expired.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct Lease {
-    owner: String,
-    until: DateTime<Utc>,
+pub struct ClaimLease(Option<Lease>);
+
+impl Leased for ClaimLease {
+    fn lease(&self) -> Option<&Lease> {
+        self.0.as_ref()
+    }
+    fn set_lease(&mut self, lease: Option<Lease>) {
+        self.0 = lease;
+    }
 }
 
-/// A lease this delivery wrote, and the etag the store gave it: what a release must find.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Held {
-    lease: Lease,
-    etag: String,
-}
-
-/// The lease object as found: its content (`None` when unreadable) and etag.
-struct Found {
-    lease: Option<Lease>,
-    etag: Option<String>,
-}
+/// A lease this delivery wrote: what a release must find.
+pub type Held = bucketfn::lease::Held<ClaimLease>;
 
 #[derive(Serialize, Deserialize)]
 struct Pid {
@@ -129,8 +125,8 @@ struct Pid {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Acquired {
     Mine(Held),
-    /// Another delivery holds it until then.
-    Busy(DateTime<Utc>),
+    /// Another delivery holds it (`None`: took it first, or freed it in between).
+    Busy(Option<Lease>),
 }
 
 /// The claim store.
@@ -174,32 +170,15 @@ impl Claims {
     }
 
     /// Takes the lease, or takes it over from a delivery whose lease ran out.
-    pub async fn acquire(&self, claim: &Claim) -> Result<Acquired, StoreError> {
-        // Twice: a lease released between our failed write and our read is simply free.
-        for _ in 0..2 {
-            if let Some(held) = self.write_lease(claim, Condition::Absent).await? {
-                return Ok(Acquired::Mine(held));
-            }
-            let Some(current) = self.read_lease(claim).await? else {
-                continue;
-            };
-            // An unreadable lease is treated as expired rather than blocking forever.
-            if let Some(lease) = &current.lease
-                && lease.until > Utc::now()
-            {
-                return Ok(Acquired::Busy(lease.until));
-            }
-            let Some(etag) = current.etag else {
-                return Ok(Acquired::Busy(Utc::now()));
-            };
-            return Ok(
-                match self.write_lease(claim, Condition::EtagIs(etag)).await? {
-                    Some(held) => Acquired::Mine(held),
-                    None => Acquired::Busy(Utc::now()),
-                },
-            );
-        }
-        Ok(Acquired::Busy(Utc::now()))
+    pub async fn acquire(&self, claim: &Claim) -> Result<Acquired, LeaseError> {
+        let taken = self
+            .lease(claim)
+            .acquire(&new_holder(), |_| ClaimLease(None))
+            .await?;
+        Ok(match taken {
+            Taken::Held(held) => Acquired::Mine(held),
+            Taken::Busy(lease) => Acquired::Busy(lease),
+        })
     }
 
     /// The PID an earlier attempt recorded.
@@ -240,85 +219,25 @@ impl Claims {
 
     /// Frees the lease so that a retry need not wait for it to expire, only while it is still
     /// the one `held` names: a lease taken over since is the new holder's and stays.
-    pub async fn release(&self, claim: &Claim, held: &Held) -> Result<(), StoreError> {
-        let key = claim.key("lease");
-        let left_alone = || {
+    pub async fn release(&self, claim: &Claim, held: &Held) -> Result<(), LeaseError> {
+        let lease = self.lease(claim);
+        if !lease.remove(held).await? {
             tracing::info!(
-                lease = %ObjectPath(&claim.bucket, &key),
+                lease = %ObjectPath(&claim.bucket, &lease.key),
                 "Lease left alone: another delivery has taken it over."
             );
-        };
-        let Some(current) = self.read_lease(claim).await? else {
-            return Ok(());
-        };
-        if current.lease.as_ref() != Some(&held.lease)
-            || current.etag.as_deref() != Some(held.etag.as_str())
-        {
-            left_alone();
-            return Ok(());
         }
-        match self
-            .store
-            .delete_if(&claim.bucket, &key, Condition::EtagIs(held.etag.clone()))
-            .await
-        {
-            Err(StoreError::ConditionFailed { .. }) => {
-                left_alone();
-                Ok(())
-            }
-            other => other,
-        }
+        Ok(())
     }
 
-    /// Writes a new lease of ours under `condition`; `None` when the condition failed, or when
-    /// the lease read back is not the one written (ours expired and was taken over at once).
-    async fn write_lease(
-        &self,
-        claim: &Claim,
-        condition: Condition,
-    ) -> Result<Option<Held>, StoreError> {
-        let lease_for = chrono::Duration::from_std(self.settings.lease)
-            .unwrap_or_else(|_| chrono::Duration::minutes(5));
-        let lease = Lease {
-            owner: owner_id(),
-            until: Utc::now() + lease_for,
-        };
-        match self
-            .store
-            .put_if(
-                &claim.bucket,
-                &claim.key("lease"),
-                json_object(&lease)?,
-                condition,
-            )
-            .await
-        {
-            Ok(()) => {}
-            Err(StoreError::ConditionFailed { .. }) => return Ok(None),
-            Err(e) => return Err(e),
-        }
-        Ok(match self.read_lease(claim).await? {
-            Some(Found {
-                lease: Some(found),
-                etag: Some(etag),
-            }) if found == lease => Some(Held { lease, etag }),
-            _ => None,
-        })
-    }
-
-    /// The lease object, `None` when there is none.
-    async fn read_lease(&self, claim: &Claim) -> Result<Option<Found>, StoreError> {
-        match self
-            .store
-            .get(&claim.bucket, &claim.key("lease"), MAX_CLAIM_BYTES)
-            .await
-        {
-            Ok(current) => Ok(Some(Found {
-                lease: serde_json::from_slice(&current.body).ok(),
-                etag: current.info.etag,
-            })),
-            Err(StoreError::NotFound { .. }) => Ok(None),
-            Err(e) => Err(e),
+    fn lease<'a>(&'a self, claim: &'a Claim) -> LeasedObject<'a> {
+        LeasedObject {
+            store: self.store.as_ref(),
+            bucket: &claim.bucket,
+            key: claim.key("lease"),
+            term: self.settings.lease,
+            what: "claim lease",
+            unreadable: Unreadable::Expired,
         }
     }
 
@@ -359,16 +278,6 @@ fn json_object<T: Serialize>(value: &T) -> Result<NewObject, StoreError> {
     })
 }
 
-/// Who holds a lease, for people reading it: process and a per-process counter.
-fn owner_id() -> String {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    format!(
-        "pid {} #{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -405,7 +314,7 @@ mod tests {
     fn mine(acquired: Acquired) -> Result<Held, Box<dyn std::error::Error>> {
         match acquired {
             Acquired::Mine(held) => Ok(held),
-            Acquired::Busy(until) => Err(format!("busy until {until}").into()),
+            Acquired::Busy(lease) => Err(format!("busy: {lease:?}").into()),
         }
     }
 
@@ -449,13 +358,24 @@ mod tests {
         let held = mine(claims.acquire(&claim).await?)?;
         store.remove_bucket("b");
         for result in [
-            claims.done(&claim).await.map(|_| ()),
-            claims.pid(&claim).await.map(|_| ()),
+            claims
+                .done(&claim)
+                .await
+                .map(|_| ())
+                .map_err(LeaseError::from),
+            claims
+                .pid(&claim)
+                .await
+                .map(|_| ())
+                .map_err(LeaseError::from),
             claims.acquire(&claim).await.map(|_| ()),
             claims.release(&claim, &held).await,
         ] {
             assert!(
-                matches!(result, Err(StoreError::NoSuchBucket { ref bucket }) if bucket == "b"),
+                matches!(
+                    result,
+                    Err(LeaseError::Store(StoreError::NoSuchBucket { ref bucket })) if bucket == "b"
+                ),
                 "{result:?}"
             );
         }

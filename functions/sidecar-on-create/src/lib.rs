@@ -113,9 +113,13 @@ impl SidecarOnCreate {
 
         let held = match self.claims.acquire(&claim).await? {
             Acquired::Mine(held) => held,
-            Acquired::Busy(until) => {
+            Acquired::Busy(lease) => {
+                let until = lease.map_or_else(
+                    || "it took the claim first".to_owned(),
+                    |lease| format!("its claim holds until {}", lease.expires),
+                );
                 return Err(HandlerError::retryable(format!(
-                    "{} is being archived by another delivery (its claim holds until {until})",
+                    "{} is being archived by another delivery ({until})",
                     ObjectPath(bucket, key)
                 )));
             }
