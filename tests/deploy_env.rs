@@ -1,7 +1,7 @@
 //! The Knative deployment's example env files (deploy/knative/*.env.example), loaded as each
 //! Service gets them (its ConfigMap, then its Secret, `envFrom` in that order): each is the
 //! function's configuration without a problem, names only variables bucketfn reads, and is
-//! the file the README's deploy steps name.
+//! the file the Knative deploy steps (docs/deploy.md) name.
 
 use bucketfn::FromEnv;
 use bucketfn::runtime::RuntimeSettings;
@@ -64,11 +64,12 @@ fn each_knative_service_starts_from_its_example_files() -> TestResult {
     Ok(())
 }
 
-/// The README's `--from-env-file=NAME.env` steps copy `deploy/knative/NAME.env.example`.
+/// The Knative deploy steps' `--from-env-file=NAME.env` (docs/deploy.md) copy
+/// `deploy/knative/NAME.env.example`.
 #[test]
-fn every_env_file_the_readme_names_has_its_example() -> TestResult {
-    let readme = std::fs::read_to_string(workspace_root().join("README.md"))?;
-    let named: Vec<&str> = readme
+fn every_env_file_the_deploy_steps_name_has_its_example() -> TestResult {
+    let steps = std::fs::read_to_string(workspace_root().join("docs/deploy.md"))?;
+    let named: Vec<&str> = steps
         .split("--from-env-file=")
         .skip(1)
         .filter_map(|rest| rest.split_once(".env"))
@@ -79,7 +80,7 @@ fn every_env_file_the_readme_names_has_its_example() -> TestResult {
         let path = workspace_root().join(example(name));
         assert!(
             path.is_file(),
-            "the README names {name}.env: no {}",
+            "docs/deploy.md names {name}.env: no {}",
             path.display()
         );
     }

@@ -5,6 +5,7 @@ mod cleanup;
 mod cli;
 mod content_tools;
 mod deploy_env;
+mod doc_links;
 mod embedded_preview;
 mod events;
 mod files_page;

@@ -4,7 +4,7 @@
 # a cron subscription starts, split by key hash across its instances. Code Engine has no file
 # of job definitions to apply, so this is the CLI calls that make them, in the project
 # selected (`ibmcloud ce project select --name bucketfn`), with the ConfigMaps and Secret of
-# README.md ("IBM Code Engine"). Run it once; `job update` / `subscription ... update` change
+# docs/deploy.md ("IBM Code Engine"). Run it once; `job update` / `subscription ... update` change
 # what it made.
 #
 #   REGISTRY=icr.io/my-namespace TAG=0.1.0 REGISTRY_SECRET=icr-pull \
@@ -44,7 +44,7 @@ WORKERS=4
 # instance: an array would start every instance for the event, and all but the key's worker
 # would exit at once). --budget ends the work before the maximum execution time, so that an
 # image still in progress fails as retryable (exit 1) and is run again (--retrylimit) rather
-# than killed. An application (README.md) serves steady uploads at less cost; a job suits
+# than killed. An application (docs/deploy.md) serves steady uploads at less cost; a job suits
 # uploads whose work outlasts an application's request timeout.
 ibmcloud ce job create --name thumbnail-event --image "$REGISTRY/thumbnail-on-create:$TAG" \
   --registry-secret "$REGISTRY_SECRET" --mode task --array-size 1 \

@@ -221,7 +221,7 @@ arc_local=(
   ORGANISATIONS_API_URL="$arc_api/organisations" FTP_HOST="127.0.0.1:$arc_relay_port"
   FTP_USER=tra FTP_PASSWORD=tra-password FTP_TIMEOUT_SECS=5 HTTP_TIMEOUT_SECS=5
   # qas: the original's destination table sends everything there to DISK-SHARE-EVENTS, as it
-  # sends a CP labelled `VRT` in production (README, where bucketfn differs).
+  # sends a CP labelled `VRT` in production (docs/sidecar-on-create.md, where bucketfn differs).
   APP_ENVIRONMENT=qas
   # One more bucket, for a tenant the organisations API does not know.
   SOURCE_BUCKETS=MAM_HighresVideo,mam-collaterals,mam-unknown
@@ -251,7 +251,7 @@ check "archive: both functions consume with the meemoo profile from the original
   arc_consumers_up
 
 # What the original writes and requests (main.py's construct_*), and where they differ on
-# purpose (README: a collateral's PID is its own; the XML declaration's quotes).
+# purpose (docs/sidecar-on-create.md: a collateral's PID is its own; the XML declaration's quotes).
 cat >"$arc_dir/original.py" <<'PY'
 import json, os
 

@@ -4,7 +4,7 @@
 # bucket events without a reload; the job button makes the thumbnail of an image that was there
 # before; the history lists it all; Try one answers a thumbnail and stores nothing; Clear bucket
 # empties the folder once the bucket's name is typed. Screenshots are kept in .cache/e2e/ (the
-# README's docs/gallery.png is one of them). Sourced by scripts/e2e.sh.
+# docs/gallery.png of docs/thumbnail-on-create.md is one of them). Sourced by scripts/e2e.sh.
 # Cold: chromium from apt and Playwright from PyPI (about a minute); the checks take seconds.
 
 need_apt chromium
