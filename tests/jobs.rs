@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use bucketfn::sweep::Shard;
+use bucketfn::event::Shard;
 use image::ImageFormat;
 use serde_json::{Value, json};
 

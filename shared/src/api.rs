@@ -7,8 +7,8 @@ use std::time::Duration;
 use reqwest::{RequestBuilder, Response, StatusCode};
 use serde::de::DeserializeOwned;
 
+use crate::ObjectPath;
 use crate::outcome::{BoxError, HandlerError};
-use crate::storage::ObjectPath;
 
 /// How much of an error body is kept for messages: enough to read the service's reason.
 const BODY_EXCERPT: usize = 300;

@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::storage::ObjectPath;
+use crate::ObjectPath;
 use crate::{Condition, HandlerError, NewObject, ObjectStore, StoreError};
 
 /// Leased objects are small; anything larger is not one of ours.

@@ -13,6 +13,7 @@ pub mod lease;
 pub mod ledger;
 #[cfg(feature = "mediahaven")]
 pub mod mediahaven;
+mod object_path;
 pub mod outcome;
 pub mod progress;
 pub mod runtime;
@@ -29,6 +30,7 @@ pub mod tls;
 
 pub use config::{ConfigError, Env, FromEnv, Secret};
 pub use event::{EventKind, ObjectEvent, Source};
+pub use object_path::ObjectPath;
 pub use outcome::{BoxError, Done, HandlerError, Outcome};
 pub use runtime::{Function, Handler, Invocation, StartError, main};
 pub use storage::{Condition, NewObject, ObjectInfo, ObjectStore, StoreError, StoredObject};

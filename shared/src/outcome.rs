@@ -1,17 +1,14 @@
 //! What a handler says about one event, and the per-record report the runtimes translate into
-//! platform semantics (SQS `batchItemFailures`, S3 Batch result codes, HTTP status codes); and
-//! what of a failure the sender of an event may be told.
+//! platform semantics (SQS `batchItemFailures`, S3 Batch result codes, HTTP status codes). What
+//! of a failure the sender may be told is the runtime's (`runtime::answer`).
 
 use std::error::Error as StdError;
 use std::fmt;
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::budget::{BudgetError, Stopped};
+use crate::ObjectPath;
 use crate::config::redact_urls_in;
-use crate::event::{DecodeError, EventKind, ObjectEvent};
-use crate::sink::PublishError;
-use crate::storage::{ObjectPath, StoreError};
 
 /// Any error, boxed, as it travels inside a [`HandlerError`].
 pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
@@ -27,7 +24,7 @@ pub enum Done {
 
 impl Done {
     /// Skipped: events of `kind` are not what `function` handles.
-    pub fn not_handled(function: &str, kind: EventKind) -> Self {
+    pub fn not_handled(function: &str, kind: impl fmt::Debug) -> Self {
         Self::Skipped(format!("{kind:?} events are not {function}'s business"))
     }
 
@@ -98,35 +95,6 @@ impl HandlerError {
             Self::Permanent(e) => Self::Permanent(Box::new(ForSender(e))),
         }
     }
-
-    /// What the sender of the event may be told: the message of the first error in the chain
-    /// that is written for it ([`HandlerError::for_sender`], budgets, deadlines, undecodable
-    /// events), else what kind of failure it was and what the sender can do. The rest of the
-    /// chain is for the log.
-    pub fn public_reason(&self) -> String {
-        let (label, error) = match self {
-            Self::Retryable(e) => ("retryable", e.as_ref()),
-            Self::Permanent(e) => ("permanent", e.as_ref()),
-        };
-        let mut class = None;
-        let mut next: Option<&(dyn StdError + 'static)> = Some(error);
-        while let Some(e) = next {
-            if let Some(shown) = sender_message(e) {
-                return format!("{label}: {shown}");
-            }
-            class = class.or_else(|| failure_class(e));
-            next = e.source();
-        }
-        let class = class.unwrap_or(match self {
-            Self::Retryable(_) => "the function could not finish the event now",
-            Self::Permanent(_) => "the function cannot handle the event",
-        });
-        let advice = match self {
-            Self::Retryable(_) => "sending it again later may succeed",
-            Self::Permanent(_) => "sending it again will not help",
-        };
-        format!("{label}: {class}; {advice}")
-    }
 }
 
 /// What was being done when a failure happened ([`HandlerError::context`]).
@@ -142,43 +110,6 @@ struct Context {
 #[derive(Debug, thiserror::Error)]
 #[error("{}", chain(.0.as_ref()))]
 pub struct ForSender(BoxError);
-
-/// The message of `error` when it is one that the sender of an event may read: it names a
-/// limit or says what is wrong with the event itself.
-fn sender_message(error: &(dyn StdError + 'static)) -> Option<String> {
-    if error.is::<ForSender>()
-        || error.is::<BudgetError>()
-        || error.is::<Stopped>()
-        || error.is::<DecodeError>()
-    {
-        return Some(redact_urls_in(&error.to_string()));
-    }
-    None
-}
-
-/// What kind of failure `error` is, in words that name no path of a service and no answer.
-fn failure_class(error: &(dyn StdError + 'static)) -> Option<&'static str> {
-    if let Some(store) = error.downcast_ref::<StoreError>() {
-        return Some(match store {
-            StoreError::Unavailable { .. } => "the object store is unavailable",
-            StoreError::NotFound { .. } => "an object the event needs does not exist",
-            StoreError::TooLarge { .. } => "an object is over the size the function reads",
-            StoreError::Rejected { .. } => "the object store refused the function's request",
-            StoreError::NoSuchBucket { .. } => "a bucket the function needs does not exist",
-            StoreError::Unsupported { .. } => {
-                "the object store lacks a capability the function relies on"
-            }
-            _ => "the object store cannot hold what the function needs",
-        });
-    }
-    if let Some(publish) = error.downcast_ref::<PublishError>() {
-        return Some(match publish {
-            PublishError::Unavailable { .. } => "the destination of the messages is unavailable",
-            PublishError::Rejected { .. } => "the destination refused the messages",
-        });
-    }
-    None
-}
 
 /// A short id that ties an answer to a caller to the log lines with its full errors.
 pub fn incident_id() -> String {
@@ -199,38 +130,6 @@ pub fn incident(reason: &str, error: &(dyn StdError + 'static)) -> String {
         "Request failed; the caller got the reason and the incident id."
     );
     format!("{reason} (incident {id} in the function's log)\n")
-}
-
-/// A record's outcome as the sender of the delivery may read it: per event its path (which
-/// the sender named) and [`HandlerError::public_reason`]; a record refused before any
-/// handler ran (it does not decode, or names a bucket the function does not serve) keeps its
-/// refusal, which is about the record itself.
-pub fn public_summary<'a>(
-    status: &RecordStatus,
-    events: impl IntoIterator<Item = (&'a ObjectEvent, &'a Outcome)>,
-) -> String {
-    let parts: Vec<String> = events
-        .into_iter()
-        .map(|(event, outcome)| {
-            let path = ObjectPath(&event.bucket, &event.key);
-            match outcome {
-                Ok(Done::Completed(_)) => format!("{path}: done"),
-                Ok(Done::Skipped(_)) => format!("{path}: skipped"),
-                Err(error) => format!("{path}: {}", error.public_reason()),
-            }
-        })
-        .collect();
-    match (status, parts.is_empty()) {
-        (RecordStatus::Permanent(message), true) => redact_urls_in(message),
-        (_, true) => "no object events".to_owned(),
-        (_, false) => parts.join("; "),
-    }
-}
-
-impl From<crate::event::DecodeError> for HandlerError {
-    fn from(error: crate::event::DecodeError) -> Self {
-        Self::permanent(error)
-    }
 }
 
 /// An error and its sources as one line: `writing s3://b/k: dispatch failure: connection refused`.
@@ -314,6 +213,7 @@ impl RecordStatus {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sink::PublishError;
 
     #[test]
     fn context_leads_the_message_and_keeps_the_class() {
@@ -341,11 +241,8 @@ mod tests {
                 "{message}"
             );
             // What the sender is told still comes from the class, not the context.
-            assert!(
-                error.public_reason().contains("the destination"),
-                "{}",
-                error.public_reason()
-            );
+            let told = crate::runtime::answer::public_reason(&error);
+            assert!(told.contains("the destination"), "{told}");
         }
     }
 
@@ -366,14 +263,6 @@ mod tests {
     #[error("reading s3://b/k")]
     struct Outer(#[source] std::io::Error);
 
-    /// An upstream failure as a client reports it: a path on the service, its answer and the
-    /// URL it called, password included.
-    #[derive(Debug, thiserror::Error)]
-    #[error(
-        "uploading /private/ingest/x.xml to https://svc:hunter2@ftp.internal/ failed: 550 quota"
-    )]
-    struct Upstream;
-
     #[test]
     fn chain_redacts_credentials_in_urls() {
         let text = chain(&Outer(std::io::Error::other(
@@ -382,70 +271,6 @@ mod tests {
         assert_eq!(
             text,
             "reading s3://b/k: error sending request for url (https://***@sink/)"
-        );
-    }
-
-    #[test]
-    fn the_public_reason_names_the_class_and_nothing_upstream() {
-        let store = StoreError::Unavailable {
-            op: crate::storage::Op::Get,
-            bucket: "b".into(),
-            key: "k".into(),
-            source: Box::new(Upstream),
-        };
-        let reason = HandlerError::from(store).public_reason();
-        assert_eq!(
-            reason,
-            "retryable: the object store is unavailable; sending it again later may succeed"
-        );
-        let reason = HandlerError::permanent(Upstream).public_reason();
-        assert_eq!(
-            reason,
-            "permanent: the function cannot handle the event; sending it again will not help"
-        );
-    }
-
-    #[test]
-    fn messages_for_the_sender_are_shown_wherever_they_are_in_the_chain() {
-        let busy = BudgetError::Busy {
-            what: "b/k, a 10 MP JPEG,".into(),
-            need: 40 << 20,
-            limit: 64 << 20,
-        };
-        let reason = HandlerError::from(busy.clone()).public_reason();
-        assert_eq!(reason, format!("retryable: {busy}"));
-
-        #[derive(Debug, thiserror::Error)]
-        #[error("decoding b/k")]
-        struct Decoding(#[source] BudgetError);
-        let reason = HandlerError::retryable(Decoding(busy.clone())).public_reason();
-        assert_eq!(reason, format!("retryable: {busy}"));
-
-        let refused = HandlerError::permanent("b/k is 90000 pixels, over MAX_SOURCE_PIXELS");
-        assert_eq!(
-            refused.for_sender().public_reason(),
-            "permanent: b/k is 90000 pixels, over MAX_SOURCE_PIXELS"
-        );
-    }
-
-    #[test]
-    fn a_public_summary_has_the_events_paths_and_reasons_only() {
-        let event = ObjectEvent::requested(EventKind::Created, "photos", "a.jpg".to_owned());
-        let done: Outcome = Ok(Done::Completed("wrote s3://internal/x".into()));
-        let failed: Outcome = Err(HandlerError::permanent(Upstream));
-        let mut status = RecordStatus::of(&done);
-        status.merge(&RecordStatus::of(&failed));
-        let summary = public_summary(&status, [(&event, &done), (&event, &failed)]);
-        assert_eq!(
-            summary,
-            "photos/a.jpg: done; photos/a.jpg: permanent: the function cannot handle the event; \
-             sending it again will not help"
-        );
-        let refused =
-            RecordStatus::Permanent("bucket other is not one this function serves".into());
-        assert_eq!(
-            public_summary(&refused, []),
-            "bucket other is not one this function serves"
         );
     }
 

@@ -3,8 +3,8 @@
 //! what is left of the moved object), and when only one version of the source was removed,
 //! only what was made from that version goes.
 
+use bucketfn::ObjectPath;
 use bucketfn::derivatives::{DerivativesLayout, metadata, source_was_moved};
-use bucketfn::storage::ObjectPath;
 use bucketfn::{HandlerError, ObjectStore, StoreError};
 
 /// Objects listed per page.

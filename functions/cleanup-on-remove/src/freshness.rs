@@ -15,7 +15,7 @@
 
 use std::time::{Duration, Instant};
 
-use bucketfn::storage::ObjectPath;
+use bucketfn::ObjectPath;
 use bucketfn::{HandlerError, Invocation, ObjectEvent, ObjectInfo, ObjectStore, StoreError};
 use chrono::{DateTime, Utc};
 

@@ -9,9 +9,10 @@ pub mod freshness;
 
 use std::sync::Arc;
 
+use bucketfn::ObjectPath;
 use bucketfn::mediahaven::MediaHaven;
 use bucketfn::outcome::BoxError;
-use bucketfn::storage::{ObjectPath, ensure_readable};
+use bucketfn::storage::ensure_readable;
 use bucketfn::{
     Done, EventKind, Function, Handler, Invocation, ObjectEvent, ObjectStore, Outcome, StartError,
 };

@@ -10,8 +10,9 @@
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 
-use bucketfn::storage::{ListedObject, ObjectInfo, ObjectPath};
-use bucketfn::sweep::Shard;
+use bucketfn::ObjectPath;
+use bucketfn::event::Shard;
+use bucketfn::storage::{ListedObject, ObjectInfo};
 use bucketfn::{Done, HandlerError, NewObject, ObjectStore, StoreError};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};

@@ -16,11 +16,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use bucketfn::ObjectPath;
 use bucketfn::runtime::Location;
 use bucketfn::sink::{
     FilePublisher, KSinkPublisher, KafkaPublisher, LogIngestPublisher, Publisher,
 };
-use bucketfn::storage::{ListedObject, ObjectPath, ensure_readable};
+use bucketfn::storage::{ListedObject, ensure_readable};
 use bucketfn::{
     Done, EventKind, Function, Handler, HandlerError, Invocation, ObjectEvent, ObjectStore,
     Outcome, StartError, StoreError,

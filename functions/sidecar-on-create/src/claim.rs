@@ -19,9 +19,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use bucketfn::ObjectPath;
 use bucketfn::config::Env;
 use bucketfn::lease::{Lease, LeaseError, Leased, LeasedObject, Taken, Unreadable, new_holder};
-use bucketfn::storage::ObjectPath;
 use bucketfn::{Condition, NewObject, ObjectStore, StoreError};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};

@@ -8,9 +8,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bucketfn::ObjectPath;
 use bucketfn::config::{Env, Secret, redact_url};
 use bucketfn::outcome::{BoxError, HandlerError};
-use bucketfn::storage::ObjectPath;
 use rustls::ClientConfig;
 use suppaftp::tokio::{AsyncRustlsConnector, AsyncRustlsFtpStream};
 use suppaftp::types::FileType;

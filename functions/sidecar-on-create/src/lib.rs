@@ -11,12 +11,13 @@ pub mod subject;
 
 use std::sync::Arc;
 
+use bucketfn::ObjectPath;
 use bucketfn::api::ApiError;
 use bucketfn::mediahaven::{MediaHaven, Query, Record};
 use bucketfn::outcome::BoxError;
 use bucketfn::sink::amqp::AmqpPublisher;
 use bucketfn::sink::{Message, Publisher};
-use bucketfn::storage::{ObjectPath, ensure_readable};
+use bucketfn::storage::ensure_readable;
 use bucketfn::{
     Done, EventKind, Function, Handler, HandlerError, Invocation, ObjectEvent, ObjectStore,
     Outcome, StartError, StoreError,

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use bucketfn::storage::ObjectPath;
+use bucketfn::ObjectPath;
 
 /// Object metadata names that may carry the md5 (meemoo's gateway, and plain S3 uploads).
 const MD5_NAMES: &[&str] = &["x-md5sum-meta", "md5sum", "x-amz-meta-md5sum"];

@@ -11,13 +11,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bucketfn::ObjectPath;
 use bucketfn::budget::{Stop, Stopped};
 use bucketfn::derivatives::{self, metadata};
 use bucketfn::runtime::{Derived, Location, Preview};
 use bucketfn::sniff;
-use bucketfn::storage::{
-    Condition, CopyRequest, MAX_COPY_BYTES, ObjectPath, StoredObject, ensure_readable,
-};
+use bucketfn::storage::{Condition, CopyRequest, MAX_COPY_BYTES, StoredObject, ensure_readable};
 use bucketfn::sweep::{Scope, sweep};
 use bucketfn::{
     Done, EventKind, Function, Handler, HandlerError, Invocation, NewObject, ObjectEvent,

@@ -7,7 +7,7 @@ use serde_json::Value;
 use super::fields::Fields;
 use super::keys::KeyEncoding;
 use super::{DecodeError, EventKind, ObjectEvent, Source, SweepRequest, bare_etag};
-use crate::sweep::Shard;
+use crate::event::Shard;
 
 const FORMAT: &str = "EventBridge";
 

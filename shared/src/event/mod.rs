@@ -11,6 +11,7 @@ mod keys;
 mod oci;
 mod s3_batch;
 mod s3_records;
+mod shard;
 mod sqs_sns;
 
 use std::collections::BTreeMap;
@@ -22,6 +23,7 @@ use serde_json::Value;
 
 pub use keys::KeyDecodeError;
 pub use s3_batch::S3BatchJob;
+pub use shard::{Shard, ShardError};
 
 use fields::describe;
 
@@ -135,7 +137,7 @@ pub struct ObjectEvent {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct SweepRequest {
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub shard: Option<crate::sweep::Shard>,
+    pub shard: Option<Shard>,
     /// Only the `latest` most recently modified objects (seed 004's `--latest N`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub latest: Option<usize>,
@@ -434,6 +436,12 @@ fn with_id(mut events: Vec<ObjectEvent>, id: Option<&str>) -> Vec<ObjectEvent> {
         }
     }
     events
+}
+
+impl From<DecodeError> for crate::HandlerError {
+    fn from(error: DecodeError) -> Self {
+        Self::permanent(error)
+    }
 }
 
 #[cfg(test)]

@@ -16,11 +16,11 @@ use std::time::{Duration, Instant};
 
 use super::local_events::{Dispatch, LocalEvents};
 use super::{Function, Invocation, Report, http as http_runtime, process, start};
+use crate::ObjectPath;
 use crate::config::Env;
+use crate::event::Shard;
 use crate::event::{Delivery, EventKind, ObjectEvent, SweepRequest, decode};
 use crate::progress::Progress;
-use crate::storage::ObjectPath;
-use crate::sweep::Shard;
 use job::{JobWork, Worker};
 
 /// Exit code for input or usage that is rejected (bad event, bad header, bad configuration).

@@ -583,7 +583,7 @@ async fn receive<H: Handler>(
                 );
             }
             let events = r.events.iter().map(|e| (&e.event, &e.outcome));
-            let detail = crate::outcome::public_summary(&r.status, events);
+            let detail = super::answer::public_summary(&r.status, events);
             json!({ "id": r.id, "status": r.status.label(), "detail": detail })
         })
         .collect();

@@ -2,6 +2,7 @@
 //! otherwise the command line (`invoke`, `decode`, `serve`, `consume`), where `serve` is the
 //! Knative / Code Engine service and `consume` takes events from a RabbitMQ queue.
 
+pub mod answer;
 pub mod auth;
 mod cli;
 #[cfg(feature = "consume")]

@@ -10,6 +10,7 @@ mod probe;
 mod recording;
 mod s3;
 
+use crate::ObjectPath;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::pin::Pin;
@@ -255,15 +256,6 @@ impl fmt::Display for Op {
             Self::Copy => "copying",
             Self::CheckBucket => "checking the bucket",
         })
-    }
-}
-
-/// `bucket/key` for messages, with control characters in hostile keys made visible.
-pub struct ObjectPath<'a>(pub &'a str, pub &'a str);
-
-impl fmt::Display for ObjectPath<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.0.escape_debug(), self.1.escape_debug())
     }
 }
 

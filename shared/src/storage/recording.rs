@@ -6,9 +6,10 @@ use bytes::Bytes;
 use std::sync::Arc;
 
 use super::{
-    Condition, CopyRequest, ListPage, NewObject, ObjectInfo, ObjectPath, ObjectReader, ObjectStore,
-    StoreError, StoredObject,
+    Condition, CopyRequest, ListPage, NewObject, ObjectInfo, ObjectReader, ObjectStore, StoreError,
+    StoredObject,
 };
+use crate::ObjectPath;
 use crate::ledger::note;
 
 pub struct RecordingStore(pub Arc<dyn ObjectStore>);

@@ -7,7 +7,6 @@
 
 mod plan;
 mod position;
-mod shard;
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -18,13 +17,13 @@ use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use serde::Serialize;
 
+use crate::event::Shard;
 use crate::outcome::{Done, HandlerError, Outcome};
 use crate::runtime::Invocation;
 use crate::storage::{ListedObject, ObjectStore};
 
 pub use plan::StopPlan;
 pub use position::{Failure, Position};
-pub use shard::{Shard, ShardError};
 
 /// What to walk.
 #[derive(Debug, Clone)]
@@ -239,7 +238,7 @@ async fn latest(
              while it lists"
         )));
     }
-    let where_ = crate::storage::ObjectPath(scope.bucket, scope.prefix);
+    let where_ = crate::ObjectPath(scope.bucket, scope.prefix);
     // The oldest picked so far on top: a newer object replaces it. Ties go by key, so two
     // runs over the same listing pick the same objects.
     let mut newest = BinaryHeap::with_capacity(n + 1);

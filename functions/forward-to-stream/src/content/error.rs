@@ -6,8 +6,8 @@ use std::fmt;
 use std::io;
 
 use bucketfn::HandlerError;
+use bucketfn::ObjectPath;
 use bucketfn::budget::Stopped;
-use bucketfn::storage::ObjectPath;
 
 use super::Origin;
 

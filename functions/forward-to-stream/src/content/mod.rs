@@ -19,9 +19,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use bucketfn::ObjectPath;
 use bucketfn::budget::{Stop, Stopped};
 use bucketfn::sink::Publisher;
-use bucketfn::storage::{ObjectPath, ObjectReader};
+use bucketfn::storage::ObjectReader;
 use bucketfn::{HandlerError, Invocation};
 use tokio::sync::mpsc;
 use tokio_util::io::SyncIoBridge;

@@ -6,8 +6,8 @@
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::config::{ConfigError, Env, FromEnv};
+use crate::event::Shard;
 use crate::event::{DecodeError, Delivery, EventKind, ObjectEvent, decode};
-use crate::sweep::Shard;
 
 /// Code Engine's index of this instance of an array job, from 0.
 const JOB_INDEX: &str = "JOB_INDEX";

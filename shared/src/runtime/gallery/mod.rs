@@ -23,10 +23,11 @@ use serde::Deserialize;
 use super::files::{InputPage, PageCursor, input_page};
 use super::http::AppState;
 use super::{Handler, Location};
+use crate::ObjectPath;
 use crate::config::Env;
 use crate::event::{Delivery, EventKind, ObjectEvent};
 use crate::sniff::{ImageKind, image_kind};
-use crate::storage::{ObjectPath, StoreError};
+use crate::storage::StoreError;
 
 /// `HIDE_BUTTON`, `GALLERY_CLEAR`, `GALLERY_MAX_UPLOAD_BYTES` and `GALLERY_MAX_FILES`.
 #[derive(Debug, Clone)]
