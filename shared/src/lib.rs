@@ -7,6 +7,7 @@ pub mod budget;
 pub mod config;
 pub mod derivatives;
 pub mod event;
+pub mod function;
 #[cfg(any(feature = "kafka", feature = "consume-kafka"))]
 pub mod kafka_cluster;
 pub mod lease;
@@ -30,7 +31,8 @@ pub mod tls;
 
 pub use config::{ConfigError, Env, FromEnv, Secret};
 pub use event::{EventKind, ObjectEvent, Source};
+pub use function::{Function, Handler, Invocation, StartError};
 pub use object_path::ObjectPath;
 pub use outcome::{BoxError, Done, HandlerError, Outcome};
-pub use runtime::{Function, Handler, Invocation, StartError, main};
+pub use runtime::main;
 pub use storage::{Condition, NewObject, ObjectInfo, ObjectStore, StoreError, StoredObject};

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bucketfn::ObjectPath;
-use bucketfn::runtime::Location;
+use bucketfn::function::Location;
 use bucketfn::sink::{
     FilePublisher, KSinkPublisher, KafkaPublisher, LogIngestPublisher, Publisher,
 };

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use bucketfn::ObjectPath;
 use bucketfn::budget::{Stop, Stopped};
 use bucketfn::derivatives::{self, metadata};
-use bucketfn::runtime::{Derived, Location, Preview};
+use bucketfn::function::{Derived, Location, Preview};
 use bucketfn::sniff;
 use bucketfn::storage::{Condition, CopyRequest, MAX_COPY_BYTES, StoredObject, ensure_readable};
 use bucketfn::sweep::{Scope, sweep};

@@ -15,11 +15,12 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use std::time::{Duration, Instant};
 
 use super::local_events::{Dispatch, LocalEvents};
-use super::{Function, Invocation, Report, http as http_runtime, process, start};
+use super::{Report, http as http_runtime, process, start};
 use crate::ObjectPath;
 use crate::config::Env;
 use crate::event::Shard;
 use crate::event::{Delivery, EventKind, ObjectEvent, SweepRequest, decode};
+use crate::function::{Function, Invocation};
 use crate::progress::Progress;
 use job::{JobWork, Worker};
 

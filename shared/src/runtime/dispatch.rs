@@ -10,10 +10,11 @@ use tokio::sync::Semaphore;
 use tokio::task::{AbortHandle, JoinHandle};
 use tracing::{Instrument, error, info, info_span, warn};
 
-use super::{Handler, Invocation, ObjectReports, Observer, RuntimeSettings};
+use super::{Observer, RuntimeSettings};
 use crate::budget::{MemoryBudget, Stop, StopOnDrop};
 use crate::event::EventKind;
 use crate::event::{DecodeError, Delivery, Envelope, ObjectEvent};
+use crate::function::{Handler, Invocation, ObjectReports};
 use crate::ledger::{EventEntry, FileLog, collecting};
 use crate::outcome::{Done, HandlerError, Outcome, RecordStatus};
 use crate::sources::{NotServed, Sources};

@@ -9,10 +9,10 @@ use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 use serde::Deserialize;
 
-use super::Handler;
-use super::Location;
 use super::http::AppState;
 use super::pages::{FileRow, Listed, query};
+use crate::function::Handler;
+use crate::function::Location;
 use crate::storage::{ListPage, StoreError};
 
 /// Where a page starts: a cursor in each listing. Both listings walk in key order; a page takes

@@ -32,9 +32,10 @@ use super::dispatch::STOP_GRACE;
 use super::files::{PageCursor, input_page};
 use super::gallery::{self, GallerySettings};
 use super::pages::{self, Site};
-use super::{Governor, Handler, Observer, RuntimeSettings, positive, process};
+use super::{Governor, Observer, RuntimeSettings, positive, process};
 use crate::config::{Env, Secret};
 use crate::event::decode;
+use crate::function::Handler;
 use crate::outcome::RecordStatus;
 use crate::sniff::{ImageKind, image_kind};
 use crate::storage::{ObjectStore, StoreError};
@@ -754,10 +755,10 @@ async fn derived_object<H: Handler>(
 mod tests {
     use super::*;
     use crate::event::ObjectEvent;
+    use crate::function::{Derived, Invocation, Location};
     use crate::ledger::{LedgerSettings, Recorder};
     use crate::outcome::{Done, HandlerError, Outcome};
     use crate::runtime::metrics::Metrics;
-    use crate::runtime::{Derived, Invocation, Location};
     use crate::storage::{MemoryStore, RecordingStore};
     use axum::body::Body;
     use axum::http::Request;

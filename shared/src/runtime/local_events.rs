@@ -23,10 +23,11 @@ use serde_json::json;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use super::Observer;
 use super::dispatch::{Governor, process};
-use super::{Handler, Observer};
 use crate::config::Env;
 use crate::event::{EventKind, decode_value};
+use crate::function::Handler;
 use crate::sources::Sources;
 use crate::storage::ObjectStore;
 

@@ -6,8 +6,8 @@ use std::fmt::Write;
 use chrono::{DateTime, Utc};
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 
+use crate::function::{Derived, Location};
 use crate::ledger::{EventEntry, HistoryPage, Stats};
-use crate::runtime::{Derived, Location};
 
 /// Text for HTML content and attribute values.
 pub fn escape(text: &str) -> String {
@@ -65,7 +65,7 @@ img.thumb{max-width:160px;max-height:160px;display:block;background:#eee}
 /// Which pages a function has, for the header's links.
 pub struct Site<'a> {
     pub function: &'a str,
-    /// Whether it offers the gallery ([`crate::runtime::Handler::gallery`]).
+    /// Whether it offers the gallery ([`crate::Handler::gallery`]).
     pub gallery: bool,
 }
 

@@ -18,8 +18,8 @@ use futures_util::stream::FuturesUnordered;
 use serde::Serialize;
 
 use crate::event::Shard;
+use crate::function::Invocation;
 use crate::outcome::{Done, HandlerError, Outcome};
-use crate::runtime::Invocation;
 use crate::storage::{ListedObject, ObjectStore};
 
 pub use plan::StopPlan;

@@ -209,10 +209,11 @@ fn header_names_that_are_not_http_are_left_out() {
 mod runtime_loop {
     use super::*;
     use crate::event::ObjectEvent;
+    use crate::function::Invocation;
     use crate::ledger::{LedgerSettings, Recorder};
     use crate::outcome::{Done, HandlerError, Outcome};
+    use crate::runtime::RuntimeSettings;
     use crate::runtime::metrics::Metrics;
-    use crate::runtime::{Invocation, RuntimeSettings};
     use std::collections::VecDeque;
     use std::sync::Mutex;
 

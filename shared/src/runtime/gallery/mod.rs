@@ -22,10 +22,10 @@ use serde::Deserialize;
 
 use super::files::{InputPage, PageCursor, input_page};
 use super::http::AppState;
-use super::{Handler, Location};
 use crate::ObjectPath;
 use crate::config::Env;
 use crate::event::{Delivery, EventKind, ObjectEvent};
+use crate::function::{Handler, Location};
 use crate::sniff::{ImageKind, image_kind};
 use crate::storage::StoreError;
 

@@ -6,7 +6,7 @@ use std::fmt::Write;
 use serde_json::{Value, json};
 
 use super::GallerySettings;
-use crate::runtime::Location;
+use crate::function::Location;
 use crate::runtime::files::InputPage;
 use crate::runtime::pages::{FileRow, Site, escape, layout, query};
 

@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::{Bytes, BytesMut};
 
 use super::super::http::AppState;
-use super::super::{Handler, Location};
+use crate::function::{Handler, Location};
 use crate::sniff::image_kind;
 use crate::storage::{Condition, NewObject, StoreError};
 
