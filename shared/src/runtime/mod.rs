@@ -1,6 +1,7 @@
-//! One binary, three ways to run (for any [`Function`]; the contract is in [`crate::function`]): the Lambda runtime when `AWS_LAMBDA_RUNTIME_API` is set,
-//! otherwise the command line (`invoke`, `decode`, `serve`, `consume`), where `serve` is the
-//! Knative / Code Engine service and `consume` takes events from a RabbitMQ queue.
+//! One binary, three ways to run any [`Function`] (the contract, in [`crate::function`]): the
+//! Lambda runtime when `AWS_LAMBDA_RUNTIME_API` is set, otherwise the command line (`invoke`,
+//! `decode`, `serve`, `consume`), where `serve` is the Knative / Code Engine service and
+//! `consume` takes events from a RabbitMQ queue.
 
 pub mod answer;
 pub mod auth;
