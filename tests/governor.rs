@@ -7,10 +7,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bucketfn::budget::Stopped;
-use bucketfn::ledger::{LedgerSettings, Recorder};
+use bucketfn::operations::Observer;
+use bucketfn::operations::ledger::{LedgerSettings, Recorder};
+use bucketfn::operations::metrics::Metrics;
 use bucketfn::runtime::http::{Service, app};
-use bucketfn::runtime::metrics::Metrics;
-use bucketfn::runtime::{Governor, Observer, RuntimeSettings};
+use bucketfn::runtime::{Governor, RuntimeSettings};
 use bucketfn::storage::MemoryStore;
 use bucketfn::{Done, Env, Handler, HandlerError, Invocation, ObjectEvent, Outcome};
 use serde_json::{Value, json};

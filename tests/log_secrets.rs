@@ -5,8 +5,8 @@
 use std::process::Command;
 
 use bucketfn::Env;
-use bucketfn::ledger::LedgerSettings;
 use bucketfn::mediahaven::MediaHavenSettings;
+use bucketfn::operations::ledger::LedgerSettings;
 use bucketfn::runtime::RuntimeSettings;
 use bucketfn::sink::amqp::AmqpSettings;
 use bucketfn::sink::{KSinkSettings, KafkaSettings, LogIngestSettings};

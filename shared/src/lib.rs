@@ -11,10 +11,10 @@ pub mod function;
 #[cfg(any(feature = "kafka", feature = "consume-kafka"))]
 pub mod kafka_cluster;
 pub mod lease;
-pub mod ledger;
 #[cfg(feature = "mediahaven")]
 pub mod mediahaven;
 mod object_path;
+pub mod operations;
 pub mod outcome;
 pub mod progress;
 pub mod runtime;

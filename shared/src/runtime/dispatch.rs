@@ -10,12 +10,13 @@ use tokio::sync::Semaphore;
 use tokio::task::{AbortHandle, JoinHandle};
 use tracing::{Instrument, error, info, info_span, warn};
 
-use super::{Observer, RuntimeSettings};
+use super::RuntimeSettings;
 use crate::budget::{MemoryBudget, Stop, StopOnDrop};
 use crate::event::EventKind;
 use crate::event::{DecodeError, Delivery, Envelope, ObjectEvent};
 use crate::function::{Handler, Invocation, ObjectReports};
-use crate::ledger::{EventEntry, FileLog, collecting};
+use crate::operations::Observer;
+use crate::operations::ledger::{EventEntry, FileLog, collecting};
 use crate::outcome::{Done, HandlerError, Outcome, RecordStatus};
 use crate::sources::{NotServed, Sources};
 
@@ -450,8 +451,8 @@ mod tests {
     use super::*;
     use crate::budget::Stopped;
     use crate::config::Env;
-    use crate::ledger::{LedgerSettings, Recorder};
-    use crate::runtime::metrics::Metrics;
+    use crate::operations::ledger::{LedgerSettings, Recorder};
+    use crate::operations::metrics::Metrics;
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     use tokio::sync::Notify;
 

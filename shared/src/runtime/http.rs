@@ -14,40 +14,30 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::serve::Listener;
 use futures_util::StreamExt;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
-use serde::Deserialize;
 use serde_json::json;
 use tokio::net::TcpListener;
 
 use super::auth::{AuthError, EventAuthSettings, EventGate, OpsGate};
 use super::dispatch::STOP_GRACE;
-use super::files::{PageCursor, input_page};
 use super::gallery::{self, GallerySettings};
-use super::pages::{self, Site};
-use super::{Governor, Observer, RuntimeSettings, positive, process};
+use super::{Governor, RuntimeSettings, positive, process};
 use crate::config::{Env, Secret};
 use crate::event::decode;
 use crate::function::Handler;
+use crate::operations::Observer;
+use crate::operations::{self, OpsState};
 use crate::outcome::RecordStatus;
-use crate::sniff::{ImageKind, image_kind};
-use crate::storage::{ObjectStore, StoreError};
+use crate::storage::ObjectStore;
 
-/// Events to a page of `/events/history`.
-const HISTORY_PAGE: u64 = 25;
-/// Source objects to a page of `/files`.
-const FILES_PAGE: usize = 25;
-/// Derived objects served by `/files/object` are thumbnails, not archives.
-const SERVED_MAX_BYTES: u64 = 16 * 1024 * 1024;
-/// How long a page waits for the ledger before saying it is unavailable.
-const LEDGER_READ_TIMEOUT: Duration = Duration::from_secs(3);
 /// Beyond the request timeout, how long shutdown waits for the answers of requests whose
 /// events were stopped at their deadline to be written.
 const ANSWER_MARGIN: Duration = Duration::from_secs(2);
@@ -121,10 +111,13 @@ pub(crate) struct AppState<H> {
 }
 
 impl<H: Handler> AppState<H> {
-    fn site(&self) -> Site<'static> {
-        Site {
-            function: self.name,
-            gallery: self.handler.gallery(),
+    /// What the operations routes and pages read of this state.
+    pub(crate) fn ops(&self) -> OpsState<H> {
+        OpsState {
+            name: self.name,
+            handler: Arc::clone(&self.handler),
+            store: Arc::clone(&self.store),
+            observer: self.observer.clone(),
         }
     }
 }
@@ -248,21 +241,14 @@ fn routes<H: Handler>(
         events,
         gallery_sweep: gallery::Running::default(),
     };
-    let mut ops = Router::new()
-        .route("/metrics", get(metrics::<H>))
-        .route("/events/stats", get(stats::<H>))
-        .route("/events/history", get(history::<H>))
-        .route("/files", get(files::<H>))
-        .route("/files/object", get(derived_object::<H>));
+    let mut ops = operations::routes::router(state.ops());
     if state.handler.gallery() {
-        ops = ops.merge(gallery::routes(state.clone()));
+        ops = ops.merge(gallery::routes(state.clone()).with_state(state.clone()));
     }
-    let ops = ops
-        .route_layer(axum::middleware::from_fn_with_state(
-            OpsGate::new(http.ops_token.clone()),
-            ops_guard,
-        ))
-        .with_state(state.clone());
+    let ops = ops.route_layer(axum::middleware::from_fn_with_state(
+        OpsGate::new(http.ops_token.clone()),
+        ops_guard,
+    ));
     let mut main = Router::new().route("/healthz", get(|| async { "ok\n" }));
     if takes_events {
         main = main.route("/", post(receive::<H>));
@@ -592,174 +578,16 @@ async fn receive<H: Handler>(
     (status, axum::Json(body)).into_response()
 }
 
-async fn metrics<H: Handler>(State(state): State<AppState<H>>) -> Response {
-    let text = state
-        .observer
-        .metrics
-        .render(state.observer.recorder.errors());
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        text,
-    )
-        .into_response()
-}
-
-/// A ledger read with a time limit; failures are counted like failed writes.
-async fn read_ledger<T, F>(state_observer: &Observer, read: F) -> Result<T, String>
-where
-    F: std::future::Future<Output = Result<T, crate::ledger::LedgerError>>,
-{
-    match tokio::time::timeout(LEDGER_READ_TIMEOUT, read).await {
-        Ok(Ok(value)) => Ok(value),
-        Ok(Err(e)) => {
-            state_observer.recorder.count_error();
-            Err(crate::outcome::chain(&e))
-        }
-        Err(_) => {
-            state_observer.recorder.count_error();
-            Err(format!(
-                "the event ledger did not answer within {LEDGER_READ_TIMEOUT:?}"
-            ))
-        }
-    }
-}
-
-async fn stats<H: Handler>(State(state): State<AppState<H>>) -> Response {
-    let ledger = state.observer.recorder.ledger();
-    match read_ledger(&state.observer, ledger.stats()).await {
-        Ok(stats) => axum::Json(json!({
-            "function": state.name,
-            "object_events": stats.object_events,
-            "sweep_events": stats.sweep_events,
-            "by_outcome": stats.by_outcome,
-            "by_source": stats.by_source,
-            "ledger_errors": state.observer.recorder.errors(),
-        }))
-        .into_response(),
-        Err(error) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(json!({ "error": error })),
-        )
-            .into_response(),
-    }
-}
-
-#[derive(Deserialize)]
-struct HistoryQuery {
-    #[serde(default)]
-    page: u64,
-}
-
-async fn history<H: Handler>(
-    State(state): State<AppState<H>>,
-    Query(query): Query<HistoryQuery>,
-) -> Response {
-    let ledger = state.observer.recorder.ledger();
-    let offset = query.page.saturating_mul(HISTORY_PAGE);
-    let page = read_ledger(&state.observer, ledger.history(offset, HISTORY_PAGE)).await;
-    let stats = read_ledger(&state.observer, ledger.stats()).await.ok();
-    match page {
-        Ok(page) => Html(pages::history(
-            &state.site(),
-            stats.as_ref(),
-            &page,
-            query.page,
-            HISTORY_PAGE,
-        ))
-        .into_response(),
-        Err(error) => (StatusCode::SERVICE_UNAVAILABLE, error).into_response(),
-    }
-}
-
-async fn files<H: Handler>(
-    State(state): State<AppState<H>>,
-    Query(cursor): Query<PageCursor>,
-) -> Response {
-    let Some(location) = state.handler.inputs() else {
-        return Html(pages::files(&state.site(), None, &[], None)).into_response();
-    };
-    match input_page(&state, &location, &cursor, FILES_PAGE).await {
-        Ok(page) => Html(pages::files(
-            &state.site(),
-            Some(&location),
-            &page.rows,
-            page.next.as_ref().map(PageCursor::query).as_deref(),
-        ))
-        .into_response(),
-        Err(response) => response,
-    }
-}
-
-#[derive(Deserialize)]
-struct ObjectQuery {
-    input: String,
-    label: String,
-}
-
-/// Serves one derived object (a thumbnail on the files page). Only objects the function
-/// derives from an input key can be asked for, so the route reads nothing else; and only
-/// images it wrote are served, as the type their bytes show, so an object stored under a
-/// derived key with another type (`text/html`, say) is never handed to a browser.
-async fn derived_object<H: Handler>(
-    State(state): State<AppState<H>>,
-    Query(query): Query<ObjectQuery>,
-) -> Response {
-    let Some(derived) = state
-        .handler
-        .outputs_of(&query.input)
-        .into_iter()
-        .find(|d| d.label == query.label && d.image)
-    else {
-        return StatusCode::NOT_FOUND.into_response();
-    };
-    match state
-        .store
-        .get(&derived.bucket, &derived.key, SERVED_MAX_BYTES)
-        .await
-    {
-        Ok(object) => {
-            let stored = object.info.content_type.as_deref().unwrap_or("");
-            match image_kind(&object.body)
-                .filter(|kind| kind.is_written())
-                .map(ImageKind::content_type)
-            {
-                Some(sniffed) if sniffed == stored => (
-                    [
-                        (header::CONTENT_TYPE, sniffed),
-                        (header::CACHE_CONTROL, "no-cache"),
-                    ],
-                    object.body,
-                )
-                    .into_response(),
-                _ => {
-                    tracing::warn!(
-                        bucket = %derived.bucket, key = %derived.key, content_type = stored,
-                        "Not serving a derived object that is not an image this function writes."
-                    );
-                    (StatusCode::FORBIDDEN, "not an image this function writes\n").into_response()
-                }
-            }
-        }
-        Err(StoreError::NotFound { .. }) => StatusCode::NOT_FOUND.into_response(),
-        Err(e) => {
-            let reason = crate::outcome::incident("the object store cannot serve the object", &e);
-            (StatusCode::BAD_GATEWAY, reason).into_response()
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::event::ObjectEvent;
     use crate::function::{Derived, Invocation, Location};
-    use crate::ledger::{LedgerSettings, Recorder};
+    use crate::operations::RecordingStore;
+    use crate::operations::ledger::{LedgerSettings, Recorder};
+    use crate::operations::metrics::Metrics;
     use crate::outcome::{Done, HandlerError, Outcome};
-    use crate::runtime::metrics::Metrics;
-    use crate::storage::{MemoryStore, RecordingStore};
+    use crate::storage::MemoryStore;
     use axum::body::Body;
     use axum::http::Request;
     use tower::ServiceExt;

@@ -13,9 +13,10 @@ use lambda_runtime::{Diagnostic, LambdaEvent, service_fn};
 use serde_json::{Value, json};
 
 use super::dispatch::STOP_GRACE;
-use super::{Governor, Observer, Report, process, start};
+use super::{Governor, Report, process, start};
 use crate::event::{Envelope, S3BatchJob, decode_value};
 use crate::function::{Function, Handler};
+use crate::operations::Observer;
 use crate::outcome::RecordStatus;
 
 /// Time kept back from the invocation deadline to stop the work still running and send the

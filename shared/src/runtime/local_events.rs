@@ -23,11 +23,11 @@ use serde_json::json;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use super::Observer;
 use super::dispatch::{Governor, process};
 use crate::config::Env;
 use crate::event::{EventKind, decode_value};
 use crate::function::Handler;
+use crate::operations::Observer;
 use crate::sources::Sources;
 use crate::storage::ObjectStore;
 

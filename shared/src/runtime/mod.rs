@@ -9,13 +9,10 @@ mod cli;
 #[cfg(feature = "consume")]
 mod consume;
 mod dispatch;
-mod files;
 mod gallery;
 pub mod http;
 mod lambda;
 mod local_events;
-pub mod metrics;
-mod pages;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -25,28 +22,18 @@ use std::time::{Duration, Instant};
 use crate::budget::MemoryBudget;
 use crate::config::{Env, FromEnv};
 use crate::function::{Function, StartError};
-use crate::ledger::{LedgerSettings, Recorder, instance_name};
+use crate::operations::ledger::{LedgerSettings, Recorder, instance_name};
+use crate::operations::metrics::Metrics;
+use crate::operations::{Observer, RecordingStore};
 use crate::sources::Sources;
-use crate::storage::{
-    CheckedStore, LocalStore, ObjectStore, RecordingStore, S3Settings, S3Store, StoreError,
-};
+use crate::storage::{CheckedStore, LocalStore, ObjectStore, S3Settings, S3Store, StoreError};
 use crate::telemetry;
-use metrics::Metrics;
 
 pub use cli::parse_headers;
 pub use dispatch::{EventReport, Governor, RecordReport, Report, TooManyRecords, process};
 pub use gallery::GallerySettings;
 pub use http::HttpSettings;
 pub use local_events::LocalEventSettings;
-
-/// What the runtime keeps about the events it handles: metrics and the ledger.
-#[derive(Clone)]
-pub struct Observer {
-    pub metrics: Arc<Metrics>,
-    pub recorder: Recorder,
-    /// This instance's name in the history.
-    pub instance: Arc<str>,
-}
 
 /// Settings of the runtime itself, read together with the function's configuration.
 #[derive(Debug, Clone)]

@@ -7,7 +7,6 @@ mod memory;
 #[cfg(any(test, feature = "testing"))]
 mod pass_through;
 mod probe;
-mod recording;
 mod s3;
 
 use crate::ObjectPath;
@@ -29,7 +28,6 @@ pub use memory::MemoryStore;
 #[cfg(any(test, feature = "testing"))]
 pub use pass_through::PassThrough;
 pub use probe::CheckedStore;
-pub use recording::RecordingStore;
 pub use s3::{S3Settings, S3Store};
 
 /// What a store is asked to write.

@@ -18,10 +18,11 @@ use tokio::task::JoinSet;
 use tracing::{Instrument, error, info, info_span, warn};
 
 use super::http as http_runtime;
-use super::{Governor, Observer, positive, process, start_with};
+use super::{Governor, positive, process, start_with};
 use crate::config::{Env, FromEnv};
 use crate::event::{DecodeError, Delivery, Envelope, Record, decode};
 use crate::function::{Function, Handler};
+use crate::operations::Observer;
 use crate::outcome::{BoxError, RecordStatus};
 
 pub(crate) use amqp::{AmqpSettings, AmqpSource};

@@ -210,10 +210,10 @@ mod runtime_loop {
     use super::*;
     use crate::event::ObjectEvent;
     use crate::function::Invocation;
-    use crate::ledger::{LedgerSettings, Recorder};
+    use crate::operations::ledger::{LedgerSettings, Recorder};
+    use crate::operations::metrics::Metrics;
     use crate::outcome::{Done, HandlerError, Outcome};
     use crate::runtime::RuntimeSettings;
-    use crate::runtime::metrics::Metrics;
     use std::collections::VecDeque;
     use std::sync::Mutex;
 

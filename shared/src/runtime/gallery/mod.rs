@@ -20,12 +20,12 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 
-use super::files::{InputPage, PageCursor, input_page};
 use super::http::AppState;
 use crate::ObjectPath;
 use crate::config::Env;
 use crate::event::{Delivery, EventKind, ObjectEvent};
 use crate::function::{Handler, Location};
+use crate::operations::files::{InputPage, PageCursor, input_page};
 use crate::sniff::{ImageKind, image_kind};
 use crate::storage::StoreError;
 
@@ -232,7 +232,7 @@ async fn listed<H: Handler>(
     cursor: &PageCursor,
 ) -> Result<(Location, InputPage), Response> {
     let location = location(state).map_err(IntoResponse::into_response)?;
-    let listed = input_page(state, &location, cursor, PAGE).await?;
+    let listed = input_page(&state.ops(), &location, cursor, PAGE).await?;
     Ok((location, listed))
 }
 
@@ -311,7 +311,11 @@ async fn upload<H: Handler>(State(state): State<AppState<H>>, multipart: Multipa
         Ok(keys) => {
             tracing::info!(bucket = %location.bucket, count = keys.len(), "Images uploaded.");
             let done = format!("uploaded {}", keys.join(", "));
-            Redirect::to(&format!("/gallery?done={}", super::pages::query(&done))).into_response()
+            Redirect::to(&format!(
+                "/gallery?done={}",
+                crate::operations::pages::query(&done)
+            ))
+            .into_response()
         }
         Err(refusal) => refusal.into_response(),
     }
@@ -423,7 +427,11 @@ async fn clear<H: Handler>(
                 ""
             };
             let done = format!("deleted {deleted} object(s) under {path}{more}");
-            Redirect::to(&format!("/gallery?done={}", super::pages::query(&done))).into_response()
+            Redirect::to(&format!(
+                "/gallery?done={}",
+                crate::operations::pages::query(&done)
+            ))
+            .into_response()
         }
         Err(e) => {
             let reason = crate::outcome::incident("the bucket could not be cleared", &e);

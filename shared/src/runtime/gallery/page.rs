@@ -7,8 +7,8 @@ use serde_json::{Value, json};
 
 use super::GallerySettings;
 use crate::function::Location;
-use crate::runtime::files::InputPage;
-use crate::runtime::pages::{FileRow, Site, escape, layout, query};
+use crate::operations::files::InputPage;
+use crate::operations::pages::{FileRow, Site, escape, layout, query};
 
 pub(super) struct View<'a> {
     pub function: &'a str,

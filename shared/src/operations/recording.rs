@@ -5,12 +5,12 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use std::sync::Arc;
 
-use super::{
+use super::ledger::note;
+use crate::ObjectPath;
+use crate::storage::{
     Condition, CopyRequest, ListPage, NewObject, ObjectInfo, ObjectReader, ObjectStore, StoreError,
     StoredObject,
 };
-use crate::ObjectPath;
-use crate::ledger::note;
 
 pub struct RecordingStore(pub Arc<dyn ObjectStore>);
 

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 
 use crate::function::{Derived, Location};
-use crate::ledger::{EventEntry, HistoryPage, Stats};
+use crate::operations::ledger::{EventEntry, HistoryPage, Stats};
 
 /// Text for HTML content and attribute values.
 pub fn escape(text: &str) -> String {

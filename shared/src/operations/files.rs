@@ -9,10 +9,9 @@ use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 use serde::Deserialize;
 
-use super::http::AppState;
+use super::OpsState;
 use super::pages::{FileRow, Listed, query};
-use crate::function::Handler;
-use crate::function::Location;
+use crate::function::{Handler, Location};
 use crate::storage::{ListPage, StoreError};
 
 /// Where a page starts: a cursor in each listing. Both listings walk in key order; a page takes
@@ -65,7 +64,7 @@ pub(crate) struct InputPage {
 /// shows it). HEADs each row's outputs, a few at a time. A store that fails is the answer: 503
 /// when it is unavailable, else 502.
 pub(crate) async fn input_page<H: Handler>(
-    state: &AppState<H>,
+    state: &OpsState<H>,
     location: &Location,
     cursor: &PageCursor,
     limit: usize,
@@ -130,7 +129,7 @@ pub(crate) async fn input_page<H: Handler>(
 /// The inputs whose moved copies are among `kept` and that are not in place: a HEAD of each
 /// says so, since an input listed in place is on its own page already.
 async fn moved_away<H: Handler>(
-    state: &AppState<H>,
+    state: &OpsState<H>,
     location: &Location,
     kept: ListPage,
 ) -> Vec<(String, Option<Listed>)> {
@@ -179,7 +178,7 @@ fn next_cursor(
 }
 
 async fn list<H: Handler>(
-    state: &AppState<H>,
+    state: &OpsState<H>,
     location: &Location,
     after: Option<&str>,
     limit: usize,
