@@ -5,7 +5,7 @@
 use std::process::Command;
 
 use bucketfn::Env;
-use bucketfn::mediahaven::MediaHavenSettings;
+use bucketfn::api::mediahaven::MediaHavenSettings;
 use bucketfn::operations::ledger::LedgerSettings;
 use bucketfn::runtime::RuntimeSettings;
 use bucketfn::sink::amqp::AmqpSettings;

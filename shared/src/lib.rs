@@ -11,8 +11,6 @@ pub mod function;
 #[cfg(any(feature = "kafka", feature = "consume-kafka"))]
 pub mod kafka_cluster;
 pub mod lease;
-#[cfg(feature = "mediahaven")]
-pub mod mediahaven;
 mod object_path;
 pub mod operations;
 pub mod outcome;

@@ -1,5 +1,5 @@
 //! The HTTP APIs of the archive flow as local servers that follow their documented contracts
-//! (see `bucketfn::mediahaven` and `sidecar_on_create::services`): MediaHaven REST v2 with
+//! (see `bucketfn::api::mediahaven` and `sidecar_on_create::services`): MediaHaven REST v2 with
 //! OAuth2 ROPC tokens, the PID service and the organisations GraphQL API; each route can be
 //! told to answer an error status or to stall, as a busy service does. Records follow the
 //! original handler's data model: an essence ingested from the store, its fragments carrying

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bucketfn::api::ApiError;
-use bucketfn::mediahaven::{Deleted, MediaHaven, Query, Record};
+use bucketfn::api::mediahaven::{Deleted, MediaHaven, Query, Record};
 
 /// What was removed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

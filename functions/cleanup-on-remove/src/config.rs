@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
+use bucketfn::api::mediahaven::MediaHavenSettings;
 use bucketfn::derivatives::DerivativesLayout;
-use bucketfn::mediahaven::MediaHavenSettings;
 use bucketfn::{Env, FromEnv};
 
 /// What the function removes and where it looks.

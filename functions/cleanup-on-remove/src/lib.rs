@@ -10,7 +10,7 @@ pub mod freshness;
 use std::sync::Arc;
 
 use bucketfn::ObjectPath;
-use bucketfn::mediahaven::MediaHaven;
+use bucketfn::api::mediahaven::MediaHaven;
 use bucketfn::outcome::BoxError;
 use bucketfn::storage::ensure_readable;
 use bucketfn::{

@@ -6,8 +6,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use bucketfn::api::mediahaven::{MediaHavenSettings, http_timeout};
 use bucketfn::config::redact_url;
-use bucketfn::mediahaven::{MediaHavenSettings, http_timeout};
 use bucketfn::sink::amqp::AmqpSettings;
 use bucketfn::{Env, FromEnv};
 

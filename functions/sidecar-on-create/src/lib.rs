@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use bucketfn::ObjectPath;
 use bucketfn::api::ApiError;
-use bucketfn::mediahaven::{MediaHaven, Query, Record};
+use bucketfn::api::mediahaven::{MediaHaven, Query, Record};
 use bucketfn::outcome::BoxError;
 use bucketfn::sink::amqp::AmqpPublisher;
 use bucketfn::sink::{Message, Publisher};
