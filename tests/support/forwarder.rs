@@ -21,7 +21,7 @@ pub fn forwarder_over(
     let config: Config = Env::from_pairs(env).load()?;
     let store = Arc::new(MemoryStore::new());
     store.insert(BUCKET, key, text, "text/plain");
-    let publisher = forward_to_stream::publisher(&config.sink)?;
+    let publisher = config.sink.publisher()?;
     let forwarder = Forwarder::new(
         config,
         Arc::clone(&store) as Arc<dyn ObjectStore>,

@@ -1,12 +1,9 @@
 //! forward-to-stream's configuration, from environment variables.
 
-use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
-use bucketfn::sink::{
-    FileFormat, KSinkSettings, KafkaSettings, LogIngestSettings, LogLineSettings,
-};
+use bucketfn::sink::SinkConfig;
 use bucketfn::{Env, EventKind, FromEnv};
 
 /// What is published for an object.
@@ -52,29 +49,6 @@ impl FromStr for Format {
             "json" => Ok(Self::Json),
             _ => Err("expected auto, lines or json"),
         }
-    }
-}
-
-/// Where messages go.
-#[derive(Debug, Clone, PartialEq)]
-pub enum SinkConfig {
-    Kafka(KafkaSettings),
-    LogIngest(LogIngestSettings),
-    /// CloudEvents over HTTP to `K_SINK` (Knative SinkBinding, ContainerSource).
-    KSink(KSinkSettings),
-    /// JSON lines appended to a file (`-`: standard output): `FORWARD_FILE`,
-    /// `FORWARD_FILE_FORMAT`.
-    File {
-        path: PathBuf,
-        format: FileFormat,
-    },
-}
-
-impl SinkConfig {
-    /// The sink carries nothing but CloudEvents, so content-mode records must be CloudEvents
-    /// too.
-    pub fn carries_only_cloudevents(&self) -> bool {
-        matches!(self, Self::KSink(_))
     }
 }
 
@@ -223,38 +197,6 @@ fn read_kinds(env: &mut Env) -> Vec<EventKind> {
     kinds
 }
 
-fn read_sink(env: &mut Env) -> Option<SinkConfig> {
-    let sink: String = env.or("FORWARD_SINK", "kafka".to_owned());
-    match sink.as_str() {
-        "kafka" => KafkaSettings::read(env).map(SinkConfig::Kafka),
-        "log-ingest" => LogIngestSettings::read(env).map(SinkConfig::LogIngest),
-        "k-sink" => KSinkSettings::read(env).map(SinkConfig::KSink),
-        "file" => {
-            let path = env.or("FORWARD_FILE", PathBuf::from("-"));
-            let format: String = env.or("FORWARD_FILE_FORMAT", "messages".to_owned());
-            let format = match format.as_str() {
-                "messages" => FileFormat::Messages,
-                "log-ingest" => FileFormat::LogIngest(LogLineSettings::read(env)?),
-                other => {
-                    env.problem(
-                        "FORWARD_FILE_FORMAT",
-                        format!("{other:?} is not messages or log-ingest"),
-                    );
-                    return None;
-                }
-            };
-            Some(SinkConfig::File { path, format })
-        }
-        other => {
-            env.problem(
-                "FORWARD_SINK",
-                format!("{other:?} is not kafka, log-ingest, k-sink or file"),
-            );
-            None
-        }
-    }
-}
-
 fn read_content(env: &mut Env) -> ContentConfig {
     let defaults = ContentConfig::default();
     let content = ContentConfig {
@@ -347,7 +289,7 @@ impl FromEnv for Config {
         let mode = env.or("FORWARD_MODE", Mode::ClaimCheck);
         let kinds = read_kinds(env);
         let prefix = env.raw("SOURCE_PREFIX").unwrap_or_default().to_owned();
-        let sink = read_sink(env);
+        let sink = SinkConfig::read(env);
         let content = read_content(env);
         let sweep = read_sweep(env);
         if mode == Mode::Content && kinds.contains(&EventKind::Removed) {
@@ -376,6 +318,7 @@ impl FromEnv for Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bucketfn::sink::{FileFormat, LogLineSettings};
 
     type TestResult = Result<(), Box<dyn std::error::Error>>;
 

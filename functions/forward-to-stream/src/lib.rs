@@ -18,16 +18,14 @@ use std::time::Duration;
 
 use bucketfn::ObjectPath;
 use bucketfn::function::Location;
-use bucketfn::sink::{
-    FilePublisher, KSinkPublisher, KafkaPublisher, LogIngestPublisher, Publisher,
-};
+use bucketfn::sink::Publisher;
 use bucketfn::storage::{ListedObject, ensure_readable};
 use bucketfn::{
     Done, EventKind, Function, Handler, HandlerError, Invocation, ObjectEvent, ObjectStore,
     Outcome, StartError, StoreError,
 };
 
-pub use config::{Config, ContentConfig, Format, Mode, SinkConfig, SweepConfig};
+pub use config::{Config, ContentConfig, Format, Mode, SweepConfig};
 use forwarded::{Found, Markers, Target, already};
 
 /// The handler: configuration, the store objects are read from, the sink.
@@ -359,26 +357,6 @@ impl Handler for Forwarder {
     }
 }
 
-/// Builds the sink the configuration names.
-pub fn publisher(sink: &SinkConfig) -> Result<Arc<dyn Publisher>, StartError> {
-    Ok(match sink {
-        SinkConfig::Kafka(settings) => {
-            Arc::new(KafkaPublisher::new(settings.clone()).map_err(StartError::Failed)?)
-        }
-        SinkConfig::LogIngest(settings) => {
-            Arc::new(LogIngestPublisher::new(settings.clone()).map_err(StartError::Failed)?)
-        }
-        SinkConfig::KSink(settings) => {
-            Arc::new(KSinkPublisher::new(settings.clone()).map_err(StartError::Failed)?)
-        }
-        SinkConfig::File { path, format } => {
-            Arc::new(FilePublisher::open(path, format.clone()).map_err(|e| {
-                StartError::Failed(format!("FORWARD_FILE {}: {e}", path.display()).into())
-            })?)
-        }
-    })
-}
-
 impl Function for Forwarder {
     const NAME: &'static str = "forward-to-stream";
     const ABOUT: &'static str = "Publishes a claim-check reference (or the log records) of every \
@@ -388,7 +366,7 @@ impl Function for Forwarder {
     type Config = Config;
 
     async fn start(config: Config, store: Arc<dyn ObjectStore>) -> Result<Self, StartError> {
-        let publisher = publisher(&config.sink)?;
+        let publisher = config.sink.publisher()?;
         Ok(Self::new(config, store, publisher))
     }
 }
@@ -397,7 +375,7 @@ impl Function for Forwarder {
 mod tests {
     use super::*;
     use bucketfn::budget::Stop;
-    use bucketfn::sink::{FileFormat, MemoryPublisher, Message, PublishError};
+    use bucketfn::sink::{FileFormat, MemoryPublisher, Message, PublishError, SinkConfig};
     use bucketfn::storage::MemoryStore;
 
     type TestResult = Result<(), Box<dyn std::error::Error>>;

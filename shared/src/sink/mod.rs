@@ -5,6 +5,7 @@
 
 #[cfg(feature = "amqp")]
 pub mod amqp;
+mod choice;
 mod file;
 #[cfg(any(feature = "k-sink", feature = "log-ingest"))]
 pub mod http;
@@ -26,6 +27,7 @@ use chrono::{DateTime, Utc};
 
 use crate::outcome::{BoxError, HandlerError};
 
+pub use choice::SinkConfig;
 pub use file::{FileFormat, FilePublisher};
 #[cfg(feature = "k-sink")]
 pub use k_sink::{KSinkPublisher, KSinkSettings};
