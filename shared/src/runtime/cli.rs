@@ -15,7 +15,7 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use std::time::{Duration, Instant};
 
 use super::local_events::{Dispatch, LocalEvents};
-use super::{Report, http as http_runtime, process, start};
+use super::{Report, fail, http as http_runtime, process, start};
 use crate::ObjectPath;
 use crate::config::Env;
 use crate::event::Shard;
@@ -23,9 +23,6 @@ use crate::event::{Delivery, EventKind, ObjectEvent, SweepRequest, decode};
 use crate::function::{Function, Invocation};
 use crate::progress::Progress;
 use job::{JobWork, Worker};
-
-/// Exit code for input or usage that is rejected (bad event, bad header, bad configuration).
-const REJECTED: u8 = 2;
 
 #[derive(Debug, Parser)]
 struct Cli {
@@ -213,11 +210,6 @@ pub(crate) async fn run<F: Function>() -> ExitCode {
         #[cfg(feature = "consume")]
         Command::Consume { storage } => super::consume::run::<F>(storage).await,
     }
-}
-
-pub(super) fn fail(message: impl std::fmt::Display) -> ExitCode {
-    eprintln!("{message}");
-    ExitCode::from(REJECTED)
 }
 
 fn decode_command(input: &Input) -> ExitCode {

@@ -9,7 +9,6 @@ mod cli;
 #[cfg(feature = "consume")]
 mod consume;
 mod dispatch;
-mod gallery;
 pub mod http;
 mod lambda;
 mod local_events;
@@ -31,9 +30,18 @@ use crate::telemetry;
 
 pub use cli::parse_headers;
 pub use dispatch::{EventReport, Governor, RecordReport, Report, TooManyRecords, process};
-pub use gallery::GallerySettings;
+pub use http::GallerySettings;
 pub use http::HttpSettings;
 pub use local_events::LocalEventSettings;
+
+/// Exit code for input or usage that is rejected (bad event, bad header, bad configuration).
+const REJECTED: u8 = 2;
+
+/// Ends a command-line run that cannot start or was given what it refuses, saying why.
+pub(crate) fn fail(message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("{message}");
+    ExitCode::from(REJECTED)
+}
 
 /// Settings of the runtime itself, read together with the function's configuration.
 #[derive(Debug, Clone)]

@@ -505,7 +505,7 @@ const HAND_BACK_GRACE: Duration = Duration::from_secs(5);
 pub(crate) async fn run<F: Function>(storage: Option<PathBuf>) -> ExitCode {
     let (started, settings) = match start_with::<F, ConsumeSettings>(storage).await {
         Ok(started) => started,
-        Err(e) => return super::cli::fail(e),
+        Err(e) => return super::fail(e),
     };
     let service = http_runtime::Service {
         name: F::NAME,
@@ -516,7 +516,7 @@ pub(crate) async fn run<F: Function>(storage: Option<PathBuf>) -> ExitCode {
     };
     let routes = match http_runtime::ops_app(service, &started.settings) {
         Ok(routes) => routes,
-        Err(e) => return super::cli::fail(format!("{}: {e}", F::NAME)),
+        Err(e) => return super::fail(format!("{}: {e}", F::NAME)),
     };
     // SIGTERM stops consuming; so does the operations listener failing (its port taken), as
     // `serve` would not start either.
@@ -564,7 +564,7 @@ pub(crate) async fn run<F: Function>(storage: Option<PathBuf>) -> ExitCode {
     if let Err(e) = consumed {
         error!(error = %crate::outcome::chain(&e), "Cannot consume.");
         ops.abort();
-        return super::cli::fail(format!("{}: {}", F::NAME, crate::outcome::chain(&e)));
+        return super::fail(format!("{}: {}", F::NAME, crate::outcome::chain(&e)));
     }
     match ops.await {
         Ok(Ok(())) => ExitCode::SUCCESS,

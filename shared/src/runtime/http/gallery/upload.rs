@@ -11,7 +11,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use bytes::{Bytes, BytesMut};
 
-use super::super::http::AppState;
+use super::super::AppState;
 use crate::function::{Handler, Location};
 use crate::sniff::image_kind;
 use crate::storage::{Condition, NewObject, StoreError};

@@ -7,6 +7,8 @@
 //! (`OPS_PORT`), or off. Every answer carries `nosniff` and a CSP that allows nothing but the
 //! pages' own images and styles.
 
+mod gallery;
+
 use std::net::{IpAddr, Ipv4Addr};
 use std::pin::pin;
 use std::sync::Arc;
@@ -28,7 +30,6 @@ use tokio::net::TcpListener;
 
 use super::auth::{AuthError, EventAuthSettings, EventGate, OpsGate};
 use super::dispatch::STOP_GRACE;
-use super::gallery::{self, GallerySettings};
 use super::{Governor, RuntimeSettings, positive, process};
 use crate::config::{Env, Secret};
 use crate::event::decode;
@@ -37,6 +38,7 @@ use crate::operations::Observer;
 use crate::operations::{self, OpsState};
 use crate::outcome::RecordStatus;
 use crate::storage::ObjectStore;
+pub use gallery::GallerySettings;
 
 /// Beyond the request timeout, how long shutdown waits for the answers of requests whose
 /// events were stopped at their deadline to be written.

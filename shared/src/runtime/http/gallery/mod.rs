@@ -20,7 +20,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 
-use super::http::AppState;
+use super::AppState;
 use crate::ObjectPath;
 use crate::config::Env;
 use crate::event::{Delivery, EventKind, ObjectEvent};
@@ -370,7 +370,7 @@ async fn sweep<H: Handler>(State(state): State<AppState<H>>) -> Response {
         .invocation(Some(Instant::now() + state.settings.request_timeout));
     tokio::spawn(async move {
         let delivery = Delivery::single(None, vec![event]);
-        let report = super::process(
+        let report = crate::runtime::process(
             &state.handler,
             delivery,
             invocation,
