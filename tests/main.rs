@@ -20,6 +20,7 @@ mod jobs;
 mod kafka_sasl;
 mod lambda;
 mod latest;
+mod layers;
 mod live_data;
 mod local_events;
 mod log_secrets;
