@@ -1,6 +1,15 @@
 //! bucketfn: small, stateless handlers for object-storage bucket events. This crate holds what
-//! every function shares: the event model and its decoders, outcomes, the Lambda / HTTP / CLI
-//! runtimes, storage and configuration.
+//! every function shares, in layers that import only downwards:
+//! - foundations: [`config`], [`outcome`] (`Done`, `HandlerError`), [`budget`], [`tls`],
+//!   [`telemetry`], and how messages name an object ([`ObjectPath`]);
+//! - the event model and its decoders ([`event`]), and the contract a function implements
+//!   ([`function`]: `Function`, `Handler`, `Invocation`);
+//! - adapters to the outside: [`storage`], [`sink`] (and the choice of one), [`api`] (HTTP API
+//!   clients), with what is built on a store ([`lease`], [`sweep`], [`derivatives`]);
+//! - the [`operations`] wing (ledger, metrics, pages), which no adapter imports;
+//! - the [`runtime`]s (Lambda, HTTP, CLI, `consume`), which compose all of it.
+//!
+//! `tests/layers.rs` keeps the imports pointing downwards.
 
 pub mod api;
 pub mod budget;

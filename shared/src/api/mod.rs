@@ -1,7 +1,7 @@
 //! Clients of the HTTP APIs the functions call, and what they share: one error type that
 //! names the service and classifies the failure once for retry decisions (the HTTP sinks,
 //! [`crate::sink::http`], judge statuses and quote bodies by the same rules). The MediaHaven
-//! client is here ([`mediahaven`]); a client only one function calls stays in that function
+//! client is here (`mediahaven`); a client only one function calls stays in that function
 //! (sidecar-on-create's PID service and organisations API).
 
 #[cfg(feature = "mediahaven")]

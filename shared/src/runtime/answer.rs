@@ -80,7 +80,7 @@ fn failure_class(error: &(dyn StdError + 'static)) -> Option<&'static str> {
 }
 
 /// A record's outcome as the sender of the delivery may read it: per event its path (which
-/// the sender named) and [`HandlerError::public_reason`]; a record refused before any
+/// the sender named) and [`public_reason`]; a record refused before any
 /// handler ran (it does not decode, or names a bucket the function does not serve) keeps its
 /// refusal, which is about the record itself.
 pub fn public_summary<'a>(
