@@ -102,35 +102,18 @@ impl HttpSettings {
 }
 
 pub(crate) struct AppState<H> {
-    pub(crate) name: &'static str,
-    pub(crate) handler: Arc<H>,
-    pub(crate) store: Arc<dyn ObjectStore>,
-    pub(crate) observer: Observer,
+    /// What the operations routes and pages read too.
+    pub(crate) ops: OpsState<H>,
     pub(crate) governor: Governor,
     pub(crate) settings: Arc<HttpSettings>,
     events: EventGate,
     pub(crate) gallery_sweep: gallery::Running,
 }
 
-impl<H: Handler> AppState<H> {
-    /// What the operations routes and pages read of this state.
-    pub(crate) fn ops(&self) -> OpsState<H> {
-        OpsState {
-            name: self.name,
-            handler: Arc::clone(&self.handler),
-            store: Arc::clone(&self.store),
-            observer: self.observer.clone(),
-        }
-    }
-}
-
 impl<H> Clone for AppState<H> {
     fn clone(&self) -> Self {
         Self {
-            name: self.name,
-            handler: Arc::clone(&self.handler),
-            store: Arc::clone(&self.store),
-            observer: self.observer.clone(),
+            ops: self.ops.clone(),
             governor: self.governor.clone(),
             settings: Arc::clone(&self.settings),
             events: self.events.clone(),
@@ -234,17 +217,19 @@ fn routes<H: Handler>(
         None => EventGate::new(&EventAuthSettings::default()).map_err(ServeError::EventAuth)?,
     };
     let state = AppState {
-        name: service.name,
-        handler: service.handler,
-        store: service.store,
-        observer: service.observer,
+        ops: OpsState {
+            name: service.name,
+            handler: service.handler,
+            store: service.store,
+            observer: service.observer,
+        },
         governor: service.governor,
         settings: Arc::new(http.clone()),
         events,
         gallery_sweep: gallery::Running::default(),
     };
-    let mut ops = operations::routes::router(state.ops());
-    if state.handler.gallery() {
+    let mut ops = operations::routes::router(state.ops.clone());
+    if state.ops.handler.gallery() {
         ops = ops.merge(gallery::routes(state.clone()).with_state(state.clone()));
     }
     let ops = ops.route_layer(axum::middleware::from_fn_with_state(
@@ -542,11 +527,11 @@ async fn receive<H: Handler>(
         .governor
         .invocation(Some(arrived + state.settings.request_timeout));
     let report = process(
-        &state.handler,
+        &state.ops.handler,
         delivery,
         invocation,
         &state.governor,
-        &state.observer,
+        &state.ops.observer,
     )
     .await;
     // Knative retries 5xx (and 429, 408, 404) and sends other 4xx to the dead-letter sink. A

@@ -165,7 +165,7 @@ fn refused(status: StatusCode, message: &str) -> Response {
 
 /// Where uploads go and what the page lists: the function's inputs.
 fn location<H: Handler>(state: &AppState<H>) -> Result<Location, NoInputs> {
-    state.handler.inputs().ok_or(NoInputs)
+    state.ops.handler.inputs().ok_or(NoInputs)
 }
 
 /// The function has no [`Handler::inputs`]: `SOURCE_BUCKET` is not set.
@@ -197,7 +197,7 @@ async fn show<H: Handler>(
         Err(response) => return response,
     };
     let view = page::View {
-        function: state.name,
+        function: state.ops.name,
         location: &location,
         listed: &listed,
         settings: &state.settings.gallery,
@@ -232,7 +232,7 @@ async fn listed<H: Handler>(
     cursor: &PageCursor,
 ) -> Result<(Location, InputPage), Response> {
     let location = location(state).map_err(IntoResponse::into_response)?;
-    let listed = input_page(&state.ops(), &location, cursor, PAGE).await?;
+    let listed = input_page(&state.ops, &location, cursor, PAGE).await?;
     Ok((location, listed))
 }
 
@@ -259,6 +259,7 @@ async fn image<H: Handler>(
         return StatusCode::NOT_FOUND.into_response();
     }
     match state
+        .ops
         .store
         .get(
             &location.bucket,
@@ -329,7 +330,7 @@ async fn try_one<H: Handler>(State(state): State<AppState<H>>, multipart: Multip
         Err(refusal) => return refusal.into_response(),
     };
     let invocation = state.governor.invocation(Some(deadline));
-    match state.handler.preview(&name, body, &invocation).await {
+    match state.ops.handler.preview(&name, body, &invocation).await {
         Some(Ok(preview)) => (
             [
                 (header::CONTENT_TYPE, preview.content_type),
@@ -371,11 +372,11 @@ async fn sweep<H: Handler>(State(state): State<AppState<H>>) -> Response {
     tokio::spawn(async move {
         let delivery = Delivery::single(None, vec![event]);
         let report = crate::runtime::process(
-            &state.handler,
+            &state.ops.handler,
             delivery,
             invocation,
             &state.governor,
-            &state.observer,
+            &state.ops.observer,
         )
         .await;
         tracing::info!(
@@ -451,7 +452,7 @@ async fn clear_all<H: Handler>(
     if more {
         return Ok((deleted, true));
     }
-    let Some(moved) = state.handler.moved_inputs() else {
+    let Some(moved) = state.ops.handler.moved_inputs() else {
         return Ok((deleted, false));
     };
     let folders = Location {
@@ -477,6 +478,7 @@ async fn clear_location<H: Handler>(
     let mut after: Option<String> = None;
     loop {
         let page = state
+            .ops
             .store
             .list(&location.bucket, &location.prefix, after.as_deref(), 1000)
             .await?;
@@ -492,13 +494,13 @@ async fn clear_location<H: Handler>(
                     .as_deref()
                     .is_none_or(|p| !object.key.starts_with(p));
             if input {
-                for derived in state.handler.outputs_of(&object.key) {
+                for derived in state.ops.handler.outputs_of(&object.key) {
                     targets.push((derived.bucket, derived.key));
                 }
             }
             targets.push((location.bucket.clone(), object.key.clone()));
         }
-        let store = &state.store;
+        let store = &state.ops.store;
         futures_util::stream::iter(targets)
             .map(|(bucket, key)| async move { store.delete(&bucket, &key).await })
             .buffer_unordered(8)

@@ -168,6 +168,7 @@ async fn store_one<H: Handler>(
             metadata: Default::default(),
         };
         match state
+            .ops
             .store
             .put_if(&location.bucket, &key, object, Condition::Absent)
             .await
