@@ -6,6 +6,7 @@ use image::ImageFormat;
 
 use crate::support::function::THUMBNAIL_ON_CREATE;
 use crate::support::images::{dimensions, gradient};
+use crate::support::served::Served;
 use crate::support::{BoxError, TestResult, workspace_root};
 
 fn run(args: &[&str], env: &[(&str, &str)]) -> std::io::Result<Output> {
@@ -291,5 +292,64 @@ fn a_sweep_of_a_bucket_outside_the_sources_is_refused() -> TestResult {
         "{stdout}"
     );
     assert!(!other.join("thumbnails").exists());
+    Ok(())
+}
+
+/// `describe` names what the Knative lint checks the manifests against: every CloudEvent type
+/// it lists is read by its own decoder (a structured event of it is not refused as of an
+/// unknown type), a type it does not list is, and its health route answers.
+#[tokio::test(flavor = "multi_thread")]
+async fn describe_lists_the_types_the_decoder_reads_and_the_health_route() -> TestResult {
+    let out = run(&["describe"], &[])?;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let description: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let listed = |field: &str| -> Result<Vec<String>, BoxError> {
+        let names = description["cloudevent_types"][field]
+            .as_array()
+            .ok_or_else(|| format!("no cloudevent_types.{field} in {description}"))?;
+        Ok(names
+            .iter()
+            .filter_map(|n| n.as_str().map(str::to_owned))
+            .collect())
+    };
+    let (exact, prefixes) = (listed("exact")?, listed("prefixes")?);
+    assert!(!exact.is_empty() && !prefixes.is_empty(), "{description}");
+    let dir = tempfile::tempdir()?;
+    let decodes_by_name = |ty: &str| -> Result<bool, BoxError> {
+        let file = dir.path().join("event.json");
+        let event = serde_json::json!({"specversion": "1.0", "type": ty, "id": "1",
+            "source": "/describe", "data": {}});
+        std::fs::write(&file, event.to_string())?;
+        let out = run(&["decode", &file.to_string_lossy()], &[])?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        Ok(!stderr.contains("whose data is not a bucket notification"))
+    };
+    let types = exact
+        .iter()
+        .cloned()
+        .chain(prefixes.iter().map(|p| format!("{p}Anything")));
+    for ty in types {
+        assert!(
+            decodes_by_name(&ty)?,
+            "{ty} is listed, but refused as unknown"
+        );
+    }
+    assert!(
+        !decodes_by_name("com.example.order.placed")?,
+        "an unlisted type was read by name"
+    );
+
+    let route = description["health_route"]
+        .as_str()
+        .ok_or("no health_route")?;
+    let storage = tempfile::tempdir()?;
+    let served = Served::start(THUMBNAIL_ON_CREATE, storage.path(), &[]).await?;
+    let reply = served.call("GET", route, &[], Vec::new()).await?;
+    assert_eq!(reply.status, 200, "GET {route}");
     Ok(())
 }

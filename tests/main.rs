@@ -25,6 +25,7 @@ mod live_data;
 mod local_events;
 mod log_secrets;
 mod meemoo_profile;
+mod outcomes;
 mod progressive_budget;
 mod runtime_limits;
 mod s3_store;

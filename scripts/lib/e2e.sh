@@ -164,6 +164,20 @@ start_tansu() {
 # kafka_tool BROKERS COMMAND ARGS...: scripts/lib/kafka_tool.py (kafka-python, from need_venv).
 kafka_tool() { python "$E2E_REPO/scripts/lib/kafka_tool.py" "$@"; }
 
+# e2e_tool COMMAND ARGS...: scripts/lib/e2e_tool.py, the parts' small programs (run by the
+# venv's python, for the one that needs pika).
+e2e_tool() { python "$E2E_REPO/scripts/lib/e2e_tool.py" "$@"; }
+
+# workspace_functions: the workspace's functions (functions/*/, each a binary of its name),
+# one a line, so that the parts need not list them.
+workspace_functions() {
+  local manifest
+  for manifest in "$E2E_REPO"/functions/*/Cargo.toml; do
+    manifest=${manifest%/Cargo.toml}
+    printf '%s\n' "${manifest##*/}"
+  done
+}
+
 # wait_log LOG TEXT [SECONDS]: waits until LOG holds TEXT.
 wait_log() {
   local deadline=$((SECONDS + ${3:-30}))

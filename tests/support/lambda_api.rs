@@ -27,7 +27,8 @@ pub enum Answer {
 
 struct Pending {
     id: String,
-    payload: Value,
+    /// The invocation's body: JSON, or (for a test of what the runtime refuses) anything.
+    payload: Vec<u8>,
     deadline_ms: u64,
 }
 
@@ -79,6 +80,16 @@ impl RuntimeApi {
     /// Invokes the function with `payload` and a deadline `timeout` from now; waits for its
     /// answer (up to 60 s).
     pub async fn invoke(&self, payload: Value, timeout: Duration) -> Result<Answer, BoxError> {
+        self.invoke_bytes(serde_json::to_vec(&payload)?, timeout)
+            .await
+    }
+
+    /// [`RuntimeApi::invoke`] with a body as it is, JSON or not, as a Lambda payload file.
+    pub async fn invoke_bytes(
+        &self,
+        payload: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Answer, BoxError> {
         let id = format!("req-{}", self.next_id.fetch_add(1, Ordering::SeqCst));
         let (tx, rx) = oneshot::channel();
         self.shared.waiting.lock().await.insert(id.clone(), tx);
@@ -126,7 +137,8 @@ async fn next(State(shared): State<Arc<Shared>>) -> Response {
             headers.insert(name, value);
         }
     }
-    (StatusCode::OK, headers, axum::Json(pending.payload)).into_response()
+    headers.insert("content-type", HeaderValue::from_static("application/json"));
+    (StatusCode::OK, headers, pending.payload).into_response()
 }
 
 async fn response(

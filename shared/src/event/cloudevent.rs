@@ -114,35 +114,86 @@ const KNOWN_TYPES: &str = "com.amazonaws.s3.*, com.ibm.cloud.cos.document.write|
 com.oraclecloud.objectstorage.*, google.cloud.storage.object.v1.*, Microsoft.Storage.Blob*, \
 dev.knative.sources.ping, or any type whose data is a bucket notification";
 
+/// A CloudEvent type the decoder reads by name: this type, or every type that starts so.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloudEventType {
+    Exact(&'static str),
+    Prefix(&'static str),
+}
+
+impl CloudEventType {
+    fn matches(self, ty: &str) -> bool {
+        match self {
+            Self::Exact(name) => ty == name,
+            Self::Prefix(start) => ty.starts_with(start),
+        }
+    }
+}
+
+/// How the data of a type in [`BY_TYPE`] is read.
+#[derive(Debug, Clone, Copy)]
+enum Reader {
+    AwsS3,
+    IbmCos,
+    Oci,
+    Gcs,
+    Azure,
+    Ping,
+}
+
+/// The types the decoder reads by name, tried in this order; any other type decodes only if
+/// its data is a bucket notification. One table for the decoder and for what the binaries
+/// list ([`cloudevent_types`], `describe`), so that the list cannot promise another set.
+const BY_TYPE: [(CloudEventType, Reader); 6] = [
+    (CloudEventType::Prefix("com.amazonaws.s3."), Reader::AwsS3),
+    (CloudEventType::Prefix("com.ibm.cloud.cos."), Reader::IbmCos),
+    (
+        CloudEventType::Prefix("com.oraclecloud.objectstorage."),
+        Reader::Oci,
+    ),
+    (
+        CloudEventType::Prefix("google.cloud.storage.object."),
+        Reader::Gcs,
+    ),
+    (CloudEventType::Prefix("Microsoft.Storage."), Reader::Azure),
+    (
+        CloudEventType::Exact("dev.knative.sources.ping"),
+        Reader::Ping,
+    ),
+];
+
+/// The CloudEvent types the decoder reads by name (see [`BY_TYPE`]).
+pub fn cloudevent_types() -> impl Iterator<Item = CloudEventType> {
+    BY_TYPE.iter().map(|(ty, _)| *ty)
+}
+
 pub(crate) fn decode_events(ce: CloudEvent) -> Result<Vec<ObjectEvent>, DecodeError> {
     let ty = ce.ty.as_str();
-    let mut events = if ty.starts_with("com.amazonaws.s3.") {
-        if ce.data.get("Records").is_some() {
-            decode_notification(&ce.data)?
-        } else {
-            vec![s3_records::decode_aws_record(&ce.data, "data")?]
+    let reader = BY_TYPE
+        .iter()
+        .find(|(known, _)| known.matches(ty))
+        .map(|(_, reader)| *reader);
+    let mut events = match reader {
+        Some(Reader::AwsS3) if ce.data.get("Records").is_some() => decode_notification(&ce.data)?,
+        Some(Reader::AwsS3) => vec![s3_records::decode_aws_record(&ce.data, "data")?],
+        Some(Reader::IbmCos) => vec![ibm_cos::decode_one(&ce.data, Some(&ce))?],
+        Some(Reader::Oci) => vec![oci::decode_data(&ce.data, ty, Some(&ce.id), ce.time)?],
+        Some(Reader::Gcs) => vec![gcs::decode_cloudevent(&ce)?],
+        Some(Reader::Azure) => vec![azure::decode_cloudevent(&ce)?],
+        Some(Reader::Ping) => {
+            let mut event =
+                ObjectEvent::new(EventKind::Sweep, Source::Schedule, "", String::new(), ty);
+            event.time = ce.time;
+            vec![event]
         }
-    } else if ty.starts_with("com.ibm.cloud.cos.") {
-        vec![ibm_cos::decode_one(&ce.data, Some(&ce))?]
-    } else if ty.starts_with("com.oraclecloud.objectstorage.") {
-        vec![oci::decode_data(&ce.data, ty, Some(&ce.id), ce.time)?]
-    } else if ty.starts_with("google.cloud.storage.object.") {
-        vec![gcs::decode_cloudevent(&ce)?]
-    } else if ty.starts_with("Microsoft.Storage.") {
-        vec![azure::decode_cloudevent(&ce)?]
-    } else if ty == "dev.knative.sources.ping" {
-        let mut event = ObjectEvent::new(EventKind::Sweep, Source::Schedule, "", String::new(), ty);
-        event.time = ce.time;
-        vec![event]
-    } else {
         // Bridges (Knative sources, webhooks relayed by hand) often wrap a provider's own
         // notification under a type of their choosing; its shape still says what it is.
-        decode_notification(&ce.data).map_err(|inner| {
+        None => decode_notification(&ce.data).map_err(|inner| {
             DecodeError::unknown(
                 format!("CloudEvent type {ty:?} whose data is not a bucket notification ({inner})"),
                 KNOWN_TYPES,
             )
-        })?
+        })?,
     };
     for event in &mut events {
         if event.time.is_none() {

@@ -21,6 +21,7 @@ use http::HeaderMap;
 use serde::{Serialize, Serializer};
 use serde_json::Value;
 
+pub use cloudevent::{CloudEventType, cloudevent_types};
 pub use keys::KeyDecodeError;
 pub use s3_batch::S3BatchJob;
 pub use shard::{Shard, ShardError};

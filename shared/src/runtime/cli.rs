@@ -1,6 +1,7 @@
 //! The command line: `invoke FILE` runs the handler on saved events, `decode FILE` shows how
 //! they decode, `sweep` catches up on a bucket, `job` is one worker of a batch job, `serve`
-//! runs the HTTP service, `consume` takes events from a broker's queue.
+//! runs the HTTP service, `consume` takes events from a broker's queue, `describe` says what
+//! the binary accepts (for checks of deployment descriptions).
 
 mod job;
 
@@ -18,8 +19,9 @@ use super::local_events::{Dispatch, LocalEvents};
 use super::{Report, fail, http as http_runtime, process, start};
 use crate::ObjectPath;
 use crate::config::Env;
-use crate::event::Shard;
-use crate::event::{Delivery, EventKind, ObjectEvent, SweepRequest, decode};
+use crate::event::{
+    CloudEventType, Delivery, EventKind, ObjectEvent, Shard, SweepRequest, cloudevent_types, decode,
+};
 use crate::function::{Function, Invocation};
 use crate::progress::Progress;
 use job::{JobWork, Worker};
@@ -45,6 +47,10 @@ enum Command {
         #[command(flatten)]
         input: Input,
     },
+    /// Print what the binary accepts, as JSON: the CloudEvent types its decoder reads by name
+    /// (`cloudevent_types`: `exact` and `prefixes`) and the route of its health probe
+    /// (`health_route`).
+    Describe,
     /// Catch up on a whole bucket, as a scheduled event would, with progress on a terminal;
     /// or, with --key, handle one object.
     Sweep {
@@ -169,6 +175,7 @@ pub(crate) async fn run<F: Function>() -> ExitCode {
     };
     match cli.command {
         Command::Decode { input } => decode_command(&input),
+        Command::Describe => describe(),
         Command::Invoke { input, storage } => invoke::<F>(&input, storage).await,
         Command::Sweep {
             bucket,
@@ -226,6 +233,28 @@ fn decode_command(input: &Input) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => fail(format!("cannot print the events: {e}")),
+    }
+}
+
+/// What `describe` prints: read from the tables the decoder and the HTTP router use.
+fn describe() -> ExitCode {
+    let (mut exact, mut prefixes) = (Vec::new(), Vec::new());
+    for ty in cloudevent_types() {
+        match ty {
+            CloudEventType::Exact(name) => exact.push(name),
+            CloudEventType::Prefix(start) => prefixes.push(start),
+        }
+    }
+    let description = serde_json::json!({
+        "cloudevent_types": {"exact": exact, "prefixes": prefixes},
+        "health_route": http_runtime::HEALTH_ROUTE,
+    });
+    match serde_json::to_string_pretty(&description) {
+        Ok(json) => {
+            println!("{json}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(format!("cannot print the description: {e}")),
     }
 }
 
