@@ -162,7 +162,7 @@ const BY_TYPE: [(CloudEventType, Reader); 6] = [
     ),
 ];
 
-/// The CloudEvent types the decoder reads by name (see [`BY_TYPE`]).
+/// The CloudEvent types the decoder reads by name (the table `BY_TYPE` that decoding reads too).
 pub fn cloudevent_types() -> impl Iterator<Item = CloudEventType> {
     BY_TYPE.iter().map(|(ty, _)| *ty)
 }

@@ -1,7 +1,8 @@
 //! Where functions send messages: one trait for brokers and ingest APIs, with errors already
 //! classified for retry decisions: Kafka (feature `kafka`), a log-ingest API (feature
 //! `log-ingest`), a Knative sink of CloudEvents over HTTP (feature `k-sink`), a local file (as
-//! messages or as log-ingest lines), and (feature `testing`) memory.
+//! messages or as log-ingest lines), and (feature `testing`) memory; and which of them a
+//! function's configuration chooses ([`SinkConfig`]).
 
 #[cfg(feature = "amqp")]
 pub mod amqp;
