@@ -5,7 +5,8 @@
 //! stereo pairs) and previews that are too small, of another shape, outside the file or
 //! corrupt are passed over for the photo itself, and without the setting the photo is always
 //! what is decoded. The previews here are green where the photo is not, so a thumbnail shows
-//! which one it came from.
+//! which one it came from. A preview is read in the photo's colour profile, which cameras
+//! write only in the photo's markers.
 
 use std::io::Cursor;
 
@@ -273,6 +274,60 @@ fn a_damaged_preview_index_never_costs_the_photo_its_thumbnail() -> TestResult {
     assert!(
         from_preview > 10 && from_photo > 10,
         "{from_preview} / {from_photo}"
+    );
+    Ok(())
+}
+
+/// The mean colour of a thumbnail.
+fn mean(thumbnail: &RgbImage) -> [f64; 3] {
+    let n = thumbnail.pixels().len() as f64;
+    [0, 1, 2].map(|c| thumbnail.pixels().map(|p| f64::from(p.0[c])).sum::<f64>() / n)
+}
+
+#[test]
+fn an_embedded_preview_is_read_in_the_photos_colour_profile() -> TestResult {
+    // Photo and preview are the same green in Display P3; only the photo carries the profile.
+    let profile = moxcms::ColorProfile::new_display_p3()
+        .encode()
+        .map_err(|e| format!("{e:?}"))?;
+    let mut icc = b"ICC_PROFILE\0\x01\x01".to_vec();
+    icc.extend_from_slice(&profile);
+    let file = camera_file(
+        &jpeg(green(2400, 1600))?,
+        &jpeg(green(1200, 800))?,
+        LARGE_THUMBNAIL,
+        0,
+        &[segment(0xE2, &icc)],
+    );
+    let mut colours = Vec::new();
+    for allowed in ["true", "false"] {
+        let scratch = tempfile::tempdir()?;
+        let bucket = scratch.path().join("photos");
+        std::fs::create_dir_all(&bucket)?;
+        std::fs::write(bucket.join("p3.jpg"), &file)?;
+        let storage = scratch.path().to_string_lossy().into_owned();
+        let out = run_cli(
+            THUMBNAIL_ON_CREATE,
+            &["sweep", "--bucket", "photos", "--storage", &storage],
+            &[("THUMBNAIL_EMBEDDED_PREVIEW", allowed)],
+        )?;
+        let (stdout, both) = streams(&out);
+        assert_eq!(out.status.code(), Some(0), "{both}");
+        assert_eq!(counts(&stdout)?, [1, 0, 0], "{both}");
+        let thumbnail = image::open(bucket.join("thumbnails/p3.jpg/256.jpg"))?.to_rgb8();
+        colours.push(mean(&thumbnail));
+    }
+    let (from_preview, from_photo) = (colours[0], colours[1]);
+    // The profile matters: the photo's thumbnail is converted away from the stored values.
+    let stored = GREEN.0.map(f64::from);
+    assert!(
+        (0..3).any(|c| (from_photo[c] - stored[c]).abs() > 8.0),
+        "the profile changed nothing: {from_photo:?} against {stored:?}"
+    );
+    // And the preview's thumbnail is converted alike.
+    assert!(
+        (0..3).all(|c| (from_preview[c] - from_photo[c]).abs() <= 3.0),
+        "from the preview {from_preview:?}, from the photo {from_photo:?}"
     );
     Ok(())
 }
