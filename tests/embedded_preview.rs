@@ -14,7 +14,7 @@ use image::{DynamicImage, ImageFormat, Rgb, RgbImage};
 
 use crate::support::TestResult;
 use crate::support::function::THUMBNAIL_ON_CREATE;
-use crate::support::images::jpeg_segment as segment;
+use crate::support::images::{jpeg_segment as segment, psnr, scene};
 use crate::support::summary::{counts, run_cli, streams};
 
 /// MP Type codes (CIPA DC-007): a full-HD-class large thumbnail, the undefined type a gain
@@ -23,20 +23,6 @@ const LARGE_THUMBNAIL: u32 = 0x01_0002;
 const UNDEFINED: u32 = 0;
 const DISPARITY: u32 = 0x02_0002;
 const GREEN: Rgb<u8> = Rgb([40, 200, 60]);
-
-/// Gradients across and down with a disc off centre: the same picture at any size.
-fn scene(width: u32, height: u32) -> RgbImage {
-    RgbImage::from_fn(width, height, |x, y| {
-        let (fx, fy) = (
-            f64::from(x) / f64::from(width),
-            f64::from(y) / f64::from(height),
-        );
-        if (fx - 0.7).hypot(fy - 0.6) < 0.15 {
-            return Rgb([30, 40, 200]);
-        }
-        Rgb([(fx * 200.0) as u8 + 30, 60, (fy * 180.0) as u8 + 40])
-    })
-}
 
 fn green(width: u32, height: u32) -> RgbImage {
     RgbImage::from_pixel(width, height, GREEN)
@@ -117,17 +103,6 @@ fn is_green(thumbnail: &image::RgbImage) -> bool {
         .filter(|p| p.0.iter().zip(GREEN.0).all(|(a, b)| a.abs_diff(b) < 24))
         .count();
     green * 10 > thumbnail.pixels().len() * 9
-}
-
-fn psnr(a: &RgbImage, b: &RgbImage) -> f64 {
-    let squares: f64 = a
-        .as_raw()
-        .iter()
-        .zip(b.as_raw())
-        .map(|(x, y)| (f64::from(*x) - f64::from(*y)).powi(2))
-        .sum();
-    let mse = squares / a.as_raw().len() as f64;
-    10.0 * (255.0f64.powi(2) / mse).log10()
 }
 
 #[test]

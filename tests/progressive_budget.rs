@@ -2,11 +2,13 @@
 //! whose thumbnail needs at most an eighth of it comes from its DC scans within a 64 MiB
 //! budget; for a size over that eighth it needs 16 coefficients of every block (at half
 //! scale), and for one over a quarter libjpeg's whole coefficient buffer, and the run refuses
-//! both naming the need and the budget.
+//! both naming the need and the budget. A 1600 px progressive photo, whose 256 px thumbnail
+//! needs more than an eighth of it, is decoded at half scale to about the thumbnail of the same
+//! photo stored baseline.
 
 use crate::support::TestResult;
 use crate::support::function::THUMBNAIL_ON_CREATE;
-use crate::support::images::jpeg_segment as segment;
+use crate::support::images::{jpeg_segment as segment, mozjpeg, psnr, scene};
 use crate::support::summary::{counts, run_cli, streams};
 
 /// A progressive CMYK JPEG of `side` x `side`: one Huffman code per table (DC difference 0,
@@ -89,5 +91,56 @@ fn a_progressive_jpeg_needs_its_dc_scans_for_an_eighth_and_more_of_each_block_be
             }
         }
     }
+    Ok(())
+}
+
+#[test]
+fn a_progressive_photo_at_half_scale_gets_the_thumbnail_of_its_baseline_twin() -> TestResult {
+    // 1600 px across: an eighth (200 px) is too small for 256 px, a half (800 px) is enough.
+    let photo = scene(1600, 1067);
+    let scratch = tempfile::tempdir()?;
+    let bucket = scratch.path().join("photos");
+    std::fs::create_dir_all(&bucket)?;
+    let stored = mozjpeg(&photo, true)?;
+    assert!(
+        stored.windows(2).any(|w| w == [0xFF, 0xC2]),
+        "not progressive"
+    );
+    std::fs::write(bucket.join("baseline.jpg"), mozjpeg(&photo, false)?)?;
+    std::fs::write(bucket.join("progressive.jpg"), &stored)?;
+    let storage = scratch.path().to_string_lossy().into_owned();
+    let out = run_cli(
+        THUMBNAIL_ON_CREATE,
+        &["sweep", "--bucket", "photos", "--storage", &storage],
+        &[],
+    )?;
+    let (stdout, both) = streams(&out);
+    assert_eq!(out.status.code(), Some(0), "{both}");
+    assert_eq!(counts(&stdout)?, [2, 0, 0], "{both}");
+    let thumbnail = |name: &str| -> Result<image::RgbImage, image::ImageError> {
+        Ok(image::open(bucket.join(format!("thumbnails/{name}.jpg/256.jpg")))?.to_rgb8())
+    };
+    let (baseline, progressive) = (thumbnail("baseline")?, thumbnail("progressive")?);
+    assert_eq!(progressive.dimensions(), (256, 171));
+    assert_eq!(baseline.dimensions(), progressive.dimensions());
+    // 59.5 dB when this was written: the scene is smooth.
+    let quality = psnr(&baseline, &progressive);
+    assert!(quality >= 35.0, "{quality:.1} dB");
+
+    // The decode that made it is the half-scale one: under a budget too small for it, that is
+    // the need the refusal names.
+    std::fs::remove_file(bucket.join("baseline.jpg"))?;
+    std::fs::remove_dir_all(bucket.join("thumbnails"))?;
+    let out = run_cli(
+        THUMBNAIL_ON_CREATE,
+        &["sweep", "--bucket", "photos", "--storage", &storage],
+        &[("MAX_DECODE_BYTES", "1048576")],
+    )?;
+    let (stdout, both) = streams(&out);
+    assert_eq!(counts(&stdout)?, [0, 0, 1], "{both}");
+    assert!(
+        stdout.contains("the progressive (half scale)") && stdout.contains("1600x1067"),
+        "{both}"
+    );
     Ok(())
 }
