@@ -13,9 +13,8 @@ use std::io::Cursor;
 use image::{DynamicImage, ImageFormat, Rgb, RgbImage};
 
 use crate::support::TestResult;
-use crate::support::function::THUMBNAIL_ON_CREATE;
 use crate::support::images::{jpeg_segment as segment, psnr, scene};
-use crate::support::summary::{counts, run_cli, streams};
+use crate::support::summary::{Photos, counts, streams};
 
 /// MP Type codes (CIPA DC-007): a full-HD-class large thumbnail, the undefined type a gain
 /// map is listed with, and one image of a stereo pair.
@@ -153,27 +152,21 @@ fn a_suitable_embedded_preview_stands_in_for_the_photo_only_when_allowed() -> Te
             camera_file(&photo, &corrupt, LARGE_THUMBNAIL, 0, &[]),
         ),
     ];
+    let named: Vec<(String, &[u8])> = files
+        .iter()
+        .map(|(name, bytes)| (format!("{name}.jpg"), bytes.as_slice()))
+        .collect();
+    let named: Vec<(&str, &[u8])> = named.iter().map(|(n, b)| (n.as_str(), *b)).collect();
     let mut made = Vec::new();
     for allowed in ["true", "false"] {
-        let scratch = tempfile::tempdir()?;
-        let bucket = scratch.path().join("photos");
-        std::fs::create_dir_all(&bucket)?;
-        for (name, bytes) in &files {
-            std::fs::write(bucket.join(format!("{name}.jpg")), bytes)?;
-        }
-        let storage = scratch.path().to_string_lossy().into_owned();
-        let out = run_cli(
-            THUMBNAIL_ON_CREATE,
-            &["sweep", "--bucket", "photos", "--storage", &storage],
-            &[("THUMBNAIL_EMBEDDED_PREVIEW", allowed)],
-        )?;
+        let photos = Photos::holding(&named)?;
+        let out = photos.sweep(&[("THUMBNAIL_EMBEDDED_PREVIEW", allowed)])?;
         let (stdout, both) = streams(&out);
         assert_eq!(out.status.code(), Some(0), "{both}");
         assert_eq!(counts(&stdout)?, [files.len(), 0, 0], "{both}");
         let mut thumbnails = std::collections::BTreeMap::new();
         for (name, _) in &files {
-            let path = bucket.join(format!("thumbnails/{name}.jpg/256.jpg"));
-            let thumbnail = image::open(&path)?.to_rgb8();
+            let thumbnail = photos.thumbnail(&format!("{name}.jpg"), 256)?;
             let from_preview = allowed == "true" && ["suits", "rotated"].contains(name);
             assert_eq!(
                 is_green(&thumbnail),
@@ -276,20 +269,12 @@ fn an_embedded_preview_is_read_in_the_photos_colour_profile() -> TestResult {
     );
     let mut colours = Vec::new();
     for allowed in ["true", "false"] {
-        let scratch = tempfile::tempdir()?;
-        let bucket = scratch.path().join("photos");
-        std::fs::create_dir_all(&bucket)?;
-        std::fs::write(bucket.join("p3.jpg"), &file)?;
-        let storage = scratch.path().to_string_lossy().into_owned();
-        let out = run_cli(
-            THUMBNAIL_ON_CREATE,
-            &["sweep", "--bucket", "photos", "--storage", &storage],
-            &[("THUMBNAIL_EMBEDDED_PREVIEW", allowed)],
-        )?;
+        let photos = Photos::holding(&[("p3.jpg", &file)])?;
+        let out = photos.sweep(&[("THUMBNAIL_EMBEDDED_PREVIEW", allowed)])?;
         let (stdout, both) = streams(&out);
         assert_eq!(out.status.code(), Some(0), "{both}");
         assert_eq!(counts(&stdout)?, [1, 0, 0], "{both}");
-        let thumbnail = image::open(bucket.join("thumbnails/p3.jpg/256.jpg"))?.to_rgb8();
+        let thumbnail = photos.thumbnail("p3.jpg", 256)?;
         colours.push(mean(&thumbnail));
     }
     let (from_preview, from_photo) = (colours[0], colours[1]);

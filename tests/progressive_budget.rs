@@ -7,9 +7,8 @@
 //! photo stored baseline.
 
 use crate::support::TestResult;
-use crate::support::function::THUMBNAIL_ON_CREATE;
 use crate::support::images::{jpeg_segment as segment, mozjpeg, psnr, scene};
-use crate::support::summary::{counts, run_cli, streams};
+use crate::support::summary::{Photos, counts, streams};
 
 /// A progressive CMYK JPEG of `side` x `side`: one Huffman code per table (DC difference 0,
 /// AC end of band), one interleaved DC scan with a bit per block, one AC scan.
@@ -53,26 +52,16 @@ fn a_progressive_jpeg_needs_its_dc_scans_for_an_eighth_and_more_of_each_block_be
             Some("the progressive CMYK JPEG 10000x10000, needs 1"),
         ),
     ] {
-        let scratch = tempfile::tempdir()?;
-        std::fs::create_dir_all(scratch.path().join("photos"))?;
-        std::fs::write(
-            scratch.path().join("photos/big.jpg"),
-            progressive_cmyk(10000),
-        )?;
-        let storage = scratch.path().to_string_lossy().into_owned();
-        let out = run_cli(
-            THUMBNAIL_ON_CREATE,
-            &["sweep", "--bucket", "photos", "--storage", &storage],
-            &[
-                ("THUMBNAIL_SIZES", sizes),
-                ("MAX_SOURCE_PIXELS", "100000000"),
-                ("MAX_DECODE_BYTES", "67108864"),
-            ],
-        )?;
+        let photos = Photos::holding(&[("big.jpg", &progressive_cmyk(10000))])?;
+        let out = photos.sweep(&[
+            ("THUMBNAIL_SIZES", sizes),
+            ("MAX_SOURCE_PIXELS", "100000000"),
+            ("MAX_DECODE_BYTES", "67108864"),
+        ])?;
         let (stdout, both) = streams(&out);
-        let thumbnail = scratch
-            .path()
-            .join(format!("photos/thumbnails/big.jpg/{sizes}.jpg"));
+        let thumbnail = photos
+            .bucket
+            .join(format!("thumbnails/big.jpg/{sizes}.jpg"));
         match refusal {
             None => {
                 assert_eq!(out.status.code(), Some(0), "{both}");
@@ -98,28 +87,20 @@ fn a_progressive_jpeg_needs_its_dc_scans_for_an_eighth_and_more_of_each_block_be
 fn a_progressive_photo_at_half_scale_gets_the_thumbnail_of_its_baseline_twin() -> TestResult {
     // 1600 px across: an eighth (200 px) is too small for 256 px, a half (800 px) is enough.
     let photo = scene(1600, 1067);
-    let scratch = tempfile::tempdir()?;
-    let bucket = scratch.path().join("photos");
-    std::fs::create_dir_all(&bucket)?;
     let stored = mozjpeg(&photo, true)?;
     assert!(
         stored.windows(2).any(|w| w == [0xFF, 0xC2]),
         "not progressive"
     );
-    std::fs::write(bucket.join("baseline.jpg"), mozjpeg(&photo, false)?)?;
-    std::fs::write(bucket.join("progressive.jpg"), &stored)?;
-    let storage = scratch.path().to_string_lossy().into_owned();
-    let out = run_cli(
-        THUMBNAIL_ON_CREATE,
-        &["sweep", "--bucket", "photos", "--storage", &storage],
-        &[],
-    )?;
+    let twins = Photos::holding(&[
+        ("baseline.jpg", &mozjpeg(&photo, false)?),
+        ("progressive.jpg", &stored),
+    ])?;
+    let out = twins.sweep(&[])?;
     let (stdout, both) = streams(&out);
     assert_eq!(out.status.code(), Some(0), "{both}");
     assert_eq!(counts(&stdout)?, [2, 0, 0], "{both}");
-    let thumbnail = |name: &str| -> Result<image::RgbImage, image::ImageError> {
-        Ok(image::open(bucket.join(format!("thumbnails/{name}.jpg/256.jpg")))?.to_rgb8())
-    };
+    let thumbnail = |name: &str| twins.thumbnail(&format!("{name}.jpg"), 256);
     let (baseline, progressive) = (thumbnail("baseline")?, thumbnail("progressive")?);
     assert_eq!(progressive.dimensions(), (256, 171));
     assert_eq!(baseline.dimensions(), progressive.dimensions());
@@ -129,13 +110,8 @@ fn a_progressive_photo_at_half_scale_gets_the_thumbnail_of_its_baseline_twin() -
 
     // The decode that made it is the half-scale one: under a budget too small for it, that is
     // the need the refusal names.
-    std::fs::remove_file(bucket.join("baseline.jpg"))?;
-    std::fs::remove_dir_all(bucket.join("thumbnails"))?;
-    let out = run_cli(
-        THUMBNAIL_ON_CREATE,
-        &["sweep", "--bucket", "photos", "--storage", &storage],
-        &[("MAX_DECODE_BYTES", "1048576")],
-    )?;
+    let alone = Photos::holding(&[("progressive.jpg", &stored)])?;
+    let out = alone.sweep(&[("MAX_DECODE_BYTES", "1048576")])?;
     let (stdout, both) = streams(&out);
     assert_eq!(counts(&stdout)?, [0, 0, 1], "{both}");
     assert!(

@@ -1,9 +1,12 @@
 //! What the command line and the runtimes report, read back: a command-line run's streams, a
-//! sweep summary's counts and where it continues, and the outcome of a Lambda answer.
+//! sweep summary's counts and where it continues, and the outcome of a Lambda answer; and a
+//! sweep of a folder of photos, as the tests of the image pipeline run it.
 
+use std::path::PathBuf;
 use std::process::{Command, Output};
 
 use super::BoxError;
+use super::function::THUMBNAIL_ON_CREATE;
 use super::lambda_api::Answer;
 
 /// `binary` with `args` and only `env`, as a person or a job runs it.
@@ -13,6 +16,40 @@ pub fn run_cli(binary: &str, args: &[&str], env: &[(&str, &str)]) -> std::io::Re
         .env_clear()
         .envs(env.iter().copied())
         .output()
+}
+
+/// A bucket `photos` in a folder of its own (gone when the folder is dropped).
+pub struct Photos {
+    pub folder: tempfile::TempDir,
+    pub bucket: PathBuf,
+}
+
+impl Photos {
+    /// The bucket, holding `files` (name, bytes).
+    pub fn holding(files: &[(&str, &[u8])]) -> Result<Self, BoxError> {
+        let folder = tempfile::tempdir()?;
+        let bucket = folder.path().join("photos");
+        std::fs::create_dir_all(&bucket)?;
+        for (name, bytes) in files {
+            std::fs::write(bucket.join(name), bytes)?;
+        }
+        Ok(Self { folder, bucket })
+    }
+
+    /// thumbnail-on-create's `sweep` of the bucket, with the folder as the store, under `env`.
+    pub fn sweep(&self, env: &[(&str, &str)]) -> std::io::Result<Output> {
+        let storage = self.folder.path().to_string_lossy().into_owned();
+        run_cli(
+            THUMBNAIL_ON_CREATE,
+            &["sweep", "--bucket", "photos", "--storage", &storage],
+            env,
+        )
+    }
+
+    /// The thumbnail of `name` at `size`.
+    pub fn thumbnail(&self, name: &str, size: u32) -> Result<image::RgbImage, image::ImageError> {
+        Ok(image::open(self.bucket.join(format!("thumbnails/{name}/{size}.jpg")))?.to_rgb8())
+    }
 }
 
 /// Standard output, and both streams for a failure message.
