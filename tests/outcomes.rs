@@ -9,12 +9,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bucketfn::event::{Envelope, decode_value};
 use bucketfn::operations::Observer;
 use bucketfn::operations::ledger::{LedgerSettings, Recorder};
 use bucketfn::operations::metrics::Metrics;
-use bucketfn::outcome::RecordStatus;
-use bucketfn::runtime::{Governor, Report, RuntimeSettings, process};
+use bucketfn::runtime::{Governor, RuntimeSettings, answer_payload};
 use bucketfn::sink::MemoryPublisher;
 use bucketfn::storage::S3Store;
 use bucketfn::{Env, NewObject, ObjectStore};
@@ -210,8 +208,7 @@ fn in_words(answer: &Answer) -> String {
 }
 
 /// sidecar-on-create in this process, as its binary is but for the publisher (in memory, for
-/// RabbitMQ), answering through the runtime's dispatch (`process`) what its Lambda runtime
-/// hands on: `answer` puts that report in the words the Lambda runtime would answer it with.
+/// RabbitMQ), answering through the path its binary's Lambda runtime takes.
 struct SidecarInProcess {
     handler: Arc<SidecarOnCreate>,
     governor: Governor,
@@ -235,65 +232,22 @@ impl SidecarInProcess {
         })
     }
 
-    /// As the Lambda runtime answers: a payload that is not JSON is the runtime's own
-    /// DeserializeError, one that does not decode `bucketfn.InvalidEvent`, one with too many
-    /// records `bucketfn.Permanent`; else the report, by envelope.
+    /// As the Lambda runtime answers: a payload that is not JSON is lambda_runtime's own
+    /// refusal, before bucketfn sees it; the rest goes the way the binary's Lambda runtime
+    /// takes ([`answer_payload`]).
     async fn answer(&self, payload: &[u8]) -> String {
         let Ok(value) = serde_json::from_slice::<Value>(payload) else {
             return "lambda_runtime::deserializer::DeserializeError".to_owned();
         };
-        let Ok(delivery) = decode_value(value) else {
-            return "bucketfn.InvalidEvent".to_owned();
-        };
-        if self.governor.admit(&delivery).is_err() {
-            return "bucketfn.Permanent".to_owned();
-        }
-        let invocation = self.governor.invocation(None);
-        let report = process(
-            &self.handler,
-            delivery,
-            invocation,
-            &self.governor,
-            &self.observer,
-        )
-        .await;
-        report_in_words(&report)
-    }
-}
-
-/// A report as the Lambda runtime answers it, in the table's words.
-fn report_in_words(report: &Report) -> String {
-    let failed: Vec<String> = match &report.envelope {
-        Envelope::Single => {
-            return match report.overall() {
-                RecordStatus::Succeeded => DONE.to_owned(),
-                RecordStatus::Retryable(_) => "bucketfn.Retryable".to_owned(),
-                RecordStatus::Permanent(_) => "bucketfn.Permanent".to_owned(),
-            };
-        }
-        Envelope::SqsBatch => report
-            .records
-            .iter()
-            .filter(|r| !r.status.is_success())
-            .map(|r| r.id.clone().unwrap_or_default())
-            .collect(),
-        Envelope::S3Batch(_) => report
-            .records
-            .iter()
-            .filter_map(|r| {
-                let code = match r.status {
-                    RecordStatus::Succeeded => return None,
-                    RecordStatus::Retryable(_) => "TemporaryFailure",
-                    RecordStatus::Permanent(_) => "PermanentFailure",
-                };
-                Some(format!("{code}:{}", r.id.as_deref().unwrap_or_default()))
-            })
-            .collect(),
-    };
-    if failed.is_empty() {
-        DONE.to_owned()
-    } else {
-        format!("failed:{}", failed.join(","))
+        let answered =
+            answer_payload(&self.handler, &self.governor, &self.observer, value, None).await;
+        in_words(&match answered {
+            Ok(response) => Answer::Response(response),
+            Err(diagnostic) => Answer::Error {
+                error_type: diagnostic.error_type,
+                message: diagnostic.error_message,
+            },
+        })
     }
 }
 

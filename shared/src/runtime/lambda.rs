@@ -60,8 +60,23 @@ async fn respond<H: Handler>(
     observer: &Observer,
     event: LambdaEvent<Value>,
 ) -> Result<Value, Diagnostic> {
-    let invocation = governor.invocation(stop_by(event.context.deadline, SystemTime::now()));
-    let delivery = decode_value(event.payload).map_err(|e| Diagnostic {
+    let deadline = stop_by(event.context.deadline, SystemTime::now());
+    answer_payload(handler, governor, observer, event.payload, deadline).await
+}
+
+/// What the Lambda runtime answers to an invocation's `payload` (JSON the runtime has parsed)
+/// that must be reported by `deadline`: the response, or the diagnostic with its error type.
+/// Public so that a test can put a function whose clients it replaces (a publisher in memory)
+/// through the path its binary takes under Lambda.
+pub async fn answer_payload<H: Handler>(
+    handler: &Arc<H>,
+    governor: &Governor,
+    observer: &Observer,
+    payload: Value,
+    deadline: Option<Instant>,
+) -> Result<Value, Diagnostic> {
+    let invocation = governor.invocation(deadline);
+    let delivery = decode_value(payload).map_err(|e| Diagnostic {
         error_type: "bucketfn.InvalidEvent".to_owned(),
         error_message: e.to_string(),
     })?;

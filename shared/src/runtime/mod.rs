@@ -32,6 +32,7 @@ pub use cli::parse_headers;
 pub use dispatch::{EventReport, Governor, RecordReport, Report, TooManyRecords, process};
 pub use http::GallerySettings;
 pub use http::HttpSettings;
+pub use lambda::answer_payload;
 pub use local_events::LocalEventSettings;
 
 /// Exit code for input or usage that is rejected (bad event, bad header, bad configuration).
