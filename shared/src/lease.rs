@@ -4,6 +4,7 @@
 //! crashed holder's lease is taken over once it has expired. sidecar-on-create's claims and
 //! forward-to-stream's catch-up checkpoint both hold theirs through this.
 
+use std::sync::LazyLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -88,12 +89,16 @@ impl From<LeaseError> for HandlerError {
 /// A holder name unique to this process and call: host, process id, time, counter.
 pub fn new_holder() -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let host = std::env::var("HOSTNAME")
-        .ok()
-        .or_else(|| std::env::var("AWS_LAMBDA_LOG_STREAM_NAME").ok())
-        .unwrap_or_else(|| "local".to_owned());
+    // Read once: a claim takes a holder name per event.
+    static HOST: LazyLock<String> = LazyLock::new(|| {
+        std::env::var("HOSTNAME")
+            .ok()
+            .or_else(|| std::env::var("AWS_LAMBDA_LOG_STREAM_NAME").ok())
+            .unwrap_or_else(|| "local".to_owned())
+    });
     format!(
-        "{host}/{}/{}/{}",
+        "{}/{}/{}/{}",
+        *HOST,
         std::process::id(),
         Utc::now().timestamp_micros(),
         COUNTER.fetch_add(1, Ordering::Relaxed)
