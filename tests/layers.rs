@@ -66,39 +66,66 @@ fn imports(src: &Path) -> Result<BTreeMap<String, BTreeSet<String>>, BoxError> {
                 .next()
                 .unwrap_or_default();
             let named = graph.entry(own.clone()).or_default();
-            for line in code.lines().filter(|l| !l.trim_start().starts_with("//")) {
-                for (at, _) in line.match_indices("crate::") {
-                    let rest = &line[at + "crate::".len()..];
-                    let words: Vec<&str> = rest
-                        .trim_start_matches('{')
-                        .split(|c: char| !(c.is_alphanumeric() || c == '_' || c == ':'))
-                        .collect();
-                    // `crate::{a::X, b}`: every name in the braces.
-                    let targets: Vec<&str> = if rest.starts_with('{') {
-                        rest.split(['{', '}', ',', ' '])
-                            .filter_map(|w| w.split("::").next())
-                            .collect()
-                    } else {
-                        words
-                            .first()
-                            .and_then(|w| w.split("::").next())
-                            .into_iter()
-                            .collect()
-                    };
-                    for target in targets {
-                        let module = reexported
-                            .get(target)
-                            .cloned()
-                            .unwrap_or_else(|| target.to_owned());
-                        if module != own && modules.contains(&module) {
-                            named.insert(module);
-                        }
+            // Comments out, so that a path a comment names is no import; lines joined, so that
+            // a group over several lines is read whole.
+            let code: Vec<&str> = code
+                .lines()
+                .map(|line| line.split("//").next().unwrap_or_default())
+                .collect();
+            let code = code.join("\n");
+            for (at, _) in code.match_indices("crate::") {
+                let rest = &code[at + "crate::".len()..];
+                // `crate::{a::X, b}`: the first segment of every path in the group.
+                let targets: Vec<&str> = match rest.strip_prefix('{') {
+                    Some(group) => top_level_paths(group)
+                        .into_iter()
+                        .filter_map(first_segment)
+                        .collect(),
+                    None => first_segment(rest).into_iter().collect(),
+                };
+                for target in targets {
+                    let module = reexported
+                        .get(target)
+                        .cloned()
+                        .unwrap_or_else(|| target.to_owned());
+                    if module != own && modules.contains(&module) {
+                        named.insert(module);
                     }
                 }
             }
         }
     }
     Ok(graph)
+}
+
+/// The first segment of a path: `storage` of `storage::ObjectStore`.
+fn first_segment(path: &str) -> Option<&str> {
+    path.trim_start()
+        .split(|c: char| !(c.is_alphanumeric() || c == '_'))
+        .next()
+        .filter(|segment| !segment.is_empty())
+}
+
+/// The paths of a `{...}` group (its opening brace already taken), split at its own commas
+/// and not at those of a group inside it.
+fn top_level_paths(group: &str) -> Vec<&str> {
+    let (mut paths, mut start, mut depth) = (Vec::new(), 0, 0usize);
+    for (at, c) in group.char_indices() {
+        match c {
+            '{' => depth += 1,
+            '}' if depth == 0 => {
+                paths.push(&group[start..at]);
+                return paths;
+            }
+            '}' => depth -= 1,
+            ',' if depth == 0 => {
+                paths.push(&group[start..at]);
+                start = at + 1;
+            }
+            _ => {}
+        }
+    }
+    paths
 }
 
 /// A path of imports from `from` back to itself, if there is one.
